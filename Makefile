@@ -1,0 +1,71 @@
+# agentgw: every target installs what it needs, so a fresh clone needs only Python 3.11, make and npm.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+GOOGLEAPIS := .tools/googleapis
+GEN := service/gen
+PROTOS := $(wildcard proto/agentgw/v1/*.proto)
+
+.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create the virtualenv and install agentgw with its dev tools
+
+run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emulator without ZEGO credentials)
+	$(BIN)/python -m service $(ARGS)
+
+emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090)
+	$(BIN)/python -m service.zego.emulator $(ARGS)
+
+test: $(STAMP) check-proto ## install, check generated stubs, run the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy
+	$(BUF) lint
+	$(BUF) format -d --exit-code proto
+
+fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
+	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format service tests
+	$(BUF) format -w proto
+
+$(BUF):
+	npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
+
+# buf's registry is not reachable here, so the googleapis protos we import come from the
+# googleapis-common-protos wheel that is installed anyway.
+proto-deps: $(STAMP)
+	@site=$$($(BIN)/python -c 'import google.api.field_behavior_pb2 as m, os; print(os.path.dirname(os.path.dirname(os.path.dirname(m.__file__))))'); \
+	mkdir -p $(GOOGLEAPIS)/google/api; \
+	cp $$site/google/api/field_behavior.proto $(GOOGLEAPIS)/google/api/
+
+proto: $(STAMP) proto-deps ## regenerate the committed Python stubs from proto/
+	$(BIN)/python tools/genproto.py --out $(GEN)
+
+check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto/
+	$(BIN)/python tools/genproto.py --check $(GEN)
+
+bench: $(STAMP) ## run the benchmark harness (separate from make test)
+	$(BIN)/python -m bench
+
+clean: ## remove the virtualenv, tools and caches
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

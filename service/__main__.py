@@ -1,0 +1,60 @@
+"""``python -m service`` (or ``agentgw``): load the settings, serve until SIGTERM or SIGINT.
+
+The first signal starts a graceful shutdown (health NOT_SERVING, drain, stop); a second one
+exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from service.config import ConfigError, load_settings
+from service.logs import configure_logging
+from service.server import Gateway
+
+log = logging.getLogger("agentgw")
+
+
+async def serve(gateway: Gateway) -> None:
+    """Run ``gateway`` until a termination signal arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", extra={"signal": signal.Signals(signum).name})
+            raise SystemExit(1)
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for a configuration error)."""
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"agentgw: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(Gateway(settings)))
+    except OSError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The one configuration object: a frozen, typed ``Settings``, loaded from env vars and CLI flags.
+
+Every field maps to an environment variable ``AGENTGW_<FIELD>`` and a flag ``--<field-with-dashes>``;
+a flag wins over the variable, and both win over the default. Invalid input raises ``ConfigError``
+with one line naming the variable (or flag) at fault, so start-up fails clearly.
+
+Secrets are held in ``Secret``, whose ``repr`` and ``str`` are masked: printing the settings, or
+logging them, never shows a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.zego.regions import resolve_base_url
+
+__all__ = ["ConfigError", "Secret", "Settings", "load_settings"]
+
+ENV_PREFIX = "AGENTGW_"
+
+
+class ConfigError(ValueError):
+    """Raised when a setting is invalid. The message is one line and names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, logs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must use it (signing, token minting)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _app_id(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 2**32:
+        raise ValueError("must be a ZEGO AppId, an integer from 1 to 4294967295")
+    return value
+
+
+def _server_secret(raw: str) -> Secret:
+    # ZEGO's ServerSecret is 32 characters; Token04 uses it as an AES-256 key (spec §13).
+    if len(raw) != 32:
+        raise ValueError(f"must be the 32-character ServerSecret from the ZEGO console (got {len(raw)})")
+    return Secret(raw)
+
+
+def _secret(raw: str) -> Secret:
+    if not raw:
+        raise ValueError("must not be empty")
+    return Secret(raw)
+
+
+def _listen(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:50051")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything agentgw reads at start-up. Build it with :func:`load_settings`."""
+
+    zego_app_id: int | None = _setting(None, _app_id, "ZEGO AppId. Unset: run the bundled emulator.")
+    """ZEGO AppId from the console. With no AppId and no ServerSecret, agentgw starts its emulator."""
+
+    zego_server_secret: Secret | None = _setting(None, _server_secret, "ZEGO ServerSecret (32 chars).")
+    """Signs API requests and RTC tokens."""
+
+    zego_callback_secret: Secret | None = _setting(None, _secret, "ZEGO CallbackSecret.")
+    """Verifies ZEGO's server callbacks."""
+
+    zego_api_base: str = _setting(
+        "https://aigc-aiagent-api.zegotech.cn",
+        resolve_base_url,
+        "ZEGO API host: a region name (unified, sha, hkg, fra, lax, bom, sgp) or a URL.",
+    )
+    """Base URL of the ZEGO AI Agent API (spec §1.1)."""
+
+    zego_rate_per_second: float = _setting(10.0, _positive_float, "Client-side limit per ZEGO action.")
+    """Requests per second per action; ZEGO documents 10."""
+
+    zego_timeout_seconds: float = _setting(10.0, _positive_float, "Upper bound of one ZEGO call.")
+    """Per-call timeout, further bounded by the caller's gRPC deadline."""
+
+    zego_max_retries: int = _setting(2, _non_negative_int, "Retries of read-only ZEGO calls.")
+    """Retries after transport errors, for read-only actions only."""
+
+    grpc_listen: str = _setting("127.0.0.1:50051", _listen, "gRPC listen address.")
+    """Where the gRPC server listens."""
+
+    http_listen: str = _setting(
+        "127.0.0.1:8080", _listen, "HTTP listen address (health, callbacks, metrics)."
+    )
+    """Where the HTTP server listens."""
+
+    db_path: Path = _setting(Path("var/agentgw.db"), Path, "SQLite ledger file.")
+    """The ledger's SQLite file; its directory is created if missing."""
+
+    voice_limit: int = _setting(10, _positive_int, "Concurrent voice instances allowed.")
+    """Admission limit for voice sessions (ZEGO's default cap is 10 per AppId)."""
+
+    digital_human_limit: int = _setting(10, _positive_int, "Concurrent digital-human instances allowed.")
+    """Admission limit shared by digital-human and live digital-human sessions."""
+
+    max_session_duration_seconds: int = _setting(3600, _positive_int, "Default session max_duration.")
+    """A session without max_duration is ended after this long."""
+
+    max_session_duration_cap_seconds: int = _setting(86400, _positive_int, "Largest max_duration allowed.")
+    """Requests asking for a longer max_duration are rejected."""
+
+    idempotency_ttl_seconds: int = _setting(86400, _positive_int, "How long request_ids are honoured.")
+    """A retried request_id returns the original result for at least this long."""
+
+    shutdown_grace_seconds: float = _setting(10.0, _positive_float, "Grace period for in-flight RPCs.")
+    """On SIGTERM, RPCs get this long to finish before they are cancelled."""
+
+    log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+    """Log level of the JSON logs on stderr."""
+
+    @property
+    def uses_emulator(self) -> bool:
+        """True when no ZEGO credentials are configured, so the bundled emulator is started."""
+        return self.zego_app_id is None and self.zego_server_secret is None
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, secrets masked, for the start-up log line."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable for a settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per setting, documented with its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="agentgw",
+        description="gRPC gateway for ZEGO AI agents and digital humans.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(Settings):
+        parser.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['doc']} [env {env_name(f.name)}]",
+        )
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from flags (first), environment variables, then defaults.
+
+    Raises:
+        ConfigError: one line naming the variable or flag at fault.
+    """
+    environ = os.environ if environ is None else environ
+    args = vars(argument_parser().parse_args([] if argv is None else list(argv)))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw, source = args.get(f.name), _flag(f.name)
+        if raw is None:
+            raw, source = environ.get(env_name(f.name)), env_name(f.name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            # int("abc") says "invalid literal for int() with base 10"; say what we wanted instead.
+            reason = str(exc) if "literal" not in str(exc) and "convert" not in str(exc) else "not a number"
+            raise ConfigError(f"{source}: {reason}") from None
+    settings = Settings(**values)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    if (settings.zego_app_id is None) != (settings.zego_server_secret is None):
+        missing = "zego_server_secret" if settings.zego_server_secret is None else "zego_app_id"
+        raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")
+    if settings.max_session_duration_seconds > settings.max_session_duration_cap_seconds:
+        raise ConfigError(
+            f"{env_name('max_session_duration_seconds')}: must not exceed "
+            f"{env_name('max_session_duration_cap_seconds')} ({settings.max_session_duration_cap_seconds})"
+        )

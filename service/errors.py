@@ -1,0 +1,127 @@
+"""Errors the domain raises. The API layer maps them (and the ZEGO client's) to gRPC statuses.
+
+Our exception hierarchy::
+
+    AgentGwError
+      x InvalidArgument       - the caller's input breaks a rule; carries field violations
+        - RequestIdReused     - a request_id came back with a different body
+      x NotFound              - the addressed agent or session does not exist
+      x AlreadyExists         - the resource the caller creates already exists
+      x FailedPrecondition    - the resource is in a state that forbids the call
+      x CapacityExhausted     - admission control: no slot free in the pool
+      x Unavailable           - a dependency (the ledger) cannot serve right now
+
+The domain never imports gRPC: these carry plain data, and ``service.api.status`` is the one
+table that turns them into ``google.rpc.Status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AgentGwError",
+    "AlreadyExists",
+    "CapacityExhausted",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "RequestIdReused",
+    "Unavailable",
+]
+
+
+class AgentGwError(Exception):
+    """Root of every error the gateway's own logic raises. ``reason`` is the ErrorInfo reason."""
+
+    reason: str = "AGENTGW_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One broken rule: ``field`` is the request's field path, e.g. ``agent.llm.url``."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(AgentGwError):
+    """Raised before any upstream call when the request breaks a rule."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        first = violations[0]
+        super().__init__(message or f"{first.field}: {first.description}")
+        self.violations = violations
+
+
+class RequestIdReused(InvalidArgument):
+    """A request_id was retried with a different body (AIP-155: never silently pick one)."""
+
+    reason = "REQUEST_ID_REUSED"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            [FieldViolation("request_id", "was already used with a different request body")],
+            "request_id was already used with a different request body",
+        )
+        self.request_id = request_id
+
+
+class NotFound(AgentGwError):
+    """The addressed resource does not exist (or no longer exists)."""
+
+    def __init__(self, resource_type: str, resource_name: str, reason: str) -> None:
+        super().__init__(f"{resource_type} {resource_name!r} not found")
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        self.reason = reason
+
+
+class AlreadyExists(AgentGwError):
+    """The resource being created exists already."""
+
+    def __init__(self, resource_type: str, resource_name: str, reason: str) -> None:
+        super().__init__(f"{resource_type} {resource_name!r} already exists")
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        self.reason = reason
+
+
+class FailedPrecondition(AgentGwError):
+    """The resource's state forbids the call; retrying will not help until it changes."""
+
+    def __init__(self, reason: str, subject: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.subject = subject
+
+
+class CapacityExhausted(AgentGwError):
+    """Admission control: every slot of the pool is taken."""
+
+    reason = "CAPACITY_EXHAUSTED"
+
+    def __init__(self, pool: str, limit: int, in_use: int, retry_after_seconds: float) -> None:
+        super().__init__(f"all {limit} {pool} slots are in use")
+        self.pool = pool
+        self.limit = limit
+        self.in_use = in_use
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(AgentGwError):
+    """A dependency cannot serve right now; the call may be retried."""
+
+    def __init__(self, reason: str, message: str, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_seconds = retry_after_seconds

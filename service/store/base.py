@@ -1,0 +1,135 @@
+"""The ledger's storage interface.
+
+The domain talks to this protocol only, so a shared database can replace the embedded SQLite
+store later without touching domain code. Every method is atomic on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from service.domain.model import (
+    IdempotencyRecord,
+    NewSession,
+    SessionFilter,
+    SessionKind,
+    SessionRecord,
+    SessionState,
+    Transition,
+)
+
+__all__ = ["Capacity", "Ledger", "ReserveOutcome", "StoreError", "TransitionConflict"]
+
+
+class StoreError(Exception):
+    """The store could not complete an operation (I/O error, corrupt file, ...)."""
+
+
+class TransitionConflict(StoreError):
+    """The session was not in one of the expected states; ``current`` is what it is now."""
+
+    def __init__(self, current: SessionRecord | None) -> None:
+        super().__init__("session is not in an expected state")
+        self.current = current
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Slots of one pool, as the ledger sees them."""
+
+    pool: str
+    limit: int
+    in_use: int
+    """Sessions holding a slot (every non-terminal state)."""
+    pending: int
+    """Of in_use, those still PENDING or STARTING."""
+
+
+@dataclass(frozen=True)
+class ReserveOutcome:
+    """What ``reserve_session`` did.
+
+    Exactly one of the three holds: ``created`` (a new PENDING row), ``existing`` (the request_id
+    was seen before: the original row, whatever its body), or ``rejected`` (no slot free).
+    """
+
+    session: SessionRecord | None
+    created: bool
+    capacity: Capacity
+
+    @property
+    def rejected(self) -> bool:
+        """No slot was free, and the request_id was new."""
+        return self.session is None
+
+
+class Ledger(Protocol):
+    """Durable inventory of sessions, their transitions, and idempotency keys."""
+
+    async def open(self) -> None:
+        """Open (creating and migrating if needed) the store."""
+
+    async def close(self) -> None:
+        """Flush and close."""
+
+    async def reserve_session(self, new: NewSession, limit: int) -> ReserveOutcome:
+        """Atomically: return the existing row if ``new.request_id`` is known; otherwise insert a
+        PENDING row if fewer than ``limit`` sessions of ``new.kind.pool`` hold a slot."""
+
+    async def transition(
+        self,
+        session_id: str,
+        to_state: SessionState,
+        *,
+        expected: frozenset[SessionState],
+        at: float,
+        cause: str,
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Atomically move a session from one of ``expected`` to ``to_state``, apply ``updates``
+        (SessionRecord field names), bump its version and record the transition.
+
+        Raises:
+            TransitionConflict: the session is missing or not in an expected state.
+        """
+
+    async def update_session(self, session_id: str, updates: Mapping[str, Any], at: float) -> SessionRecord:
+        """Change fields without a state change (e.g. possible_leak). Raises TransitionConflict if missing."""
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """One session by id."""
+
+    async def find_by_instance_id(self, instance_id: str) -> SessionRecord | None:
+        """The session of a ZEGO AgentInstanceId."""
+
+    async def find_by_agent_user(self, room_id: str, agent_user_id: str) -> SessionRecord | None:
+        """The newest session with these generated ids (used to match callbacks to PENDING rows)."""
+
+    async def list_sessions(
+        self, flt: SessionFilter, limit: int, after: tuple[float, str] | None
+    ) -> list[SessionRecord]:
+        """Newest first; ``after`` is the (created_at, session_id) of the last row of the previous page."""
+
+    async def sessions_in_states(self, states: frozenset[SessionState]) -> list[SessionRecord]:
+        """Every session in one of these states, oldest first."""
+
+    async def transitions(self, session_id: str) -> list[Transition]:
+        """A session's recorded transitions, oldest first."""
+
+    async def capacity(self, pool: str, limit: int) -> Capacity:
+        """Current use of one pool."""
+
+    async def count_by_kind_state(self) -> dict[tuple[SessionKind, SessionState], int]:
+        """Sessions per (kind, state), for gauges."""
+
+    async def get_idempotent(self, method: str, request_id: str) -> IdempotencyRecord | None:
+        """A stored result of a mutating call."""
+
+    async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        """Store a result; if one is already stored for (method, request_id), keep and return it."""
+
+    async def purge(self, *, idempotency_before: float, sessions_ended_before: float) -> int:
+        """Drop idempotency keys and terminal sessions older than the cut-offs; returns rows removed."""

@@ -1,0 +1,555 @@
+"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5).
+
+One ``ZegoClient`` per process wraps one pooled ``httpx.AsyncClient``. Each action is a typed method that
+takes a request model from ``service.zego.models`` and returns its ``Data`` model (or ``None``).
+
+Per call the client:
+
+* spends at most ``min(timeout_seconds, caller budget - 50 ms)`` and never starts an attempt or a retry
+  it cannot finish inside the caller's budget (``ZegoDeadlineExceeded``);
+* paces itself with a per-action token bucket (ZEGO allows 10 requests/s per action);
+* signs every attempt afresh (new nonce and timestamp) in ``ZegoSignatureAuth``;
+* retries with jittered exponential backoff only transport failures of read-only actions; a mutation
+  that timed out may have happened, and a non-zero ``Code`` is ZEGO's decision, so neither is retried;
+* raises the ``service.zego.exceptions`` tree for anything but ``Code == 0``.
+
+Logs go to ``agentgw.zego``: action, code, RequestId, duration. Never the secret, signature or body
+(bodies carry LLM ApiKeys and TTS tokens).
+"""
+
+# ASYNC109 wants callers to wrap us in asyncio.timeout instead of passing `timeout`. We need the budget
+# itself: to size the HTTP timeout, to refuse sending a mutation that cannot finish, and to skip retries.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Collection, Generator
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Final, Protocol, Self, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from service.zego import models as m
+from service.zego.exceptions import (
+    ZegoApiError,
+    ZegoConnectError,
+    ZegoCredentialsRejected,
+    ZegoDeadlineExceeded,
+    ZegoError,
+    ZegoProtocolError,
+    ZegoServiceError,
+    ZegoTimeout,
+    ZegoTransportError,
+    from_code,
+)
+from service.zego.ratelimit import RateLimiter
+from service.zego.regions import resolve_base_url
+from service.zego.signing import api_signature, new_nonce
+
+__all__ = ["READ_ONLY_ACTIONS", "Action", "ClientObserver", "NullObserver", "ZegoClient", "ZegoSignatureAuth"]
+
+logger = logging.getLogger("agentgw.zego")
+
+#: Kept back from the caller's budget so our answer reaches them before their deadline does.
+DEADLINE_MARGIN_SECONDS: Final = 0.05
+
+_T = TypeVar("_T")
+_DataT = TypeVar("_DataT", bound=m.WireModel)
+
+
+class Action(StrEnum):
+    """The 19 ZEGO Actions (spec §4); the value is the wire name, also used as a metrics label."""
+
+    REGISTER_AGENT = "RegisterAgent"
+    UNREGISTER_AGENT = "UnregisterAgent"
+    UPDATE_AGENT = "UpdateAgent"
+    LIST_AGENTS = "ListAgents"
+    QUERY_AGENTS = "QueryAgents"
+    CREATE_AGENT_INSTANCE = "CreateAgentInstance"
+    CREATE_DIGITAL_HUMAN_AGENT_INSTANCE = "CreateDigitalHumanAgentInstance"
+    CREATE_LIVE_DIGITAL_HUMAN_AGENT_INSTANCE = "CreateLiveDigitalHumanAgentInstance"
+    UPDATE_AGENT_INSTANCE = "UpdateAgentInstance"
+    DELETE_AGENT_INSTANCE = "DeleteAgentInstance"
+    SEND_AGENT_INSTANCE_LLM = "SendAgentInstanceLLM"
+    SEND_AGENT_INSTANCE_TTS = "SendAgentInstanceTTS"
+    QUERY_AGENT_INSTANCE_STATUS = "QueryAgentInstanceStatus"
+    INTERRUPT_AGENT_INSTANCE = "InterruptAgentInstance"
+    GET_AGENT_INSTANCE_MSG_LIST = "GetAgentInstanceMsgList"
+    RESET_AGENT_INSTANCE_MSG_LIST = "ResetAgentInstanceMsgList"
+    ADD_AGENT_INSTANCE_MSG = "AddAgentInstanceMsg"
+    START_LISTENING = "StartListening"
+    STOP_LISTENING = "StopListening"
+
+
+#: The only actions safe to repeat after a transport failure.
+READ_ONLY_ACTIONS: Final = frozenset(
+    {
+        Action.LIST_AGENTS,
+        Action.QUERY_AGENTS,
+        Action.QUERY_AGENT_INSTANCE_STATUS,
+        Action.GET_AGENT_INSTANCE_MSG_LIST,
+    }
+)
+
+
+class ClientObserver(Protocol):
+    """Hooks for metrics, so the client needs no metrics library. Implementations must be fast and must
+    not raise: they run inline on every call.
+    """
+
+    def request_finished(self, action: str, outcome: str, seconds: float) -> None:
+        """One HTTP attempt ended. ``outcome``: the ZEGO code (``"0"`` = success), or ``"timeout"``,
+        ``"connect_error"``, ``"protocol_error"``, ``"deadline_exceeded"``. ``seconds``: that attempt.
+        """
+
+    def rate_limit_waited(self, action: str, seconds: float) -> None:
+        """The local rate limiter delayed an attempt by ``seconds`` (only reported when > 0)."""
+
+    def retried(self, action: str) -> None:
+        """A read-only action is about to be attempted again after a transport failure."""
+
+
+class NullObserver:
+    """The default observer: ignores everything."""
+
+    def request_finished(self, action: str, outcome: str, seconds: float) -> None:
+        """Ignore."""
+
+    def rate_limit_waited(self, action: str, seconds: float) -> None:
+        """Ignore."""
+
+    def retried(self, action: str) -> None:
+        """Ignore."""
+
+
+class ZegoSignatureAuth(httpx.Auth):
+    """Adds ZEGO's signed common query parameters (spec §1.3, §1.4) to each request it sees.
+
+    httpx runs this once per ``send``, so every attempt, retries included, gets a fresh nonce and
+    timestamp. The query order follows ZEGO's samples: ``Action`` (set by the caller), then ``AppId``,
+    ``SignatureNonce``, ``Timestamp``, ``Signature``, ``SignatureVersion``.
+    """
+
+    def __init__(self, app_id: int, server_secret: str, clock: Callable[[], float] = time.time) -> None:
+        self._app_id = app_id
+        self._server_secret = server_secret
+        self._clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Sign ``request`` in place and send it once."""
+        nonce = new_nonce()
+        timestamp = int(self._clock())
+        signature = api_signature(self._app_id, nonce, self._server_secret, timestamp)
+        request.url = request.url.copy_merge_params(
+            {
+                "AppId": str(self._app_id),
+                "SignatureNonce": nonce,
+                "Timestamp": str(timestamp),
+                "Signature": signature,
+                "SignatureVersion": "2.0",
+            }
+        )
+        yield request
+
+    def __repr__(self) -> str:
+        return f"ZegoSignatureAuth(app_id={self._app_id}, server_secret='***')"
+
+
+class _HideSignature(logging.Filter):
+    """httpx logs every request URL at INFO; strip our ``Signature`` (a 10-minute replay token) from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(
+            isinstance(a, httpx.URL) and "Signature" in a.params for a in args
+        ):
+            record.args = tuple(
+                a.copy_remove_param("Signature") if isinstance(a, httpx.URL) else a for a in args
+            )
+        return True
+
+
+def _install_httpx_log_filter() -> None:
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _HideSignature) for f in httpx_logger.filters):
+        httpx_logger.addFilter(_HideSignature())
+
+
+class ZegoClient:
+    """Async client for the ZEGO AI Agent API. Use as ``async with ZegoClient(...) as zego:`` or call
+    ``aclose()`` at shutdown.
+
+    Args:
+        app_id: the ZEGO AppID (uint32).
+        server_secret: the project ServerSecret; used only to sign, never logged.
+        base_url: a region name from ``service.zego.regions`` or an ``http(s)://`` URL (e.g. the emulator).
+        timeout_seconds: upper bound of one attempt, whatever the caller's budget.
+        rate_per_second: local pacing per action; ``rate_burst`` defaults to the same number.
+        max_retries: extra attempts for transport failures of read-only actions.
+        backoff_initial, backoff_max: exponential backoff bounds in seconds (jittered).
+        rate_limit_codes: ZEGO codes to raise as ``ZegoRateLimited`` besides 410001029.
+        transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
+        observer: metrics hooks; defaults to ``NullObserver``.
+        clock: wall-clock seconds for request timestamps.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: int,
+        server_secret: str,
+        base_url: str,
+        timeout_seconds: float = 10.0,
+        rate_per_second: float = 10.0,
+        rate_burst: float | None = None,
+        max_retries: int = 2,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 2.0,
+        rate_limit_codes: Collection[int] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: ClientObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < app_id < 2**32:
+            raise ValueError("app_id must be a uint32 greater than 0")
+        if not server_secret:
+            raise ValueError("server_secret must not be empty")
+        if not (timeout_seconds > 0 and math.isfinite(timeout_seconds)):
+            raise ValueError("timeout_seconds must be a positive number")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("backoff must satisfy 0 < backoff_initial <= backoff_max")
+        self.app_id = app_id
+        self.base_url = resolve_base_url(base_url)
+        self._timeout_seconds = timeout_seconds
+        self._max_retries = max_retries
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._rate_limit_codes = frozenset(rate_limit_codes)
+        self._observer: ClientObserver = observer if observer is not None else NullObserver()
+        self._limiter = RateLimiter(rate_per_second, rate_burst)
+        self._jitter = random.Random()
+        _install_httpx_log_filter()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=ZegoSignatureAuth(app_id, server_secret, clock),
+            headers={"Content-Type": "application/json"},
+            timeout=timeout_seconds,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # --- the call pipeline -------------------------------------------------------------------------
+
+    async def _call(
+        self, action: Action, request: m.WireModel, decode: Callable[[Any], _T], timeout: float | None
+    ) -> _T:
+        """Run ``action``, retrying where allowed, and return ``decode(Data)``."""
+        deadline = None if timeout is None else time.monotonic() + timeout - DEADLINE_MARGIN_SECONDS
+        body = json.dumps(request.to_wire(), ensure_ascii=False, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(action, body, decode, deadline)
+            except ZegoTransportError as exc:
+                if action not in READ_ONLY_ACTIONS or not exc.retryable or attempt >= self._max_retries:
+                    raise
+                cap = min(self._backoff_max, self._backoff_initial * 2**attempt)
+                delay = cap * (0.5 + 0.5 * self._jitter.random())  # "equal jitter": spread, never ~0
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise  # a retry could not finish inside the caller's budget: report the real failure
+                attempt += 1
+                logger.info(
+                    "zego %s retry %d in %.0f ms after %s", action, attempt, delay * 1000, exc.outcome
+                )
+                self._observer.retried(action)
+                await asyncio.sleep(delay)
+
+    def _remaining(self, action: Action, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ZegoDeadlineExceeded(action, "caller deadline reached before the request was sent")
+        return remaining
+
+    async def _attempt(
+        self, action: Action, body: bytes, decode: Callable[[Any], _T], deadline: float | None
+    ) -> _T:
+        remaining = self._remaining(action, deadline)
+        try:
+            waited = await self._limiter.acquire(action, max_wait=remaining)
+        except TimeoutError:
+            raise ZegoDeadlineExceeded(action, "rate-limit wait would outlast the caller deadline") from None
+        if waited > 0:
+            self._observer.rate_limit_waited(action, waited)
+        remaining = self._remaining(action, deadline)
+        budget_bound = remaining is not None and remaining < self._timeout_seconds
+        effective = self._timeout_seconds if remaining is None else min(self._timeout_seconds, remaining)
+
+        started = time.monotonic()
+        try:
+            response = await self._exchange(action, body, effective, budget_bound)
+            request_id, data = self._unwrap(action, response)
+            result = self._decode(action, decode, data)
+        except ZegoError as exc:
+            elapsed = time.monotonic() - started
+            self._observer.request_finished(action, exc.outcome, elapsed)
+            self._log_failure(action, exc, elapsed)
+            raise
+        elapsed = time.monotonic() - started
+        self._observer.request_finished(action, "0", elapsed)
+        logger.debug("zego %s code=0 request_id=%s duration_ms=%.1f", action, request_id, elapsed * 1000)
+        return result
+
+    async def _exchange(
+        self, action: Action, body: bytes, effective: float, budget_bound: bool
+    ) -> httpx.Response:
+        try:
+            # httpx applies the timeout per phase (connect, write, read); asyncio.timeout caps the total.
+            async with asyncio.timeout(effective):
+                return await self._http.post(
+                    "/", params={"Action": action.value}, content=body, timeout=httpx.Timeout(effective)
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if budget_bound:
+                raise ZegoDeadlineExceeded(action, f"no answer within the caller's {effective:.3f}s") from exc
+            raise ZegoTimeout(action, f"no answer within {effective:.3f}s") from exc
+        except httpx.ConnectError as exc:
+            raise ZegoConnectError(action, f"connect failed: {type(exc).__name__}") from exc
+        except (httpx.NetworkError, httpx.ProtocolError) as exc:
+            # The connection broke mid-exchange (read/write/close error, malformed HTTP).
+            raise ZegoProtocolError(action, f"connection failed mid-request: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise ZegoConnectError(action, f"transport failed: {type(exc).__name__}") from exc
+        except httpx.RequestError as exc:
+            raise ZegoProtocolError(action, f"response unusable: {type(exc).__name__}") from exc
+
+    def _unwrap(self, action: Action, response: httpx.Response) -> tuple[str, Any]:
+        """Check the §2 envelope; return (RequestId, Data) or raise."""
+        status = response.status_code
+        if status != 200:
+            raise ZegoProtocolError(
+                action, f"HTTP {status}", status_code=status, retryable=status == 429 or status >= 500
+            )
+        try:
+            # stdlib json keeps int64 (Round, Sequence) exact; never route them through float.
+            envelope = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ZegoProtocolError(
+                action, "response body is not JSON", status_code=200, retryable=False
+            ) from None
+        code = envelope.get("Code") if isinstance(envelope, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise ZegoProtocolError(action, "envelope has no integer Code", status_code=200, retryable=False)
+        request_id = str(envelope.get("RequestId") or "")
+        if code != 0:
+            message = str(envelope.get("Message") or "")
+            raise from_code(code, message, request_id, action, rate_limit_codes=self._rate_limit_codes)
+        return request_id, envelope.get("Data")
+
+    @staticmethod
+    def _decode(action: Action, decode: Callable[[Any], _T], data: Any) -> _T:
+        try:
+            return decode(data)
+        except ValidationError as exc:
+            # Field paths and reasons only: the models hide inputs, which may hold an agent's ApiKey.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'Data'}: {err['msg']}" for err in exc.errors()[:5]
+            )
+            raise ZegoProtocolError(
+                action, f"Data does not match the schema: {problems}", status_code=200, retryable=False
+            ) from None
+
+    def _log_failure(self, action: Action, exc: ZegoError, elapsed: float) -> None:
+        if isinstance(exc, ZegoApiError):
+            # Credentials and ZEGO-side failures need an operator; the rest are ordinary business answers.
+            serious = isinstance(exc, ZegoCredentialsRejected | ZegoServiceError)
+            logger.log(
+                logging.WARNING if serious else logging.INFO,
+                "zego %s code=%d request_id=%s duration_ms=%.1f message=%s",
+                action,
+                exc.code,
+                exc.request_id,
+                elapsed * 1000,
+                exc.message,
+            )
+        else:
+            logger.warning(
+                "zego %s failed: %s duration_ms=%.1f (%s)", action, exc.outcome, elapsed * 1000, exc
+            )
+
+    async def _call_none(self, action: Action, request: m.WireModel, timeout: float | None) -> None:
+        await self._call(action, request, _ignore_data, timeout)
+
+    async def _call_data(
+        self, action: Action, request: m.WireModel, model: type[_DataT], timeout: float | None
+    ) -> _DataT:
+        def decode(data: Any) -> _DataT:
+            # `"Data": null` on a list-style answer means "nothing"; required fields still fail loudly.
+            return model.model_validate(data if data is not None else {})
+
+        return await self._call(action, request, decode, timeout)
+
+    # --- agent templates (§5.1-§5.5) ---------------------------------------------------------------
+
+    async def register_agent(self, request: m.RegisterAgentRequest, *, timeout: float | None = None) -> None:
+        """RegisterAgent. Raises ``ZegoAgentAlreadyExists`` if the AgentId is taken."""
+        await self._call_none(Action.REGISTER_AGENT, request, timeout)
+
+    async def unregister_agent(
+        self, request: m.UnregisterAgentRequest, *, timeout: float | None = None
+    ) -> None:
+        """UnregisterAgent. Raises ``ZegoAgentNotFound`` for an unknown AgentId."""
+        await self._call_none(Action.UNREGISTER_AGENT, request, timeout)
+
+    async def update_agent(self, request: m.UpdateAgentRequest, *, timeout: float | None = None) -> None:
+        """UpdateAgent: LLM/TTS/ASR objects sent replace the stored ones whole."""
+        await self._call_none(Action.UPDATE_AGENT, request, timeout)
+
+    async def list_agents(
+        self, request: m.ListAgentsRequest, *, timeout: float | None = None
+    ) -> m.ListAgentsData:
+        """ListAgents: one page; pass ``Data.cursor`` back until it is empty. Retried on transport errors."""
+        return await self._call_data(Action.LIST_AGENTS, request, m.ListAgentsData, timeout)
+
+    async def query_agents(
+        self, request: m.QueryAgentsRequest, *, timeout: float | None = None
+    ) -> m.QueryAgentsData:
+        """QueryAgents: details for up to 10 AgentIds. Retried on transport errors."""
+        return await self._call_data(Action.QUERY_AGENTS, request, m.QueryAgentsData, timeout)
+
+    # --- instance lifecycle (§5.6-§5.10) -----------------------------------------------------------
+
+    async def create_agent_instance(
+        self, request: m.CreateAgentInstanceRequest, *, timeout: float | None = None
+    ) -> m.CreateAgentInstanceData:
+        """CreateAgentInstance: start a voice agent in an RTC room."""
+        return await self._call_data(
+            Action.CREATE_AGENT_INSTANCE, request, m.CreateAgentInstanceData, timeout
+        )
+
+    async def create_digital_human_agent_instance(
+        self, request: m.CreateDigitalHumanAgentInstanceRequest, *, timeout: float | None = None
+    ) -> m.CreateDigitalHumanAgentInstanceData:
+        """CreateDigitalHumanAgentInstance: start a digital-human (video) agent."""
+        return await self._call_data(
+            Action.CREATE_DIGITAL_HUMAN_AGENT_INSTANCE,
+            request,
+            m.CreateDigitalHumanAgentInstanceData,
+            timeout,
+        )
+
+    async def create_live_digital_human_agent_instance(
+        self, request: m.CreateLiveDigitalHumanAgentInstanceRequest, *, timeout: float | None = None
+    ) -> m.CreateLiveDigitalHumanAgentInstanceData:
+        """CreateLiveDigitalHumanAgentInstance: start a one-way broadcast digital human (RTC or CDN)."""
+        return await self._call_data(
+            Action.CREATE_LIVE_DIGITAL_HUMAN_AGENT_INSTANCE,
+            request,
+            m.CreateLiveDigitalHumanAgentInstanceData,
+            timeout,
+        )
+
+    async def update_agent_instance(
+        self, request: m.UpdateAgentInstanceRequest, *, timeout: float | None = None
+    ) -> None:
+        """UpdateAgentInstance: replace LLM/TTS/ASR or switch the user stream of a running instance."""
+        await self._call_none(Action.UPDATE_AGENT_INSTANCE, request, timeout)
+
+    async def delete_agent_instance(
+        self, request: m.DeleteAgentInstanceRequest, *, timeout: float | None = None
+    ) -> None:
+        """DeleteAgentInstance. Raises ``ZegoInstanceNotFound`` for an unknown or deleted instance."""
+        await self._call_none(Action.DELETE_AGENT_INSTANCE, request, timeout)
+
+    # --- instance control (§5.11-§5.18) ------------------------------------------------------------
+
+    async def send_agent_instance_llm(
+        self, request: m.SendAgentInstanceLLMRequest, *, timeout: float | None = None
+    ) -> m.SendAgentInstanceLLMData:
+        """SendAgentInstanceLLM: feed text to the LLM as if the user said it; returns the new Round."""
+        return await self._call_data(
+            Action.SEND_AGENT_INSTANCE_LLM, request, m.SendAgentInstanceLLMData, timeout
+        )
+
+    async def send_agent_instance_tts(
+        self, request: m.SendAgentInstanceTTSRequest, *, timeout: float | None = None
+    ) -> m.SendAgentInstanceTTSData:
+        """SendAgentInstanceTTS: make the agent speak text; returns the new Round."""
+        return await self._call_data(
+            Action.SEND_AGENT_INSTANCE_TTS, request, m.SendAgentInstanceTTSData, timeout
+        )
+
+    async def query_agent_instance_status(
+        self, request: m.QueryAgentInstanceStatusRequest, *, timeout: float | None = None
+    ) -> m.QueryAgentInstanceStatusData:
+        """QueryAgentInstanceStatus: IDLE/LISTENING/THINKING/SPEAKING. Retried on transport errors."""
+        return await self._call_data(
+            Action.QUERY_AGENT_INSTANCE_STATUS, request, m.QueryAgentInstanceStatusData, timeout
+        )
+
+    async def interrupt_agent_instance(
+        self, request: m.InterruptAgentInstanceRequest, *, timeout: float | None = None
+    ) -> m.InterruptAgentInstanceData:
+        """InterruptAgentInstance: cut the current speech/LLM round."""
+        return await self._call_data(
+            Action.INTERRUPT_AGENT_INSTANCE, request, m.InterruptAgentInstanceData, timeout
+        )
+
+    async def get_agent_instance_msg_list(
+        self, request: m.GetAgentInstanceMsgListRequest, *, timeout: float | None = None
+    ) -> m.GetAgentInstanceMsgListData:
+        """GetAgentInstanceMsgList: the LLM context. Retried on transport errors."""
+        return await self._call_data(
+            Action.GET_AGENT_INSTANCE_MSG_LIST, request, m.GetAgentInstanceMsgListData, timeout
+        )
+
+    async def reset_agent_instance_msg_list(
+        self, request: m.ResetAgentInstanceMsgListRequest, *, timeout: float | None = None
+    ) -> None:
+        """ResetAgentInstanceMsgList: clear the LLM context."""
+        await self._call_none(Action.RESET_AGENT_INSTANCE_MSG_LIST, request, timeout)
+
+    async def add_agent_instance_msg(
+        self, request: m.AddAgentInstanceMsgRequest, *, timeout: float | None = None
+    ) -> None:
+        """AddAgentInstanceMsg: insert messages into the LLM context (no LLM call, no new round)."""
+        await self._call_none(Action.ADD_AGENT_INSTANCE_MSG, request, timeout)
+
+    async def start_listening(
+        self, request: m.StartListeningRequest, *, timeout: float | None = None
+    ) -> m.StartListeningData:
+        """StartListening (walkie-talkie mode only)."""
+        return await self._call_data(Action.START_LISTENING, request, m.StartListeningData, timeout)
+
+    async def stop_listening(
+        self, request: m.StopListeningRequest, *, timeout: float | None = None
+    ) -> m.StopListeningData:
+        """StopListening (walkie-talkie mode only): the agent answers what was said."""
+        return await self._call_data(Action.STOP_LISTENING, request, m.StopListeningData, timeout)
+
+
+def _ignore_data(data: Any) -> None:
+    """Decoder for actions whose success carries no ``Data``."""
+    return None

@@ -1,0 +1,278 @@
+"""Everything the ZEGO client raises.
+
+Our exception hierarchy:
+
+* ZegoError
+  x ZegoTransportError - no valid answer was received
+    - ZegoTimeout
+    - ZegoConnectError
+    - ZegoProtocolError
+  x ZegoDeadlineExceeded - the caller's time budget ran out
+  x ZegoApiError - ZEGO answered with a non-zero envelope ``Code``
+    - ZegoCredentialsRejected
+    - ZegoInvalidRequest
+    - ZegoAgentAlreadyExists
+    - ZegoAgentNotFound
+    - ZegoInstanceNotFound
+    - ZegoConcurrencyLimit
+    - ZegoRateLimited
+    - ZegoStateConflict
+    - ZegoServiceError
+
+``from_code`` is the only place that maps a ZEGO code (spec §7) to a class; ``API_ERROR_CLASSES`` is the
+table it reads. Messages carry the action, code, ZEGO's ``Message`` and ``RequestId``; never a secret,
+a signature or a request body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from types import MappingProxyType
+from typing import ClassVar, Final
+
+__all__ = [
+    "API_ERROR_CLASSES",
+    "ZegoAgentAlreadyExists",
+    "ZegoAgentNotFound",
+    "ZegoApiError",
+    "ZegoConcurrencyLimit",
+    "ZegoConnectError",
+    "ZegoCredentialsRejected",
+    "ZegoDeadlineExceeded",
+    "ZegoError",
+    "ZegoInstanceNotFound",
+    "ZegoInvalidRequest",
+    "ZegoProtocolError",
+    "ZegoRateLimited",
+    "ZegoServiceError",
+    "ZegoStateConflict",
+    "ZegoTimeout",
+    "ZegoTransportError",
+    "from_code",
+]
+
+# ZEGO's Message is free text from upstream; cap it so a runaway body can't flood logs or gRPC details.
+_MAX_MESSAGE_CHARS: Final = 512
+
+
+class ZegoError(Exception):
+    """Base class for every error raised by the ZEGO client.
+
+    ``action`` is the ZEGO Action being called (e.g. ``"CreateAgentInstance"``).
+    """
+
+    _outcome: ClassVar[str] = "error"
+
+    def __init__(self, action: str, message: str) -> None:
+        super().__init__(action, message)
+        self.action = str(action)  # a plain str even when given the client's Action (a StrEnum)
+        self.message = message[:_MAX_MESSAGE_CHARS]
+
+    @property
+    def outcome(self) -> str:
+        """A short label for metrics and observers, e.g. ``"timeout"`` or the ZEGO code."""
+        return self._outcome
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.message}"
+
+
+class ZegoTransportError(ZegoError):
+    """No valid answer was received, so whether ZEGO acted on a mutation is unknown.
+
+    ``retryable`` says whether another attempt could plausibly succeed; the client only retries
+    read-only actions, whatever this says.
+    """
+
+    def __init__(self, action: str, message: str, *, retryable: bool = True) -> None:
+        super().__init__(action, message)
+        self.retryable = retryable
+
+
+class ZegoTimeout(ZegoTransportError):
+    """The request did not complete within the client's configured ``timeout_seconds``.
+
+    When the caller's own deadline was the tighter bound, ``ZegoDeadlineExceeded`` is raised instead.
+    """
+
+    _outcome = "timeout"
+
+
+class ZegoConnectError(ZegoTransportError):
+    """A connection to ZEGO could not be established (DNS, TCP refused, TLS, proxy)."""
+
+    _outcome = "connect_error"
+
+
+class ZegoProtocolError(ZegoTransportError):
+    """ZEGO's answer was unusable.
+
+    Raised for: a non-200 HTTP status (``status_code`` set), a connection that broke while reading, a
+    body that is not JSON, an envelope without an integer ``Code``, or a ``Data`` object that does not
+    match the documented schema (``retryable=False``: the same answer would come back).
+    """
+
+    _outcome = "protocol_error"
+
+    def __init__(
+        self, action: str, message: str, *, status_code: int | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(action, message, retryable=retryable)
+        self.status_code = status_code
+
+
+class ZegoDeadlineExceeded(ZegoError):
+    """The caller's remaining budget was spent before or while calling ZEGO.
+
+    Raised without sending when the budget (minus a safety margin) is already gone, when waiting for
+    the rate limiter would outlast it, or when an attempt timed out because the budget capped it.
+    """
+
+    _outcome = "deadline_exceeded"
+
+
+class ZegoApiError(ZegoError):
+    """ZEGO answered, and the envelope ``Code`` was not 0 (spec §2, §7).
+
+    Never retried by the client: ZEGO made a decision. Use the subclasses to branch; ``code`` is the raw
+    9-digit ZEGO code and ``request_id`` is ZEGO's ``RequestId`` for support tickets.
+    """
+
+    def __init__(self, code: int, message: str, request_id: str, action: str) -> None:
+        super().__init__(action, message)
+        self.code = code
+        self.request_id = request_id
+        # Match the constructor so the exception pickles and reprs faithfully.
+        self.args = (code, self.message, request_id, self.action)
+
+    @property
+    def outcome(self) -> str:
+        """The ZEGO code as a string, the label observers record for this outcome."""
+        return str(self.code)
+
+    def __str__(self) -> str:
+        return f"{self.action}: code {self.code}: {self.message} (request_id={self.request_id or '-'})"
+
+
+class ZegoCredentialsRejected(ZegoApiError):
+    """ZEGO rejected *our* account: signature expired/wrong, unknown AppId, app config missing, service
+    not enabled, or a trial account expired. This is a gateway misconfiguration, never the caller's fault.
+    """
+
+
+class ZegoInvalidRequest(ZegoApiError):
+    """ZEGO rejected the request's shape or values: bad parameter (410000003, the Message names it), body
+    not JSON, malformed common query parameters, or invalid digital-human settings.
+    """
+
+
+class ZegoAgentAlreadyExists(ZegoApiError):
+    """RegisterAgent with an AgentId that is already registered (410001008)."""
+
+
+class ZegoAgentNotFound(ZegoApiError):
+    """The AgentId is not registered (410001009)."""
+
+
+class ZegoInstanceNotFound(ZegoApiError):
+    """The AgentInstanceId does not exist or was already deleted (410001002)."""
+
+
+class ZegoConcurrencyLimit(ZegoApiError):
+    """The app's concurrent-instance quota is used up (410000011 voice, 410001031 digital human) or
+    digital-human resources are insufficient (410001025, which ZEGO's sample treats as the same limit).
+    """
+
+
+class ZegoRateLimited(ZegoApiError):
+    """ZEGO throttled the call: 410001029 (digital-human APIs) or a code configured as a rate limit,
+    since ZEGO does not document the code for its generic 10 requests/s limit.
+    """
+
+
+class ZegoStateConflict(ZegoApiError):
+    """The instance is in a state that forbids the call: listening in walkie-talkie mode, shutting down,
+    not in walkie-talkie mode, stale Sequence, user not publishing or not in the room, stream ID clash,
+    or a live digital human that refuses API control.
+    """
+
+
+class ZegoServiceError(ZegoApiError):
+    """Any other non-zero code: ZEGO-side failures (410000001 system error, 100000015 gateway error,
+    410001003 create failed ...) and codes this table does not know yet.
+    """
+
+
+def _table() -> dict[int, type[ZegoApiError]]:
+    groups: dict[type[ZegoApiError], tuple[int, ...]] = {
+        ZegoCredentialsRejected: (
+            100000004,  # signature expired
+            100000005,  # signature wrong
+            100000009,  # Signature empty
+            100000010,  # ServerSecret lookup failed (AppId)
+            100000011,  # app config lookup failed
+            100000017,  # app has not enabled the service
+            410000002,  # invalid AppID
+            410000005,  # gateway auth failed
+            410000006,  # app has not enabled the service
+            410001033,  # LLM test account expired
+            410001034,  # TTS test account expired
+            410001035,  # app test account expired
+        ),
+        ZegoInvalidRequest: (
+            100000000,  # wrong Host header
+            100000001,  # AppId format
+            100000002,  # Timestamp empty
+            100000003,  # Timestamp format
+            100000006,  # Action empty
+            100000007,  # unsupported Action
+            100000008,  # SignatureNonce empty
+            100000012,  # HTTP body unreadable
+            100000013,  # SignatureVersion empty
+            100000014,  # unsupported SignatureVersion
+            410000003,  # invalid parameter
+            410000004,  # JSON parse failed
+            410000014,  # invalid digital-human parameter
+            410001026,  # digital-human ConfigId not supported
+            410001027,  # DigitalHumanId incorrect
+            410001047,  # ApiKey "zego_test" with a non-allowed LLM.Url
+            410001048,  # DigitalHumanId not owned by this app
+        ),
+        ZegoAgentAlreadyExists: (410001008,),
+        ZegoAgentNotFound: (410001009,),
+        ZegoInstanceNotFound: (410001002,),
+        ZegoConcurrencyLimit: (410000011, 410001025, 410001031),
+        ZegoRateLimited: (410001029,),
+        ZegoStateConflict: (
+            410001013,  # agent is listening (walkie-talkie)
+            410001016,  # user not in the instance's room
+            410001030,  # digital-human stream ID duplicate
+            410001041,  # graceful shutdown in progress
+            410001042,  # not walkie-talkie mode
+            410001043,  # stale Sequence
+            410001046,  # user not publishing yet
+            410001049,  # live digital human refuses API control
+        ),
+    }
+    return {code: cls for cls, codes in groups.items() for code in codes}
+
+
+#: ZEGO code -> exception class; codes not listed map to ZegoServiceError.
+API_ERROR_CLASSES: Final = MappingProxyType(_table())
+
+
+def from_code(
+    code: int,
+    message: str,
+    request_id: str,
+    action: str,
+    *,
+    rate_limit_codes: Collection[int] = (),
+) -> ZegoApiError:
+    """Build the exception for a non-zero envelope ``Code``.
+
+    ``rate_limit_codes`` are extra codes to treat as ``ZegoRateLimited`` (ZEGO's code for its generic
+    per-action limit is undocumented, so deployments configure it once observed).
+    """
+    cls = ZegoRateLimited if code in rate_limit_codes else API_ERROR_CLASSES.get(code, ZegoServiceError)
+    return cls(code, message, request_id, action)

@@ -1,0 +1,118 @@
+"""The one error-mapping table, row by row."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2
+
+from service import errors
+from service.api.status import to_status
+from service.zego import exceptions as zx
+
+
+def _details(status: object) -> dict[type[Message], Message]:
+    found: dict[type[Message], Message] = {}
+    for packed in status.details:  # type: ignore[attr-defined]
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.QuotaFailure,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.ResourceInfo,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.RequestInfo,
+        ):
+            if packed.Is(kind.DESCRIPTOR):
+                msg = kind()
+                packed.Unpack(msg)
+                found[kind] = msg
+    return found
+
+
+def api_error(code: int, action: str = "RegisterAgent") -> zx.ZegoApiError:
+    return zx.from_code(code, "upstream says no", "1843985617336143872", action)
+
+
+CASES = [
+    (api_error(410001008), grpc.StatusCode.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS", []),
+    (api_error(410001009), grpc.StatusCode.NOT_FOUND, "AGENT_NOT_FOUND", []),
+    (api_error(410001002), grpc.StatusCode.NOT_FOUND, "INSTANCE_NOT_FOUND", []),
+    (api_error(410000011), grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_CONCURRENCY_LIMIT",
+     [error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo]),
+    (api_error(410001031), grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_CONCURRENCY_LIMIT",
+     [error_details_pb2.QuotaFailure]),
+    (api_error(410001025), grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_CONCURRENCY_LIMIT",
+     [error_details_pb2.QuotaFailure]),
+    (api_error(410001029), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_RATE_LIMITED",
+     [error_details_pb2.RetryInfo]),
+    (api_error(100000005), grpc.StatusCode.INTERNAL, "ZEGO_CREDENTIALS_REJECTED", []),
+    (api_error(100000004), grpc.StatusCode.INTERNAL, "ZEGO_CREDENTIALS_REJECTED", []),
+    (api_error(410000003), grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_REJECTED_INPUT", []),
+    (api_error(100000006), grpc.StatusCode.INTERNAL, "UPSTREAM_REQUEST_MALFORMED", []),
+    (api_error(410001041), grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_STATE_CONFLICT", []),
+    (api_error(410001042), grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_STATE_CONFLICT", []),
+    (api_error(410000001), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR", [error_details_pb2.RetryInfo]),
+    (zx.ZegoTimeout("ListAgents", "timed out"), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_TIMEOUT",
+     [error_details_pb2.RetryInfo]),
+    (zx.ZegoConnectError("ListAgents", "refused"), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE",
+     [error_details_pb2.RetryInfo]),
+    (zx.ZegoProtocolError("ListAgents", "HTTP 502"), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR",
+     [error_details_pb2.RetryInfo]),
+    (zx.ZegoDeadlineExceeded("ListAgents", "no budget"), grpc.StatusCode.DEADLINE_EXCEEDED,
+     "DEADLINE_EXCEEDED", []),
+    (errors.InvalidArgument([errors.FieldViolation("a.b", "is required")]), grpc.StatusCode.INVALID_ARGUMENT,
+     "INVALID_ARGUMENT", [error_details_pb2.BadRequest]),
+    (errors.RequestIdReused("r1"), grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED",
+     [error_details_pb2.BadRequest]),
+    (errors.NotFound("session", "s1", "SESSION_NOT_FOUND"), grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND",
+     [error_details_pb2.ResourceInfo]),
+    (errors.AlreadyExists("agent", "a", "AGENT_ALREADY_EXISTS"), grpc.StatusCode.ALREADY_EXISTS,
+     "AGENT_ALREADY_EXISTS", [error_details_pb2.ResourceInfo]),
+    (errors.FailedPrecondition("SESSION_NOT_ACTIVE", "s1", "session has ended"),
+     grpc.StatusCode.FAILED_PRECONDITION, "SESSION_NOT_ACTIVE", [error_details_pb2.PreconditionFailure]),
+    (errors.CapacityExhausted("voice", 10, 10, 5.0), grpc.StatusCode.RESOURCE_EXHAUSTED, "CAPACITY_EXHAUSTED",
+     [error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo]),
+    (errors.Unavailable("LEDGER_UNAVAILABLE", "disk full"), grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
+     [error_details_pb2.RetryInfo]),
+    (RuntimeError("secret stack detail"), grpc.StatusCode.INTERNAL, "INTERNAL_ERROR", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("exc", "code", "reason", "extra"), CASES)
+def test_mapping_table(
+    exc: Exception, code: grpc.StatusCode, reason: str, extra: list[type[Message]]
+) -> None:
+    status = to_status(exc, "req-1")
+    assert status.code == getattr(code_pb2, code.name)
+    details = _details(status)
+    info = details[error_details_pb2.ErrorInfo]
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == (reason, "agentgw")
+    assert details[error_details_pb2.RequestInfo].request_id == "req-1"  # type: ignore[attr-defined]
+    for kind in extra:
+        assert kind in details
+    if isinstance(exc, zx.ZegoApiError):
+        assert info.metadata["zego_code"] == str(exc.code)
+        assert info.metadata["zego_request_id"] == "1843985617336143872"
+        assert info.metadata["zego_action"] == exc.action
+
+
+def test_unknown_errors_do_not_leak() -> None:
+    status = to_status(RuntimeError("secret stack detail"), None)
+    assert "secret" not in status.message
+
+
+def test_upstream_timeout_with_spent_deadline_is_deadline_exceeded() -> None:
+    status = to_status(zx.ZegoTimeout("ListAgents", "timed out"), "r", deadline_spent=True)
+    assert status.code == code_pb2.DEADLINE_EXCEEDED
+
+
+def test_quota_failure_carries_limit_and_usage() -> None:
+    details = _details(to_status(errors.CapacityExhausted("digital_human", 10, 10, 2.5), "r"))
+    quota = details[error_details_pb2.QuotaFailure]
+    assert isinstance(quota, error_details_pb2.QuotaFailure)
+    assert "10 of 10" in quota.violations[0].description
+    retry = details[error_details_pb2.RetryInfo]
+    assert retry.retry_delay.seconds == 2 and retry.retry_delay.nanos == 500_000_000  # type: ignore[attr-defined]
