@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
-    "ACTIVE_STATES",
+    "SLOT_HOLDING_STATES",
     "TERMINAL_STATES",
     "EndReason",
     "IdempotencyRecord",
@@ -65,7 +65,7 @@ class SessionState(enum.StrEnum):
 TERMINAL_STATES = frozenset({SessionState.ENDED, SessionState.FAILED})
 """States that release the capacity slot and never change again."""
 
-ACTIVE_STATES = frozenset(set(SessionState) - TERMINAL_STATES)
+SLOT_HOLDING_STATES = frozenset(set(SessionState) - TERMINAL_STATES)
 """States that hold a capacity slot."""
 
 

@@ -1,0 +1,186 @@
+"""Versioned schema migrations of the SQLite ledger.
+
+Each entry of :data:`MIGRATIONS` is ``(version, sql)``. Versions start at 1, increase by one,
+and an entry is never edited once released: a schema change is a new entry appended at the end.
+:class:`~service.store.sqlite.SqliteLedger` applies, in order, every version not yet recorded in
+the ``schema_migrations`` table, each in its own transaction together with its bookkeeping row,
+and refuses to open a database whose newest recorded version is above the newest known here.
+
+We keep a table rather than ``PRAGMA user_version`` because it also records when each version was
+applied, which helps when a database is carried between releases.
+
+Enum columns (``kind``, ``state``, ``end_reason``) deliberately carry no CHECK constraints: SQLite
+cannot alter a CHECK without rebuilding the table, and adding an enum value must stay a one-line
+migration (or none). The store validates enum values when it reads a row.
+
+Migrations run with ``foreign_keys=ON``, which cannot be changed inside a transaction: a later
+migration that rebuilds a referenced table must copy the rows before dropping the old table
+(or the migration runner must learn to switch the pragma off around it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+
+import aiosqlite
+
+from service.store.base import StoreError
+
+__all__ = ["MIGRATIONS", "latest_version", "migrate", "split_statements"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at REAL NOT NULL
+)
+"""
+
+_V1 = """
+CREATE TABLE sessions (
+    session_id           TEXT PRIMARY KEY,
+    kind                 TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    agent_id             TEXT NOT NULL,
+    user_id              TEXT NOT NULL,
+    room_id              TEXT NOT NULL,
+    agent_user_id        TEXT NOT NULL,
+    agent_stream_id      TEXT NOT NULL,
+    user_stream_id       TEXT NOT NULL,
+    -- JSON object of string -> string, keys sorted, so equal label sets are equal text.
+    labels               TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(labels)),
+    max_duration_seconds INTEGER NOT NULL,
+    request_id           TEXT,
+    request_hash         TEXT,
+    created_at           REAL NOT NULL,
+    updated_at           REAL NOT NULL,
+    cdn_url              TEXT,
+    -- ZEGO's AgentInstanceId is a 64-bit integer in decimal: TEXT keeps every digit exactly.
+    instance_id          TEXT,
+    digital_human_config TEXT,
+    started_at           REAL,
+    ended_at             REAL,
+    end_reason           TEXT,
+    end_detail           TEXT NOT NULL DEFAULT '',
+    zego_code            INTEGER,
+    possible_leak        INTEGER NOT NULL DEFAULT 0 CHECK (possible_leak IN (0, 1)),
+    version              INTEGER NOT NULL DEFAULT 0
+);
+
+-- Idempotent creates: one row per request_id; rows without one are unconstrained.
+CREATE UNIQUE INDEX sessions_request_id ON sessions (request_id) WHERE request_id IS NOT NULL;
+-- Capacity counts (state, kind) and recovery scans (state, oldest first).
+CREATE INDEX sessions_state_kind ON sessions (state, kind, created_at);
+-- ListSessions: newest first with keyset pagination, optionally narrowed by agent or room.
+CREATE INDEX sessions_created ON sessions (created_at DESC, session_id DESC);
+CREATE INDEX sessions_agent_created ON sessions (agent_id, created_at DESC, session_id DESC);
+CREATE INDEX sessions_room_created ON sessions (room_id, created_at DESC, session_id DESC);
+-- Callbacks name the instance, or (before ZEGO answered) the room and generated agent user.
+CREATE INDEX sessions_instance_id ON sessions (instance_id) WHERE instance_id IS NOT NULL;
+CREATE INDEX sessions_agent_user ON sessions (room_id, agent_user_id, created_at DESC);
+-- Purge of terminal sessions.
+CREATE INDEX sessions_ended_at ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+
+CREATE TABLE session_transitions (
+    -- The rowid orders a session's transitions as they were committed.
+    id         INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    cause      TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX session_transitions_session ON session_transitions (session_id, id);
+
+CREATE TABLE idempotency_keys (
+    method       TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    response     BLOB NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (method, request_id)
+);
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+"""Every schema version, in order. Append only."""
+
+
+def latest_version() -> int:
+    """The newest schema version this code knows."""
+    return MIGRATIONS[-1][0]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration script into statements (a ``;`` inside a trigger body does not end one).
+
+    ``executescript`` is not an option: it commits any open transaction before it runs, which
+    would break the one-transaction-per-migration rule.
+    """
+    statements: list[str] = []
+    pending = ""
+    for chunk in sql.split(";"):
+        pending += chunk + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
+    return statements
+
+
+async def migrate(
+    conn: aiosqlite.Connection,
+    *,
+    name: str,
+    clock: Callable[[], float],
+    migrations: tuple[tuple[int, str], ...] = MIGRATIONS,
+) -> None:
+    """Apply, in order, every migration not recorded in ``schema_migrations``.
+
+    Each migration and its bookkeeping row commit together in one ``BEGIN IMMEDIATE``
+    transaction, so a crash leaves the database at some version, never between two. ``conn``
+    must be in autocommit mode (``isolation_level=None``).
+
+    Raises:
+        StoreError: the database records a version newer than the newest of ``migrations``.
+        sqlite3.Error: a migration failed (it was rolled back).
+    """
+    newest_known = migrations[-1][0]
+    async with conn.execute(SCHEMA_MIGRATIONS_DDL):
+        pass
+    async with conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    newest = int(row[0]) if row is not None else 0
+    if newest > newest_known:
+        raise StoreError(
+            f"ledger {name} has schema version {newest}, newer than version {newest_known} known "
+            "to this agentgw: run a newer agentgw or restore a backup made by this one"
+        )
+    for version, sql in migrations:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            # Re-checked under the write lock: another process may have migrated meanwhile.
+            async with conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)) as cur:
+                done = await cur.fetchone() is not None
+            if not done:
+                for statement in split_statements(sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, clock())
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                log.debug("rollback failed: %s", e)
+            raise
+        if not done:
+            log.info("ledger %s migrated to schema version %d", name, version)
