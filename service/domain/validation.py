@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from service.domain.model import LabelOp, LabelRequirement
 from service.errors import FieldViolation, InvalidArgument
 
 __all__ = [
@@ -122,3 +123,32 @@ class Violations:
 def is_label_key(key: str) -> bool:
     """Whether ``key`` is a valid label key."""
     return _LABEL_KEY.fullmatch(key) is not None
+
+
+def parse_label_selector(text: str, field: str = "label_selector") -> tuple[LabelRequirement, ...]:
+    """Parse ``k=v,k!=v,k,!k`` (Kubernetes' equality-based selectors, without set operators).
+
+    Raises:
+        InvalidArgument: a clause is malformed; the message names it.
+    """
+    requirements: list[LabelRequirement] = []
+    for raw in text.split(","):
+        clause = raw.strip()
+        if not clause:
+            continue
+        if "!=" in clause:
+            key, _, value = clause.partition("!=")
+            op = LabelOp.NOT_EQUALS
+        elif "=" in clause:
+            key, _, value = clause.partition("=")
+            key, value = key.rstrip("="), value.lstrip("=")  # accept Kubernetes' "==" too
+            op = LabelOp.EQUALS
+        elif clause.startswith("!"):
+            key, value, op = clause[1:], "", LabelOp.NOT_EXISTS
+        else:
+            key, value, op = clause, "", LabelOp.EXISTS
+        key = key.strip()
+        if not is_label_key(key):
+            raise InvalidArgument([FieldViolation(field, f"{clause!r} does not name a valid label key")])
+        requirements.append(LabelRequirement(key, op, value.strip()))
+    return tuple(requirements)

@@ -1,0 +1,371 @@
+"""SessionService: a thin adapter from gRPC to ``service.domain.sessions``.
+
+Validation happens here, against request field paths, before anything reaches the domain or
+ZEGO; errors are raised and mapped by the interceptor through ``service.api.status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import grpc
+
+from service.api.common import fingerprint, time_budget
+from service.api.convert import asr_from_proto, llm_from_proto, tts_from_proto, validate_llm, validate_tts
+from service.api.paging import PageTokens, page_size
+from service.api.session_convert import (
+    KIND_FROM_PROTO,
+    KIND_TO_PROTO,
+    STATE_FROM_PROTO,
+    session_to_proto,
+    transition_to_proto,
+)
+from service.api.session_requests import chat_messages, create_spec, validate_request_id, whole_seconds
+from service.domain.model import SessionFilter, SessionKind
+from service.domain.sessions import SessionService
+from service.domain.validation import Violations, parse_label_selector
+from service.gen.agentgw.v1 import session_pb2 as spb
+from service.gen.agentgw.v1 import session_service_pb2 as api
+from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from service.zego import models as m
+
+__all__ = ["SessionServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+SPEAK_MAX_CHARS = 300
+_UPDATABLE = ("llm", "tts", "asr", "user_stream_id")
+_PRIORITY: dict[int, str] = {
+    api.SPEECH_PRIORITY_LOW: "Low",
+    api.SPEECH_PRIORITY_MEDIUM: "Medium",
+    api.SPEECH_PRIORITY_HIGH: "High",
+}
+_SAME_PRIORITY: dict[int, str] = {
+    api.SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: "ClearAndInterrupt",
+    api.SAME_PRIORITY_OPTION_ENQUEUE: "Enqueue",
+}
+_STATUS = {
+    "IDLE": api.AGENT_STATUS_IDLE,
+    "LISTENING": api.AGENT_STATUS_LISTENING,
+    "THINKING": api.AGENT_STATUS_THINKING,
+    "SPEAKING": api.AGENT_STATUS_SPEAKING,
+}
+_ROLE_TO_PROTO = {"user": spb.CHAT_ROLE_USER, "assistant": spb.CHAT_ROLE_ASSISTANT}
+
+
+def _session_id(v: Violations, session_id: str) -> None:
+    if v.required("session_id", session_id):
+        v.max_chars("session_id", session_id, 64)
+
+
+def _speech_options(v: Violations, priority: int, same: int) -> tuple[Any, Any]:
+    v.check(priority == 0 or priority in _PRIORITY, "priority", "is not a known priority")
+    v.check(same == 0 or same in _SAME_PRIORITY, "same_priority_option", "is not a known option")
+    return _PRIORITY.get(priority), _SAME_PRIORITY.get(same)
+
+
+class SessionServicer(rpc.SessionServiceServicer):
+    """gRPC face of the session lifecycle and in-call control."""
+
+    def __init__(
+        self, sessions: SessionService, page_tokens: PageTokens, *, max_duration_cap_seconds: int
+    ) -> None:
+        self._sessions = sessions
+        self._tokens = page_tokens
+        self._cap = max_duration_cap_seconds
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def CreateSession(
+        self, request: api.CreateSessionRequest, context: Context
+    ) -> api.CreateSessionResponse:
+        spec = create_spec(request, max_duration_cap_seconds=self._cap, request_hash=fingerprint(request))
+        record = await self._sessions.create(spec, timeout=time_budget(context))
+        return api.CreateSessionResponse(session=session_to_proto(record))
+
+    async def GetSession(self, request: api.GetSessionRequest, context: Context) -> api.GetSessionResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        v.raise_if_any()
+        record = await self._sessions.get(request.session_id)
+        transitions = await self._sessions.transitions(request.session_id)
+        return api.GetSessionResponse(
+            session=session_to_proto(record), transitions=[transition_to_proto(t) for t in transitions]
+        )
+
+    async def ListSessions(
+        self, request: api.ListSessionsRequest, context: Context
+    ) -> api.ListSessionsResponse:
+        v = Violations()
+        for i, state in enumerate(request.states):
+            v.check(state in STATE_FROM_PROTO, f"states[{i}]", "is not a known state")
+        for i, kind in enumerate(request.kinds):
+            v.check(kind in KIND_FROM_PROTO, f"kinds[{i}]", "is not a known kind")
+        v.raise_if_any()
+        flt = SessionFilter(
+            states=frozenset(STATE_FROM_PROTO[s] for s in request.states),
+            kinds=frozenset(KIND_FROM_PROTO[k] for k in request.kinds),
+            agent_id=request.agent_id,
+            room_id=request.room_id,
+            label_selector=parse_label_selector(request.label_selector),
+        )
+        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        filter_hash = hashlib.sha256(repr(flt).encode()).hexdigest()[:16]
+        after = None
+        if request.page_token:
+            created_at, session_id = self._tokens.decode(request.page_token, filter_hash)
+            after = (float(created_at), str(session_id))
+        # One extra row says whether another page exists, so the last page has no token.
+        rows = await self._sessions.list_sessions(flt, size + 1, after)
+        page, more = rows[:size], len(rows) > size
+        token = self._tokens.encode([page[-1].created_at, page[-1].session_id], filter_hash) if more else ""
+        return api.ListSessionsResponse(sessions=[session_to_proto(r) for r in page], next_page_token=token)
+
+    async def EndSession(self, request: api.EndSessionRequest, context: Context) -> api.EndSessionResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        validate_request_id(v, request.request_id)
+        graceful_timeout = None
+        if request.HasField("graceful_timeout"):
+            v.check(request.graceful, "graceful_timeout", "is only used with graceful=true")
+            graceful_timeout = whole_seconds(v, "graceful_timeout", request.graceful_timeout, 1, 120)
+        v.raise_if_any()
+        record = await self._sessions.end(
+            request.session_id,
+            graceful=request.graceful,
+            graceful_timeout_seconds=graceful_timeout,
+            timeout=time_budget(context),
+        )
+        return api.EndSessionResponse(session=session_to_proto(record))
+
+    async def UpdateSession(
+        self, request: api.UpdateSessionRequest, context: Context
+    ) -> api.UpdateSessionResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        paths = list(request.update_mask.paths)
+        v.check(bool(paths), "update_mask", "must name at least one of llm, tts, asr, user_stream_id")
+        for i, path in enumerate(paths):
+            v.check(path in _UPDATABLE, f"update_mask.paths[{i}]", f"{path!r} cannot be updated on a session")
+        if "llm" in paths:
+            validate_llm(v, "llm", request.llm)
+        if "tts" in paths:
+            validate_tts(v, "tts", request.tts)
+            # ZEGO spec §5.9: these are fixed for the life of the instance.
+            v.check(not request.tts.filter_texts, "tts.filter_texts", "cannot change on a running session")
+            v.check(
+                not request.tts.terminator_text, "tts.terminator_text", "cannot change on a running session"
+            )
+            v.check(
+                not request.tts.character_filters,
+                "tts.character_filters",
+                "cannot change on a running session",
+            )
+        if "user_stream_id" in paths:
+            v.rtc_id("user_stream_id", request.user_stream_id)
+        v.raise_if_any()
+        update = m.UpdateAgentInstanceRequest(
+            agent_instance_id="",
+            llm=llm_from_proto(request.llm) if "llm" in paths else None,
+            tts=tts_from_proto(request.tts) if "tts" in paths else None,
+            asr=asr_from_proto(request.asr) if "asr" in paths else None,
+            rtc=m.RTCUserStream(user_stream_id=request.user_stream_id) if "user_stream_id" in paths else None,
+        )
+
+        async def call(instance_id: str) -> None:
+            await self._sessions.zego.update_agent_instance(
+                update.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
+            )
+
+        await self._sessions.control(request.session_id, call)
+        # The user stream is the only part of an update the ledger records.
+        if "user_stream_id" in paths:
+            record = await self._sessions.record_user_stream(request.session_id, request.user_stream_id)
+        else:
+            record = await self._sessions.get(request.session_id)
+        return api.UpdateSessionResponse(session=session_to_proto(record))
+
+    # --- in-call control --------------------------------------------------------------------------
+
+    async def SendText(self, request: api.SendTextRequest, context: Context) -> api.SendTextResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        v.required("text", request.text)
+        priority, same = _speech_options(v, request.priority, request.same_priority_option)
+        v.raise_if_any()
+        body = m.SendAgentInstanceLLMRequest(
+            agent_instance_id="",
+            text=request.text,
+            system_prompt=request.system_prompt or None,
+            add_question_to_history=request.add_question_to_history
+            if request.HasField("add_question_to_history")
+            else None,
+            add_answer_to_history=request.add_answer_to_history
+            if request.HasField("add_answer_to_history")
+            else None,
+            priority=priority,
+            same_priority_option=same,
+        )
+
+        async def call(instance_id: str) -> int:
+            data = await self._sessions.zego.send_agent_instance_llm(
+                body.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
+            )
+            return data.round
+
+        return api.SendTextResponse(round=await self._sessions.control(request.session_id, call))
+
+    async def Speak(self, request: api.SpeakRequest, context: Context) -> api.SpeakResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        if v.required("text", request.text):
+            v.max_chars("text", request.text, SPEAK_MAX_CHARS)
+        priority, same = _speech_options(v, request.priority, request.same_priority_option)
+        v.raise_if_any()
+        body = m.SendAgentInstanceTTSRequest(
+            agent_instance_id="",
+            text=request.text,
+            add_history=request.add_history if request.HasField("add_history") else None,
+            priority=priority,
+            same_priority_option=same,
+        )
+
+        async def call(instance_id: str) -> int:
+            data = await self._sessions.zego.send_agent_instance_tts(
+                body.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
+            )
+            return data.round
+
+        return api.SpeakResponse(round=await self._sessions.control(request.session_id, call))
+
+    async def Interrupt(self, request: api.InterruptRequest, context: Context) -> api.InterruptResponse:
+        self._require_session(request.session_id)
+
+        async def call(instance_id: str) -> int:
+            data = await self._sessions.zego.interrupt_agent_instance(
+                m.InterruptAgentInstanceRequest(agent_instance_id=instance_id), timeout=time_budget(context)
+            )
+            return data.round
+
+        return api.InterruptResponse(round=await self._sessions.control(request.session_id, call))
+
+    async def GetAgentStatus(
+        self, request: api.GetAgentStatusRequest, context: Context
+    ) -> api.GetAgentStatusResponse:
+        self._require_session(request.session_id)
+
+        async def call(instance_id: str) -> str:
+            data = await self._sessions.zego.query_agent_instance_status(
+                m.QueryAgentInstanceStatusRequest(agent_instance_id=instance_id), timeout=time_budget(context)
+            )
+            return data.status
+
+        status = await self._sessions.control(request.session_id, call)
+        return api.GetAgentStatusResponse(status=_STATUS.get(status.upper(), api.AGENT_STATUS_UNSPECIFIED))
+
+    async def GetContext(self, request: api.GetContextRequest, context: Context) -> api.GetContextResponse:
+        self._require_session(request.session_id)
+
+        async def call(instance_id: str) -> m.GetAgentInstanceMsgListData:
+            return await self._sessions.zego.get_agent_instance_msg_list(
+                m.GetAgentInstanceMsgListRequest(agent_instance_id=instance_id), timeout=time_budget(context)
+            )
+
+        data = await self._sessions.control(request.session_id, call)
+        return api.GetContextResponse(
+            messages=[
+                spb.ChatMessage(
+                    role=_ROLE_TO_PROTO.get(msg.role, spb.CHAT_ROLE_UNSPECIFIED), content=msg.content
+                )
+                for msg in data.message_list
+            ],
+            total_size=data.total,
+        )
+
+    async def ResetContext(
+        self, request: api.ResetContextRequest, context: Context
+    ) -> api.ResetContextResponse:
+        self._require_session(request.session_id)
+
+        async def call(instance_id: str) -> None:
+            await self._sessions.zego.reset_agent_instance_msg_list(
+                m.ResetAgentInstanceMsgListRequest(agent_instance_id=instance_id),
+                timeout=time_budget(context),
+            )
+
+        await self._sessions.control(request.session_id, call)
+        return api.ResetContextResponse()
+
+    async def AppendContext(
+        self, request: api.AppendContextRequest, context: Context
+    ) -> api.AppendContextResponse:
+        v = Violations()
+        _session_id(v, request.session_id)
+        v.check(len(request.messages) > 0, "messages", "at least one message is required")
+        messages = chat_messages(v, "messages", list(request.messages))
+        v.raise_if_any()
+
+        async def call(instance_id: str) -> None:
+            await self._sessions.zego.add_agent_instance_msg(
+                m.AddAgentInstanceMsgRequest(agent_instance_id=instance_id, messages=messages),
+                timeout=time_budget(context),
+            )
+
+        await self._sessions.control(request.session_id, call)
+        return api.AppendContextResponse()
+
+    async def StartListening(
+        self, request: api.StartListeningRequest, context: Context
+    ) -> api.StartListeningResponse:
+        body = self._listening(request.session_id, request.sequence, request.user_id)
+
+        async def call(instance_id: str) -> int:
+            data = await self._sessions.zego.start_listening(
+                m.StartListeningRequest(agent_instance_id=instance_id, **body), timeout=time_budget(context)
+            )
+            return data.round
+
+        return api.StartListeningResponse(round=await self._sessions.control(request.session_id, call))
+
+    async def StopListening(
+        self, request: api.StopListeningRequest, context: Context
+    ) -> api.StopListeningResponse:
+        body = self._listening(request.session_id, request.sequence, request.user_id)
+
+        async def call(instance_id: str) -> int:
+            data = await self._sessions.zego.stop_listening(
+                m.StopListeningRequest(agent_instance_id=instance_id, **body), timeout=time_budget(context)
+            )
+            return data.round
+
+        return api.StopListeningResponse(round=await self._sessions.control(request.session_id, call))
+
+    async def GetCapacity(self, request: api.GetCapacityRequest, context: Context) -> api.GetCapacityResponse:
+        pools = []
+        for cap in await self._sessions.capacity():
+            kinds = [KIND_TO_PROTO[k] for k in SessionKind if k.pool == cap.pool]
+            pools.append(
+                api.PoolCapacity(
+                    pool=cap.pool, kinds=kinds, limit=cap.limit, in_use=cap.in_use, pending=cap.pending
+                )
+            )
+        return api.GetCapacityResponse(pools=pools)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _require_session(session_id: str) -> None:
+        v = Violations()
+        _session_id(v, session_id)
+        v.raise_if_any()
+
+    @staticmethod
+    def _listening(session_id: str, sequence: int, user_id: str) -> dict[str, Any]:
+        v = Violations()
+        _session_id(v, session_id)
+        v.check(sequence > 0, "sequence", "must be a positive, increasing number")
+        v.user_id("user_id", user_id, required=False)
+        v.raise_if_any()
+        return {"sequence": sequence, "user_id": user_id or None}

@@ -1,0 +1,416 @@
+"""Sessions: crash-safe, idempotent creation under admission control, ending, and state changes.
+
+Creation, step by step (each step is durable before the next begins):
+
+1. One ledger transaction reserves a capacity slot and commits a PENDING row holding the
+   request_id, its body hash and the generated agent user and stream ids. A known request_id
+   returns the original row instead (a different body is ``RequestIdReused``); a full pool is
+   ``CapacityExhausted``. So ZEGO never sees more creates than there are slots.
+2. ZEGO is called.
+3. Its answer is recorded: STARTING with the AgentInstanceId, or FAILED with CREATE_FAILED when
+   ZEGO said no. When no answer came (timeout, dropped connection) the instance may exist, so the
+   row is FAILED with CREATE_UNCONFIRMED and flagged ``possible_leak``.
+
+If the process dies between 2 and 3 the row stays PENDING; ``service.domain.reaper`` resolves it
+at the next start. Shutting the gateway down never ends a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from service.domain.model import (
+    SLOT_HOLDING_STATES,
+    EndReason,
+    NewSession,
+    SessionFilter,
+    SessionKind,
+    SessionRecord,
+    SessionState,
+    Transition,
+)
+from service.errors import CapacityExhausted, FailedPrecondition, NotFound, RequestIdReused
+from service.store.base import Capacity, Ledger, TransitionConflict
+from service.zego import exceptions as zx
+from service.zego import models as m
+from service.zego.client import ZegoClient
+
+__all__ = ["CreateSpec", "SessionService", "end_reason_for_zego_code"]
+
+T = TypeVar("T")
+S = SessionState
+CONTROLLABLE = frozenset({S.STARTING, S.ACTIVE})
+"""States in which in-call control reaches ZEGO."""
+CAPACITY_RETRY_SECONDS = 5.0
+
+
+def end_reason_for_zego_code(code: int) -> EndReason:
+    """AgentInstanceDeleted ``Data.Code`` (spec §7.4) -> why the session ended."""
+    if code == 0:
+        return EndReason.ENDED_BY_CALLER
+    if code == 1202:
+        return EndReason.USER_ABSENT
+    if code == 1203:
+        return EndReason.AGENT_KICKED
+    if 1200 <= code < 1300:
+        return EndReason.UPSTREAM_RTC_ERROR
+    return EndReason.UPSTREAM_DELETED
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """A validated CreateSession request, in ZEGO's terms. Empty agent ids are generated."""
+
+    kind: SessionKind
+    agent_id: str
+    user_id: str
+    room_id: str
+    user_stream_id: str
+    agent_user_id: str = ""
+    agent_stream_id: str = ""
+    stream_extra_info: str | None = None
+    cdn_url: str | None = None
+    digital_human: m.DigitalHuman | None = None
+    llm: m.LLM | None = None
+    tts: m.TTS | None = None
+    asr: m.ASR | None = None
+    vad: m.VAD | None = None
+    message_history: m.MessageHistory | None = None
+    callback_config: m.CallbackConfig | None = None
+    advanced_config: m.AdvancedConfig | None = None
+    live_callback_config: m.CallbackConfigLive | None = None
+    live_advanced_config: m.AdvancedConfigLive | None = None
+    max_duration_seconds: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    request_hash: str = ""
+
+
+class SessionService:
+    """The ledger-backed session lifecycle over the ZEGO client."""
+
+    def __init__(
+        self,
+        zego: ZegoClient,
+        ledger: Ledger,
+        *,
+        limits: Mapping[str, int],
+        default_max_duration_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._zego = zego
+        self._ledger = ledger
+        self._limits = dict(limits)
+        self._default_max_duration = default_max_duration_seconds
+        self._clock = clock
+        # Creates in flight in this process: a concurrent retry of the same request_id waits here.
+        self._inflight: dict[str, asyncio.Event] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger (the reaper and the API read it too)."""
+        return self._ledger
+
+    def limit(self, pool: str) -> int:
+        """The admission limit of a pool."""
+        return self._limits[pool]
+
+    # --- create ---------------------------------------------------------------------------------
+
+    async def create(self, spec: CreateSpec, *, timeout: float | None = None) -> SessionRecord:
+        """Reserve, call ZEGO, record the answer. See the module docstring."""
+        session_id = uuid.uuid4().hex
+        new = NewSession(
+            session_id=session_id,
+            kind=spec.kind,
+            agent_id=spec.agent_id,
+            user_id=spec.user_id,
+            room_id=spec.room_id,
+            # ZEGO needs both unique among running instances (spec §6.1); the session id is.
+            agent_user_id=spec.agent_user_id or f"ag_{session_id[:28]}",
+            agent_stream_id=spec.agent_stream_id or f"ag_{session_id}_main",
+            user_stream_id=spec.user_stream_id,
+            labels=dict(spec.labels),
+            max_duration_seconds=spec.max_duration_seconds or self._default_max_duration,
+            request_id=spec.request_id or None,
+            request_hash=spec.request_hash or None,
+            created_at=self._clock(),
+            cdn_url=spec.cdn_url,
+        )
+        outcome = await self._ledger.reserve_session(new, self._limits[spec.kind.pool])
+        if outcome.session is None:
+            cap = outcome.capacity
+            raise CapacityExhausted(cap.pool, cap.limit, cap.in_use, CAPACITY_RETRY_SECONDS)
+        if not outcome.created:
+            return await self._replay(outcome.session, spec, timeout)
+        done = self._inflight[session_id] = asyncio.Event()
+        try:
+            return await self._start(outcome.session, spec, timeout)
+        finally:
+            done.set()
+            del self._inflight[session_id]
+
+    async def _replay(
+        self, original: SessionRecord, spec: CreateSpec, timeout: float | None
+    ) -> SessionRecord:
+        if original.request_hash != (spec.request_hash or None):
+            raise RequestIdReused(spec.request_id)
+        event = self._inflight.get(original.session_id)
+        if event is not None and original.state is S.PENDING:
+            # The first attempt is still talking to ZEGO: answer with its outcome, not a PENDING row.
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        return await self.get(original.session_id)
+
+    async def _start(self, row: SessionRecord, spec: CreateSpec, timeout: float | None) -> SessionRecord:
+        try:
+            instance_id, dh_config = await self._call_create(row, spec, timeout)
+        except zx.ZegoApiError as exc:
+            # ZEGO answered "no": no instance exists, so the slot is free again.
+            await self._fail(row, EndReason.CREATE_FAILED, f"ZEGO code {exc.code}: {exc.message}", exc.code)
+            raise
+        except zx.ZegoError as exc:
+            # No answer: the instance may exist, and without its id nobody can delete it.
+            await self._fail(row, EndReason.CREATE_UNCONFIRMED, str(exc), None, possible_leak=True)
+            raise
+        return await self._ledger.transition(
+            row.session_id,
+            S.STARTING,
+            expected=frozenset({S.PENDING}),
+            at=self._clock(),
+            cause="zego_created",
+            updates={"instance_id": instance_id, "digital_human_config": dh_config},
+        )
+
+    async def _call_create(
+        self, row: SessionRecord, spec: CreateSpec, timeout: float | None
+    ) -> tuple[str, str | None]:
+        if spec.kind is SessionKind.LIVE_DIGITAL_HUMAN:
+            assert spec.digital_human is not None
+            rtc = None
+            if spec.cdn_url is None:
+                rtc = m.RTCLive(
+                    room_id=row.room_id,
+                    agent_stream_id=row.agent_stream_id,
+                    agent_user_id=row.agent_user_id,
+                    stream_extra_info=spec.stream_extra_info,
+                )
+            live = await self._zego.create_live_digital_human_agent_instance(
+                m.CreateLiveDigitalHumanAgentInstanceRequest(
+                    agent_id=row.agent_id,
+                    digital_human=spec.digital_human,
+                    rtc=rtc,
+                    cdn=m.CDN(url=spec.cdn_url) if spec.cdn_url else None,
+                    tts=spec.tts,
+                    callback_config=spec.live_callback_config,
+                    advanced_config=spec.live_advanced_config,
+                ),
+                timeout=timeout,
+            )
+            return live.agent_instance_id, live.digital_human_config
+        fields: dict[str, Any] = {
+            "agent_id": row.agent_id,
+            "user_id": row.user_id,
+            "rtc": m.RTC(
+                room_id=row.room_id,
+                agent_stream_id=row.agent_stream_id,
+                agent_user_id=row.agent_user_id,
+                user_stream_id=row.user_stream_id,
+                stream_extra_info=spec.stream_extra_info,
+            ),
+            "llm": spec.llm,
+            "tts": spec.tts,
+            "asr": spec.asr,
+            "vad": spec.vad,
+            "message_history": spec.message_history,
+            "callback_config": spec.callback_config,
+            "advanced_config": spec.advanced_config,
+        }
+        if spec.kind is SessionKind.DIGITAL_HUMAN:
+            assert spec.digital_human is not None
+            dh = await self._zego.create_digital_human_agent_instance(
+                m.CreateDigitalHumanAgentInstanceRequest(**fields, digital_human=spec.digital_human),
+                timeout=timeout,
+            )
+            return dh.agent_instance_id, dh.digital_human_config
+        voice = await self._zego.create_agent_instance(
+            m.CreateAgentInstanceRequest(**fields), timeout=timeout
+        )
+        return voice.agent_instance_id, None
+
+    async def _fail(
+        self,
+        row: SessionRecord,
+        reason: EndReason,
+        detail: str,
+        code: int | None,
+        *,
+        possible_leak: bool = False,
+    ) -> SessionRecord:
+        return await self._ledger.transition(
+            row.session_id,
+            S.FAILED,
+            expected=frozenset({S.PENDING}),
+            at=self._clock(),
+            cause="create_failed",
+            detail=detail[:500],
+            updates={
+                "end_reason": reason,
+                "end_detail": detail[:500],
+                "zego_code": code,
+                "possible_leak": possible_leak,
+            },
+        )
+
+    # --- read -------------------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> SessionRecord:
+        """One session, or ``NotFound``."""
+        record = await self._ledger.get_session(session_id)
+        if record is None:
+            raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        return record
+
+    async def transitions(self, session_id: str) -> list[Transition]:
+        """A session's recorded transitions."""
+        return await self._ledger.transitions(session_id)
+
+    async def list_sessions(
+        self, flt: SessionFilter, limit: int, after: tuple[float, str] | None
+    ) -> list[SessionRecord]:
+        """Newest first, keyset-paged."""
+        return await self._ledger.list_sessions(flt, limit, after)
+
+    async def capacity(self) -> list[Capacity]:
+        """Use of every pool."""
+        return [await self._ledger.capacity(pool, limit) for pool, limit in sorted(self._limits.items())]
+
+    # --- end --------------------------------------------------------------------------------------
+
+    async def end(
+        self,
+        session_id: str,
+        *,
+        graceful: bool = False,
+        graceful_timeout_seconds: int | None = None,
+        timeout: float | None = None,
+        reason: EndReason = EndReason.ENDED_BY_CALLER,
+        cause: str = "end_session",
+    ) -> SessionRecord:
+        """Delete the instance. Idempotent: an ended session is returned as it is."""
+        record = await self.get(session_id)
+        if record.terminal:
+            return record
+        if record.state is S.PENDING:
+            raise FailedPrecondition(
+                "SESSION_PENDING", session_id, "the session is still being created; retry in a moment"
+            )
+        if record.state is not S.ENDING:
+            record = await self._move(record, S.ENDING, cause, updates={"end_reason": reason})
+        assert record.instance_id is not None
+        try:
+            await self._zego.delete_agent_instance(
+                m.DeleteAgentInstanceRequest(
+                    agent_instance_id=record.instance_id,
+                    graceful_shutdown=graceful or None,
+                    graceful_shutdown_timeout=graceful_timeout_seconds if graceful else None,
+                ),
+                timeout=timeout,
+            )
+        except zx.ZegoInstanceNotFound:
+            return await self.mark_ended(
+                record, EndReason.UPSTREAM_GONE, cause, "ZEGO no longer knows the instance"
+            )
+        except zx.ZegoStateConflict as exc:
+            if exc.code == 410001041:  # already shutting down gracefully: the end is under way
+                return record
+            raise
+        if graceful:
+            # ZEGO destroys it once the agent is idle; the callback or the reaper confirms it.
+            return record
+        return await self.mark_ended(record, reason, cause)
+
+    async def mark_ended(
+        self, record: SessionRecord, reason: EndReason, cause: str, detail: str = "", code: int | None = None
+    ) -> SessionRecord:
+        """Record that the instance is gone (idempotent for terminal sessions)."""
+        try:
+            return await self._move(
+                record,
+                S.ENDED,
+                cause,
+                detail,
+                updates={
+                    "end_reason": reason,
+                    "end_detail": detail,
+                    "zego_code": code,
+                    "possible_leak": False,
+                },
+            )
+        except TransitionConflict as conflict:
+            if conflict.current is not None and conflict.current.terminal:
+                return conflict.current
+            raise
+
+    async def _move(
+        self,
+        record: SessionRecord,
+        to: SessionState,
+        cause: str,
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        return await self._ledger.transition(
+            record.session_id,
+            to,
+            expected=SLOT_HOLDING_STATES - {S.PENDING} if to is not S.ACTIVE else frozenset({S.STARTING}),
+            at=self._clock(),
+            cause=cause,
+            detail=detail,
+            updates=updates,
+        )
+
+    async def mark_active(self, record: SessionRecord, cause: str) -> SessionRecord:
+        """STARTING -> ACTIVE once the agent is confirmed in the room."""
+        return await self._move(record, S.ACTIVE, cause)
+
+    # --- in-call control --------------------------------------------------------------------------
+
+    async def control(self, session_id: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``call(instance_id)`` against a live session.
+
+        A session that is not running is ``FailedPrecondition``. When ZEGO no longer knows the
+        instance, the session is recorded as ended (UPSTREAM_GONE) before the error is raised.
+        """
+        record = await self.get(session_id)
+        if record.state not in CONTROLLABLE or record.instance_id is None:
+            raise FailedPrecondition(
+                "SESSION_NOT_RUNNING", session_id, f"the session is {record.state.value}, not running"
+            )
+        try:
+            return await call(record.instance_id)
+        except zx.ZegoInstanceNotFound:
+            await self.mark_ended(
+                record, EndReason.UPSTREAM_GONE, "control", "ZEGO no longer knows the instance"
+            )
+            raise FailedPrecondition("SESSION_ENDED", session_id, "the session has ended upstream") from None
+
+    async def record_user_stream(self, session_id: str, user_stream_id: str) -> SessionRecord:
+        """Record the user stream the agent now plays (after UpdateAgentInstance succeeded)."""
+        return await self._ledger.update_session(
+            session_id, {"user_stream_id": user_stream_id}, self._clock()
+        )
+
+    def is_creating(self, session_id: str) -> bool:
+        """Whether this process is still waiting for ZEGO to answer this session's create."""
+        return session_id in self._inflight
+
+    @property
+    def zego(self) -> ZegoClient:
+        """The ZEGO client, for the control calls the API layer builds."""
+        return self._zego

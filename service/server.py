@@ -1,0 +1,248 @@
+"""The gateway process: wires the ledger, the ZEGO client (or the embedded emulator), the domain
+services, the gRPC server and the HTTP server, with an explicit start/stop lifecycle.
+
+Start order: ledger -> emulator (only without ZEGO credentials) -> ZEGO client -> domain ->
+gRPC (health NOT_SERVING) -> HTTP -> health SERVING. Stop runs the reverse, through one
+``AsyncExitStack``, so a failure half-way through start-up still releases what was acquired.
+
+Usage::
+
+    async with Gateway(settings) as gw:
+        print(gw.grpc_port, gw.http_port)
+        await gw.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from dataclasses import replace
+from types import TracebackType
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.api.agents import AgentServicer
+from service.api.interceptors import RequestContextInterceptor
+from service.api.paging import PageTokens
+from service.api.sessions import SessionServicer
+from service.api.tokens import RoomTokenServicer
+from service.config import Secret, Settings
+from service.domain.agents import AgentService
+from service.domain.sessions import SessionService
+from service.gen.agentgw.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    room_token_service_pb2,
+    room_token_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
+from service.http.app import create_http_app
+from service.http.asgi import serve_asgi
+from service.store.sqlite import SqliteLedger
+from service.zego.client import ZegoClient
+from service.zego.emulator.config import EmulatorConfig
+from service.zego.emulator.server import run_emulator
+
+__all__ = ["EMULATOR_APP_ID", "Gateway"]
+
+log = logging.getLogger("agentgw")
+
+EMULATOR_APP_ID = 1000000001
+"""The AppId the embedded emulator uses when no ZEGO credentials are configured."""
+
+SERVICE_NAMES = (
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"].full_name,
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+)
+
+
+def grpc_server_options() -> list[tuple[str, int]]:
+    """Keepalive and connection-age settings for long-lived streams (conventions §3.6)."""
+    return [
+        # gRPC enables SO_REUSEPORT by default: a second process could silently share our port.
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Rebalance connections across replicas and exercise stream resumption routinely.
+        ("grpc.max_connection_age_ms", 30 * 60_000),
+        ("grpc.max_connection_age_grace_ms", 5 * 60_000),
+    ]
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Gateway:
+    """One agentgw process. Use as an async context manager, or call start() and stop()."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self._ready = False
+        self._closed = asyncio.Event()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.grpc_port = 0
+        self.http_port = 0
+        self.zego_base_url = settings.zego_api_base
+        self.server: grpc.aio.Server | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the gateway serves traffic (false before start and once shutdown begins)."""
+        return self._ready
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Acquire everything and start serving. On failure, releases what it acquired and raises."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        if settings.uses_emulator:
+            log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
+            settings = await self._start_emulator(settings)
+        assert settings.zego_app_id is not None and settings.zego_server_secret is not None
+        self.settings = settings
+
+        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+        ledger = SqliteLedger(settings.db_path)
+        await ledger.open()
+        self._stack.push_async_callback(ledger.close)
+
+        zego = ZegoClient(
+            app_id=settings.zego_app_id,
+            server_secret=settings.zego_server_secret.reveal(),
+            base_url=settings.zego_api_base,
+            timeout_seconds=settings.zego_timeout_seconds,
+            rate_per_second=settings.zego_rate_per_second,
+            max_retries=settings.zego_max_retries,
+        )
+        self._stack.push_async_callback(zego.aclose)
+
+        # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
+        # never the secret itself.
+        token_key = hashlib.sha256(
+            b"agentgw-page-tokens:" + settings.zego_server_secret.reveal().encode()
+        ).digest()
+        agents = AgentService(zego, ledger)
+        sessions = SessionService(
+            zego,
+            ledger,
+            limits={"voice": settings.voice_limit, "digital_human": settings.digital_human_limit},
+            default_max_duration_seconds=settings.max_session_duration_seconds,
+        )
+        self.sessions = sessions
+
+        server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=grpc_server_options())
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(agents, PageTokens(token_key, "agents")), server
+        )
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(
+                sessions,
+                PageTokens(token_key, "sessions"),
+                max_duration_cap_seconds=settings.max_session_duration_cap_seconds,
+            ),
+            server,
+        )
+        room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server(
+            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        host, port = _split(settings.grpc_listen)
+        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        self.server = server
+        self._stack.push_async_callback(self._stop_grpc, server)
+
+        http_host, http_port = _split(settings.http_listen)
+        app = create_http_app(lambda: self._ready)
+        self.http_port = await self._stack.enter_async_context(serve_asgi(app, http_host, http_port))
+
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
+        log.info(
+            "agentgw serving",
+            extra={
+                "grpc": f"{host}:{self.grpc_port}",
+                "http": f"{http_host}:{self.http_port}",
+                "zego": self.zego_base_url,
+                "emulator": self.settings.uses_emulator or self.zego_base_url.startswith("http://127."),
+                "db": str(settings.db_path),
+            },
+        )
+
+    async def _start_emulator(self, settings: Settings) -> Settings:
+        server_secret = secrets.token_hex(16)
+        callback_secret = secrets.token_hex(16)
+        http_host, http_port = _split(settings.http_listen)
+        config = EmulatorConfig(
+            app_id=EMULATOR_APP_ID,
+            server_secret=server_secret,
+            callback_secret=callback_secret,
+            callback_url=f"http://{http_host}:{http_port}/v1/zego/callbacks",
+        )
+        url = await self._stack.enter_async_context(run_emulator(config, host="127.0.0.1", port=0))
+        self.zego_base_url = url
+        log.warning("ZEGO emulator listening", extra={"url": url, "app_id": EMULATOR_APP_ID})
+        return replace(
+            settings,
+            zego_app_id=EMULATOR_APP_ID,
+            zego_server_secret=Secret(server_secret),
+            zego_callback_secret=Secret(callback_secret),
+            zego_api_base=url,
+        )
+
+    async def _stop_grpc(self, server: grpc.aio.Server) -> None:
+        await server.stop(self.settings.shutdown_grace_seconds)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: NOT_SERVING first, then drain in-flight RPCs, then release everything.
+
+        Sessions are never ended by a shutdown: the ledger keeps them and the next start picks
+        them up.
+        """
+        if self._closed.is_set():
+            return
+        self._ready = False
+        await self._health.enter_graceful_shutdown()
+        try:
+            await self._stack.aclose()
+        finally:
+            self._closed.set()
+            log.info("agentgw stopped")
+
+    async def wait_closed(self) -> None:
+        """Wait until stop() has finished."""
+        await self._closed.wait()
