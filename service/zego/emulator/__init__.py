@@ -1,0 +1,56 @@
+"""The bundled ZEGO AI Agent emulator: ZEGO's wire protocol, codes and limits, served over HTTP.
+
+It is a product feature, not a mock: the gateway reaches it only over HTTP, exactly as it would reach
+ZEGO. Run it standalone with ``python -m service.zego.emulator`` or embed it with :func:`run_emulator`.
+
+Public API:
+
+* :class:`EmulatorConfig`: the emulated project (AppId, secrets, limits, time scale).
+* :func:`create_app`: the Starlette app (for custom serving).
+* :func:`run_emulator`: serve it in the current event loop; yields the base URL.
+* :class:`EventSink`: the seam through which internal events leave (future callback delivery).
+
+Behaviour ZEGO does not document, chosen here ([INFER] in docs/zego-ai-agent-api.md terms):
+
+* Every answer is HTTP 200 with the envelope; ``Data`` is ``null`` on success without data and absent on
+  errors. Empty query values count as missing; a doubled ``?`` is tolerated; GET is accepted like POST.
+* The per-action rate limit answers ``rate_limit_code`` (default 410001029) and is checked after the body
+  schema, as spec §16 orders it. Injected faults apply after the signature checks.
+* Unknown body fields are ignored; ``null`` is absent everywhere; ``RtcInfo`` is an alias of ``RTC``; TTS and
+  ASR vendor names match case-insensitively (ZEGO's own examples spell them "Minimax", "Bytedance").
+* An instance needs an LLM (except live) and a TTS (unless DisableTTS), from the request or the agent.
+* A duplicate ``AgentStreamId`` is 410001030 for digital humans and 410000003 for voice; a duplicate
+  ``AgentUserId``, or one equal to ``UserId``, is 410000003 (ZEGO would instead kick the older instance).
+* DisableTTS on CreateDigitalHumanAgentInstance is 410001028; changing TTS.Vendor/FilterText/
+  TerminatorText/CharacterFilter in UpdateAgentInstance is 410001011 (omitting one counts as a change).
+* Digital-human and live digital-human instances share one concurrency pool. Live instances refuse LLM,
+  Interrupt, Start/StopListening and the message-list actions (410001049); TTS, Update, Query and Delete work.
+  A CDN live instance returns ``DigitalHumanConfig`` with an empty ``Streams`` list.
+* A graceful DeleteAgentInstance answers at once; the instance goes when IDLE (queue drained) or at the
+  timeout, and meanwhile every action on it, Delete included, is 410001041.
+* Priorities: a higher one interrupts; the same one with ClearAndInterrupt clears the queue and interrupts;
+  Enqueue or a lower one waits (at most 5 pending, else 410001007). AddHistory records TTS text when accepted.
+* Walkie-talkie: the first call must be StartListening; Start/Stop alternate per user; a Sequence, when sent,
+  must grow (410001043). 410001046 applies to StartListening only. StartListening cuts the agent (Reason 1)
+  and StopListening's Round is the one StartListening opened. InterruptAgentInstance also ends listening.
+* The creating user counts as present at creation unless an admin call said otherwise; a live instance idles
+  out after MaxIdleTime without SendAgentInstanceTTS. Both delete with Code 1202.
+* UnregisterAgent leaves running instances alone; QueryAgents skips unknown ids; SyncMode 0 (ZIM) history
+  starts empty; emulated speech lasts 0.5 s + 0.06 s per character and an LLM thinks 0.8 s (times time_scale).
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+from .config import EmulatorConfig
+from .events import EventSink, RecordingEventSink
+from .server import EmulatorStartupError, run_emulator
+
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorStartupError",
+    "EventSink",
+    "RecordingEventSink",
+    "create_app",
+    "run_emulator",
+]

@@ -1,0 +1,95 @@
+"""``python -m service.zego.emulator``: run the ZEGO emulator as a local server.
+
+Every option falls back to an ``AGENTGW_EMULATOR_*`` environment variable (``--app-id`` to
+``AGENTGW_EMULATOR_APP_ID`` and so on). Without a server secret, a random 32-character one is generated
+and printed once, since a client needs it to sign requests to this local emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from .config import EmulatorConfig
+from .server import run_emulator
+
+logger = logging.getLogger("service.zego.emulator")
+
+_ENV = "AGENTGW_EMULATOR_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(_ENV + name, default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    # argparse applies ``type`` to string defaults too, so a bad environment value gets a clean usage error.
+    p = argparse.ArgumentParser(
+        prog="python -m service.zego.emulator",
+        description="Run the bundled ZEGO AI Agent emulator (a local stand-in for ZEGO's API).",
+        epilog="Every option falls back to AGENTGW_EMULATOR_<OPTION> (e.g. AGENTGW_EMULATOR_APP_ID). "
+        "Prefer the environment for secrets: command lines are visible to other local users.",
+    )
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (keep it on loopback)")
+    p.add_argument("--port", type=int, default=_env("PORT", "8090"))
+    p.add_argument("--app-id", type=int, default=_env("APP_ID", "1"))
+    p.add_argument("--server-secret", default=_env("SERVER_SECRET"), help="32 characters; random if omitted")
+    p.add_argument("--callback-secret", default=_env("CALLBACK_SECRET"), help="random if omitted")
+    p.add_argument(
+        "--callback-url", default=_env("CALLBACK_URL"), help="kept for callback delivery (not yet)"
+    )
+    p.add_argument("--time-scale", type=float, default=_env("TIME_SCALE", "1.0"), help="multiplies delays")
+    p.add_argument("--voice-limit", type=int, default=_env("VOICE_LIMIT", "10"))
+    p.add_argument("--dh-limit", type=int, default=_env("DH_LIMIT", "10"))
+    return p
+
+
+def _secret(given: str | None, name: str) -> str:
+    if given:
+        return given
+    generated = secrets.token_hex(16)
+    # Printed (never logged) once: it is a local emulator and its clients need the secret.
+    print(f"generated {name}: {generated}", flush=True)
+    return generated
+
+
+async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
+    async with run_emulator(config, host, port) as url:
+        logger.info("ZEGO emulator listening on %s (AppId %d)", url, config.app_id)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            logger.warning("the /_emulator/ admin endpoints are unauthenticated: do not expose %s", host)
+        await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, print any generated secret once, and serve until interrupted."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server_secret = _secret(args.server_secret, "server secret")
+    callback_secret = _secret(args.callback_secret, "callback secret")
+    try:
+        config = EmulatorConfig(
+            app_id=args.app_id,
+            server_secret=server_secret,
+            callback_secret=callback_secret,
+            callback_url=args.callback_url,
+            time_scale=args.time_scale,
+            voice_instance_limit=args.voice_limit,
+            digital_human_instance_limit=args.dh_limit,
+        )
+    except ValueError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
