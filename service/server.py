@@ -34,6 +34,7 @@ from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
 from service.config import Secret, Settings
 from service.domain.agents import AgentService
+from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
@@ -157,6 +158,12 @@ class Gateway:
             default_max_duration_seconds=settings.max_session_duration_seconds,
         )
         self.sessions = sessions
+        # Before serving: settle what a previous process left (PENDING rows, instances gone
+        # upstream). Healthy sessions are picked up as they are.
+        reaper = Reaper(sessions, call_timeout_seconds=settings.zego_timeout_seconds)
+        report = await reaper.reconcile_at_startup()
+        log.info("ledger reconciled", extra={"report": report.__dict__})
+        await self._stack.enter_async_context(reaper)
 
         server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=grpc_server_options())
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(

@@ -42,7 +42,7 @@ class Emulator:
     async def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """A signed ZEGO API call, raw: returns the whole envelope as ZEGO sent it."""
         nonce, ts = new_nonce(), int(time.time())
-        params = {
+        params: dict[str, str | int] = {
             "Action": action,
             "AppId": self.config.app_id,
             "SignatureNonce": nonce,

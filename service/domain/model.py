@@ -146,6 +146,12 @@ class SessionRecord:
     """The ZEGO code that ended or failed it, if any."""
     possible_leak: bool = False
     """Recovery or the reaper could not confirm that the upstream instance is gone."""
+    exception_count: int = 0
+    """How many Exception callbacks ZEGO sent for it."""
+    last_exception_code: int | None = None
+    """The code of the newest Exception callback (spec §7.3)."""
+    last_exception_message: str = ""
+    """Its message."""
     version: int = 0
     """Bumped on every transition; guards concurrent updates."""
 

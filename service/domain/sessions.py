@@ -21,19 +21,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service.domain.event_log import EventBus, EventLog
+from service.domain.events import EventType, NewEvent
 from service.domain.model import (
     SLOT_HOLDING_STATES,
     EndReason,
     NewSession,
     SessionFilter,
-    SessionKind,
     SessionRecord,
     SessionState,
     Transition,
 )
+from service.domain.session_spec import CreateSpec, create_instance
 from service.errors import CapacityExhausted, FailedPrecondition, NotFound, RequestIdReused
 from service.store.base import Capacity, Ledger, TransitionConflict
 from service.zego import exceptions as zx
@@ -62,35 +63,6 @@ def end_reason_for_zego_code(code: int) -> EndReason:
     return EndReason.UPSTREAM_DELETED
 
 
-@dataclass(frozen=True)
-class CreateSpec:
-    """A validated CreateSession request, in ZEGO's terms. Empty agent ids are generated."""
-
-    kind: SessionKind
-    agent_id: str
-    user_id: str
-    room_id: str
-    user_stream_id: str
-    agent_user_id: str = ""
-    agent_stream_id: str = ""
-    stream_extra_info: str | None = None
-    cdn_url: str | None = None
-    digital_human: m.DigitalHuman | None = None
-    llm: m.LLM | None = None
-    tts: m.TTS | None = None
-    asr: m.ASR | None = None
-    vad: m.VAD | None = None
-    message_history: m.MessageHistory | None = None
-    callback_config: m.CallbackConfig | None = None
-    advanced_config: m.AdvancedConfig | None = None
-    live_callback_config: m.CallbackConfigLive | None = None
-    live_advanced_config: m.AdvancedConfigLive | None = None
-    max_duration_seconds: int | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    request_id: str = ""
-    request_hash: str = ""
-
-
 class SessionService:
     """The ledger-backed session lifecycle over the ZEGO client."""
 
@@ -101,15 +73,18 @@ class SessionService:
         *,
         limits: Mapping[str, int],
         default_max_duration_seconds: int,
+        events: EventLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._zego = zego
         self._ledger = ledger
+        self._events = events if events is not None else EventLog(ledger, EventBus(), clock=clock)
         self._limits = dict(limits)
         self._default_max_duration = default_max_duration_seconds
         self._clock = clock
         # Creates in flight in this process: a concurrent retry of the same request_id waits here.
         self._inflight: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Future[SessionRecord]] = set()
 
     @property
     def ledger(self) -> Ledger:
@@ -149,11 +124,20 @@ class SessionService:
         if not outcome.created:
             return await self._replay(outcome.session, spec, timeout)
         done = self._inflight[session_id] = asyncio.Event()
-        try:
-            return await self._start(outcome.session, spec, timeout)
-        finally:
+        # Shielded: a caller that gives up (cancels) must not stop us from recording ZEGO's answer,
+        # or the instance would run upstream with a PENDING row nobody can resolve.
+        task = asyncio.ensure_future(self._start(outcome.session, spec, timeout))
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Future[SessionRecord]) -> None:
+            self._tasks.discard(t)
             done.set()
-            del self._inflight[session_id]
+            self._inflight.pop(session_id, None)
+            if not t.cancelled():
+                t.exception()  # retrieved here, so an abandoned failure logs no "never retrieved"
+
+        task.add_done_callback(finished)
+        return await asyncio.shield(task)
 
     async def _replay(
         self, original: SessionRecord, spec: CreateSpec, timeout: float | None
@@ -169,7 +153,7 @@ class SessionService:
 
     async def _start(self, row: SessionRecord, spec: CreateSpec, timeout: float | None) -> SessionRecord:
         try:
-            instance_id, dh_config = await self._call_create(row, spec, timeout)
+            instance_id, dh_config = await create_instance(self._zego, row, spec, timeout)
         except zx.ZegoApiError as exc:
             # ZEGO answered "no": no instance exists, so the slot is free again.
             await self._fail(row, EndReason.CREATE_FAILED, f"ZEGO code {exc.code}: {exc.message}", exc.code)
@@ -178,7 +162,7 @@ class SessionService:
             # No answer: the instance may exist, and without its id nobody can delete it.
             await self._fail(row, EndReason.CREATE_UNCONFIRMED, str(exc), None, possible_leak=True)
             raise
-        return await self._ledger.transition(
+        record = await self._ledger.transition(
             row.session_id,
             S.STARTING,
             expected=frozenset({S.PENDING}),
@@ -186,62 +170,11 @@ class SessionService:
             cause="zego_created",
             updates={"instance_id": instance_id, "digital_human_config": dh_config},
         )
-
-    async def _call_create(
-        self, row: SessionRecord, spec: CreateSpec, timeout: float | None
-    ) -> tuple[str, str | None]:
-        if spec.kind is SessionKind.LIVE_DIGITAL_HUMAN:
-            assert spec.digital_human is not None
-            rtc = None
-            if spec.cdn_url is None:
-                rtc = m.RTCLive(
-                    room_id=row.room_id,
-                    agent_stream_id=row.agent_stream_id,
-                    agent_user_id=row.agent_user_id,
-                    stream_extra_info=spec.stream_extra_info,
-                )
-            live = await self._zego.create_live_digital_human_agent_instance(
-                m.CreateLiveDigitalHumanAgentInstanceRequest(
-                    agent_id=row.agent_id,
-                    digital_human=spec.digital_human,
-                    rtc=rtc,
-                    cdn=m.CDN(url=spec.cdn_url) if spec.cdn_url else None,
-                    tts=spec.tts,
-                    callback_config=spec.live_callback_config,
-                    advanced_config=spec.live_advanced_config,
-                ),
-                timeout=timeout,
-            )
-            return live.agent_instance_id, live.digital_human_config
-        fields: dict[str, Any] = {
-            "agent_id": row.agent_id,
-            "user_id": row.user_id,
-            "rtc": m.RTC(
-                room_id=row.room_id,
-                agent_stream_id=row.agent_stream_id,
-                agent_user_id=row.agent_user_id,
-                user_stream_id=row.user_stream_id,
-                stream_extra_info=spec.stream_extra_info,
-            ),
-            "llm": spec.llm,
-            "tts": spec.tts,
-            "asr": spec.asr,
-            "vad": spec.vad,
-            "message_history": spec.message_history,
-            "callback_config": spec.callback_config,
-            "advanced_config": spec.advanced_config,
-        }
-        if spec.kind is SessionKind.DIGITAL_HUMAN:
-            assert spec.digital_human is not None
-            dh = await self._zego.create_digital_human_agent_instance(
-                m.CreateDigitalHumanAgentInstanceRequest(**fields, digital_human=spec.digital_human),
-                timeout=timeout,
-            )
-            return dh.agent_instance_id, dh.digital_human_config
-        voice = await self._zego.create_agent_instance(
-            m.CreateAgentInstanceRequest(**fields), timeout=timeout
-        )
-        return voice.agent_instance_id, None
+        # Callbacks can beat ZEGO's answer to us: claim what arrived for this instance meanwhile.
+        await self._ledger.attach_events(instance_id, record.session_id, record.labels)
+        if await self._ledger.has_event(instance_id, EventType.CREATED):
+            record = await self.mark_active(record, "zego_created_callback")
+        return record
 
     async def _fail(
         self,
@@ -252,13 +185,13 @@ class SessionService:
         *,
         possible_leak: bool = False,
     ) -> SessionRecord:
-        return await self._ledger.transition(
+        record, _ = await self._events.transition_with_event(
             row.session_id,
             S.FAILED,
             expected=frozenset({S.PENDING}),
-            at=self._clock(),
             cause="create_failed",
             detail=detail[:500],
+            event=self.ended_event(row, reason, code),
             updates={
                 "end_reason": reason,
                 "end_detail": detail[:500],
@@ -266,6 +199,7 @@ class SessionService:
                 "possible_leak": possible_leak,
             },
         )
+        return record
 
     # --- read -------------------------------------------------------------------------------------
 
@@ -310,7 +244,9 @@ class SessionService:
             raise FailedPrecondition(
                 "SESSION_PENDING", session_id, "the session is still being created; retry in a moment"
             )
-        if record.state is not S.ENDING:
+        # A retried end (its first answer was lost) finds ZEGO's instance gone: that is our delete.
+        already_ending = record.state is S.ENDING
+        if not already_ending:
             record = await self._move(record, S.ENDING, cause, updates={"end_reason": reason})
         assert record.instance_id is not None
         try:
@@ -323,9 +259,8 @@ class SessionService:
                 timeout=timeout,
             )
         except zx.ZegoInstanceNotFound:
-            return await self.mark_ended(
-                record, EndReason.UPSTREAM_GONE, cause, "ZEGO no longer knows the instance"
-            )
+            gone = record.end_reason if already_ending and record.end_reason else EndReason.UPSTREAM_GONE
+            return await self.mark_ended(record, gone, cause, "ZEGO no longer knows the instance")
         except zx.ZegoStateConflict as exc:
             if exc.code == 410001041:  # already shutting down gracefully: the end is under way
                 return record
@@ -338,13 +273,29 @@ class SessionService:
     async def mark_ended(
         self, record: SessionRecord, reason: EndReason, cause: str, detail: str = "", code: int | None = None
     ) -> SessionRecord:
-        """Record that the instance is gone (idempotent for terminal sessions)."""
+        """Record that the instance is gone, with the session's one ``ended`` event (idempotent)."""
+        return await self.end_with_event(
+            record, reason, cause, self.ended_event(record, reason, code), detail, code
+        )
+
+    async def end_with_event(
+        self,
+        record: SessionRecord,
+        reason: EndReason,
+        cause: str,
+        event: NewEvent,
+        detail: str = "",
+        code: int | None = None,
+    ) -> SessionRecord:
+        """ENDED plus ``event`` in one transaction. A session already terminal is returned as is."""
         try:
-            return await self._move(
-                record,
+            ended, _ = await self._events.transition_with_event(
+                record.session_id,
                 S.ENDED,
-                cause,
-                detail,
+                expected=SLOT_HOLDING_STATES - {S.PENDING},
+                cause=cause,
+                detail=detail,
+                event=event,
                 updates={
                     "end_reason": reason,
                     "end_detail": detail,
@@ -352,10 +303,29 @@ class SessionService:
                     "possible_leak": False,
                 },
             )
+            return ended
         except TransitionConflict as conflict:
             if conflict.current is not None and conflict.current.terminal:
                 return conflict.current
             raise
+
+    def ended_event(self, record: SessionRecord, reason: EndReason, code: int | None) -> NewEvent:
+        """The ``ended`` event the gateway synthesizes when ZEGO's callback did not end the session."""
+        now = self._clock()
+        return NewEvent(
+            event_type=EventType.ENDED,
+            session_id=record.session_id,
+            instance_id=record.instance_id,
+            agent_id=record.agent_id,
+            room_id=record.room_id,
+            event_time_ms=int(now * 1000),
+            received_at=now,
+            sequence=None,
+            round=None,
+            data={"reason": reason.value, "zego_code": code or 0, "latency": None, "synthesized": True},
+            labels=record.labels,
+            agent_user_id=record.agent_user_id,
+        )
 
     async def _move(
         self,
@@ -376,8 +346,18 @@ class SessionService:
         )
 
     async def mark_active(self, record: SessionRecord, cause: str) -> SessionRecord:
-        """STARTING -> ACTIVE once the agent is confirmed in the room."""
-        return await self._move(record, S.ACTIVE, cause)
+        """STARTING -> ACTIVE once the agent is confirmed in the room (idempotent)."""
+        try:
+            return await self._move(record, S.ACTIVE, cause)
+        except TransitionConflict as conflict:
+            if conflict.current is not None and conflict.current.state is not S.STARTING:
+                return conflict.current
+            raise
+
+    @property
+    def events(self) -> EventLog:
+        """The event log sessions write their terminal events to."""
+        return self._events
 
     # --- in-call control --------------------------------------------------------------------------
 

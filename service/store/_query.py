@@ -20,7 +20,7 @@ def marks(values: Sequence[object]) -> str:
     return ", ".join("?" * len(values))
 
 
-def label_clause(req: LabelRequirement) -> tuple[str, list[str]]:
+def label_clause(req: LabelRequirement, table: str = "sessions") -> tuple[str, list[str]]:
     """SQL and parameters for one label requirement, Kubernetes semantics.
 
     ``key=value``: present and equal; ``key!=value``: absent or different; ``key`` and ``!key``:
@@ -33,15 +33,15 @@ def label_clause(req: LabelRequirement) -> tuple[str, list[str]]:
         # brackets included. SQLite's path syntax has no escape for '"' or '\', hence the else.
         path = '$."' + key + '"'
         if op is LabelOp.EQUALS:
-            return "json_extract(labels, ?) = ?", [path, req.value]
+            return f"json_extract({table}.labels, ?) = ?", [path, req.value]
         if op is LabelOp.NOT_EQUALS:
             # IS NOT is NULL-aware: a missing key (NULL) differs from every value.
-            return "json_extract(labels, ?) IS NOT ?", [path, req.value]
+            return f"json_extract({table}.labels, ?) IS NOT ?", [path, req.value]
         if op is LabelOp.EXISTS:
-            return "json_type(labels, ?) IS NOT NULL", [path]
-        return "json_type(labels, ?) IS NULL", [path]
+            return f"json_type({table}.labels, ?) IS NOT NULL", [path]
+        return f"json_type({table}.labels, ?) IS NULL", [path]
     # json_each yields decoded keys, so it matches keys holding quotes, backslashes or controls.
-    has_key = "EXISTS (SELECT 1 FROM json_each(sessions.labels) AS j WHERE j.key = ?"
+    has_key = f"EXISTS (SELECT 1 FROM json_each({table}.labels) AS j WHERE j.key = ?"
     if op is LabelOp.EQUALS:
         return has_key + " AND j.value = ?)", [key, req.value]
     if op is LabelOp.NOT_EQUALS:

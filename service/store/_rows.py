@@ -85,6 +85,9 @@ _ENCODERS: dict[str, Callable[[Any], Any]] = {
     "end_detail": str,
     "zego_code": _opt_int,
     "possible_leak": _flag,
+    "exception_count": int,
+    "last_exception_code": _opt_int,
+    "last_exception_message": str,
     # An int instance id (ZEGO sends a JSON number) becomes its exact decimal text.
     "instance_id": _opt_str,
     "started_at": _opt_float,
@@ -166,6 +169,9 @@ def session_from_row(row: sqlite3.Row) -> SessionRecord:
         end_detail=row["end_detail"],
         zego_code=row["zego_code"],
         possible_leak=bool(row["possible_leak"]),
+        exception_count=row["exception_count"],
+        last_exception_code=row["last_exception_code"],
+        last_exception_message=row["last_exception_message"],
         version=row["version"],
     )
 

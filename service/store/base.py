@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import (
     IdempotencyRecord,
     NewSession,
@@ -96,6 +97,20 @@ class Ledger(Protocol):
             TransitionConflict: the session is missing or not in an expected state.
         """
 
+    async def transition_with_event(
+        self,
+        session_id: str,
+        to_state: SessionState,
+        *,
+        expected: frozenset[SessionState],
+        at: float,
+        cause: str,
+        event: NewEvent,
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> tuple[SessionRecord, Event]:
+        """``transition`` plus appending ``event``, atomically."""
+
     async def update_session(self, session_id: str, updates: Mapping[str, Any], at: float) -> SessionRecord:
         """Change fields without a state change (e.g. possible_leak). Raises TransitionConflict if missing."""
 
@@ -133,3 +148,26 @@ class Ledger(Protocol):
 
     async def purge(self, *, idempotency_before: float, sessions_ended_before: float) -> int:
         """Drop idempotency keys and terminal sessions older than the cut-offs; returns rows removed."""
+
+    async def append_event(self, event: NewEvent) -> Event | None:
+        """Log one event with the next cursor; None when its (instance, Sequence) is already logged."""
+
+    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
+        """Assign a session to events logged before its instance id was known."""
+
+    async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
+        """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
+
+    async def event_bounds(self) -> tuple[int, int]:
+        """(purged_through, head) of the event log."""
+
+    async def has_event(self, instance_id: str, event_type: EventType) -> bool:
+        """Whether an event of this type was logged for the instance."""
+
+    async def record_exception(
+        self, session_id: str, code: int, message: str, at: float
+    ) -> SessionRecord | None:
+        """Count an Exception callback on the session."""
+
+    async def purge_events(self, received_before: float) -> int:
+        """Drop events received before the cut-off; returns how many."""

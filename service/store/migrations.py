@@ -107,7 +107,49 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+_V2 = """
+-- The session event log. The cursor is the gateway's global order; AUTOINCREMENT guarantees a
+-- cursor is never reused, even after the oldest events are purged.
+CREATE TABLE events (
+    cursor        INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT,
+    instance_id   TEXT,
+    agent_id      TEXT NOT NULL DEFAULT '',
+    room_id       TEXT NOT NULL DEFAULT '',
+    agent_user_id TEXT NOT NULL DEFAULT '',
+    event_type    TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    received_at   REAL NOT NULL,
+    -- ZEGO's Sequence (int64, may exceed 2^53: INTEGER keeps it exact); NULL when synthesized.
+    sequence      INTEGER,
+    round         INTEGER,
+    labels        TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(labels)),
+    data          TEXT NOT NULL CHECK (json_valid(data)),
+    raw           TEXT,
+    hidden        INTEGER NOT NULL DEFAULT 0 CHECK (hidden IN (0, 1))
+);
+-- ZEGO retries resend the same (instance, Sequence): stored once.
+CREATE UNIQUE INDEX events_dedupe ON events (instance_id, sequence) WHERE sequence IS NOT NULL;
+-- Exactly one delivered terminal event per session.
+CREATE UNIQUE INDEX events_one_end ON events (session_id)
+    WHERE event_type = 'ended' AND hidden = 0 AND session_id IS NOT NULL;
+CREATE INDEX events_session ON events (session_id, cursor);
+CREATE INDEX events_unmatched ON events (instance_id) WHERE session_id IS NULL;
+CREATE INDEX events_received ON events (received_at);
+
+-- How far retention has purged the log: a resume before this cursor has lost events.
+CREATE TABLE event_log_meta (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    purged_through  INTEGER NOT NULL
+);
+INSERT INTO event_log_meta (id, purged_through) VALUES (1, 0);
+
+ALTER TABLE sessions ADD COLUMN exception_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN last_exception_code INTEGER;
+ALTER TABLE sessions ADD COLUMN last_exception_message TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 """Every schema version, in order. Append only."""
 
 

@@ -40,7 +40,8 @@ from service.domain.model import (
     SessionState,
     Transition,
 )
-from service.store import _rows
+from service.domain.events import Event, EventFilter, EventType, NewEvent
+from service.store import _events, _rows
 from service.store._query import list_sessions_query, marks
 from service.store.base import Capacity, ReserveOutcome, StoreError, TransitionConflict
 from service.store.migrations import migrate
@@ -265,6 +266,29 @@ class SqliteLedger:
             raise TransitionConflict(updated)
         return updated
 
+    async def _transition(
+        self,
+        conn: aiosqlite.Connection,
+        session_id: str,
+        to_state: SessionState,
+        expected: frozenset[SessionState],
+        at: float,
+        cause: str,
+        detail: str,
+        columns: dict[str, Any],
+    ) -> SessionRecord:
+        current = await self._get(conn, session_id)
+        if current is None or current.state not in expected:
+            raise TransitionConflict(current)
+        columns |= {"state": to_state.value, "updated_at": at}
+        if to_state is SessionState.ACTIVE and current.started_at is None:
+            columns.setdefault("started_at", at)
+        if to_state in TERMINAL_STATES and current.ended_at is None:
+            columns.setdefault("ended_at", at)
+        updated = await self._update(conn, current, columns)
+        await self._record(conn, session_id, current.state, to_state, at, cause, detail)
+        return updated
+
     async def transition(
         self,
         session_id: str,
@@ -285,20 +309,37 @@ class SqliteLedger:
             ValueError: ``updates`` names an unknown or store-managed field.
             TransitionConflict: the session is missing or not in an expected state.
         """
-        to_state = SessionState(to_state)
         columns = _rows.encode_updates(updates or {})
         async with self._write() as conn:
-            current = await self._get(conn, session_id)
-            if current is None or current.state not in expected:
-                raise TransitionConflict(current)
-            columns |= {"state": to_state.value, "updated_at": at}
-            if to_state is SessionState.ACTIVE and current.started_at is None:
-                columns.setdefault("started_at", at)
-            if to_state in TERMINAL_STATES and current.ended_at is None:
-                columns.setdefault("ended_at", at)
-            updated = await self._update(conn, current, columns)
-            await self._record(conn, session_id, current.state, to_state, at, cause, detail)
-            return updated
+            return await self._transition(
+                conn, session_id, SessionState(to_state), expected, at, cause, detail, columns
+            )
+
+    async def transition_with_event(
+        self,
+        session_id: str,
+        to_state: SessionState,
+        *,
+        expected: frozenset[SessionState],
+        at: float,
+        cause: str,
+        event: NewEvent,
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> tuple[SessionRecord, Event]:
+        """``transition`` and append ``event`` in one transaction: both happen, or neither.
+
+        This is how a session's single terminal event is written together with its end.
+        """
+        columns = _rows.encode_updates(updates or {})
+        async with self._write() as conn:
+            record = await self._transition(
+                conn, session_id, SessionState(to_state), expected, at, cause, detail, columns
+            )
+            appended = await _events.append(conn, event)
+            if appended is None:
+                raise StoreError(f"event for {session_id!r} was already stored")
+            return record, appended
 
     async def update_session(self, session_id: str, updates: Mapping[str, Any], at: float) -> SessionRecord:
         """Change fields without a state change; bumps the version but records no transition.
@@ -426,6 +467,65 @@ class SqliteLedger:
             )
             sessions = await _run(conn, f"DELETE FROM sessions WHERE {doomed}", doomed_params)
             return keys + transitions + sessions
+
+    # -- the event log --------------------------------------------------------------------------
+
+    async def append_event(self, event: NewEvent) -> Event | None:
+        """Log one event; None when ZEGO's (instance, Sequence) is already logged."""
+        async with self._write() as conn:
+            return await _events.append(conn, event)
+
+    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
+        """Assign a session to events logged before its instance id was known."""
+        async with self._write() as conn:
+            return await _events.attach(conn, instance_id, session_id, dict(labels))
+
+    async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
+        """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
+        async with self._read() as conn:
+            try:
+                return await _events.events_after(conn, after, limit, flt)
+            except ValueError as e:
+                raise StoreError(f"unreadable event: {e}") from e
+
+    async def event_bounds(self) -> tuple[int, int]:
+        """(purged_through, head) of the event log."""
+        async with self._read() as conn:
+            return await _events.bounds(conn)
+
+    async def has_event(self, instance_id: str, event_type: EventType) -> bool:
+        """Whether an event of this type was logged for the instance."""
+        async with self._read() as conn:
+            row = await _one(
+                conn,
+                "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
+                (instance_id, EventType(event_type).value),
+            )
+            return row is not None
+
+    async def record_exception(
+        self, session_id: str, code: int, message: str, at: float
+    ) -> SessionRecord | None:
+        """Count an Exception callback on the session and keep the newest code and message."""
+        async with self._write() as conn:
+            current = await self._get(conn, session_id)
+            if current is None:
+                return None
+            return await self._update(
+                conn,
+                current,
+                {
+                    "exception_count": current.exception_count + 1,
+                    "last_exception_code": int(code),
+                    "last_exception_message": message[:500],
+                    "updated_at": at,
+                },
+            )
+
+    async def purge_events(self, received_before: float) -> int:
+        """Drop events received before the cut-off (retention); returns how many."""
+        async with self._write() as conn:
+            return await _events.purge_before(conn, received_before)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

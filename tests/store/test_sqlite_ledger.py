@@ -107,8 +107,15 @@ def raw(path: pathlib.Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]
 async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
     assert listing(db_path.parent) == ["ledger.db", "ledger.db-shm", "ledger.db-wal"]
     tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    # Exactly these: the event log arrives in a later migration.
-    assert tables == {"schema_migrations", "sessions", "session_transitions", "idempotency_keys"}
+    assert tables == {
+        "schema_migrations",
+        "sessions",
+        "session_transitions",
+        "idempotency_keys",
+        "events",
+        "event_log_meta",
+        "sqlite_sequence",  # AUTOINCREMENT's bookkeeping: event cursors are never reused
+    }
     indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {
         "sessions_request_id",
@@ -117,7 +124,7 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
         "sessions_instance_id",
         "sessions_agent_user",
     } <= indexes
-    assert raw(db_path, "SELECT version, applied_at FROM schema_migrations") == [(1, T0)]
+    assert raw(db_path, "SELECT version, applied_at FROM schema_migrations") == [(1, T0), (2, T0)]
     pk = raw(db_path, "SELECT name, pk FROM pragma_table_info('idempotency_keys') WHERE pk > 0 ORDER BY pk")
     assert pk == [("method", 1), ("request_id", 2)]
 
@@ -143,13 +150,13 @@ async def test_reopen_is_idempotent(db_path: pathlib.Path) -> None:
         await store.open()  # a second open() is a no-op
         await store.close()
         await store.close()
-    assert raw(db_path, "SELECT version FROM schema_migrations") == [(1,)]
+    assert raw(db_path, "SELECT version FROM schema_migrations") == [(v,) for v, _ in MIGRATIONS]
 
 
 async def test_database_newer_than_code_is_refused(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
     await ledger.close()
     raw(db_path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
-    with pytest.raises(StoreError, match="schema version 99, newer than version 1"):
+    with pytest.raises(StoreError, match=f"schema version 99, newer than version {len(MIGRATIONS)} "):
         await SqliteLedger(db_path).open()
 
 
@@ -170,7 +177,7 @@ async def test_closed_ledger_raises_store_error(db_path: pathlib.Path) -> None:
 async def test_failed_migration_rolls_back_alone(tmp_path: pathlib.Path) -> None:
     import aiosqlite
 
-    broken = (*MIGRATIONS, (2, "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);"))
+    broken = (MIGRATIONS[0], (2, "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);"))
     async with aiosqlite.connect(tmp_path / "m.db", isolation_level=None) as conn:
         with pytest.raises(sqlite3.OperationalError):
             await migrate(conn, name="m.db", clock=lambda: T0, migrations=broken)

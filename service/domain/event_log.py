@@ -1,0 +1,204 @@
+"""The event log's write path and its in-process fan-out.
+
+``EventLog.append`` stores an event (the ledger assigns its cursor) and publishes it to the
+``EventBus`` under one lock, so subscribers receive live events in strictly increasing cursor
+order: a resuming subscriber can then join replay and live with no gap and no duplicate.
+
+``EventBus.publish`` never waits: each subscriber owns a bounded queue, and one that is full is
+cut off (``overflowed``) instead of slowing ingest or the other subscribers. It resumes by cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from service.domain.events import Event, EventFilter, NewEvent
+from service.domain.model import SessionRecord, SessionState
+from service.store.base import Ledger
+
+__all__ = ["BusObserver", "EventBus", "EventLog", "Subscription"]
+
+log = logging.getLogger("agentgw.events")
+
+
+class BusObserver(Protocol):
+    """Hooks for metrics; the bus does not import prometheus."""
+
+    def subscriber_added(self) -> None:
+        """A subscription opened."""
+
+    def subscriber_removed(self) -> None:
+        """A subscription closed."""
+
+    def subscriber_overflow(self) -> None:
+        """A subscriber fell behind and was cut off."""
+
+
+class _NullObserver:
+    def subscriber_added(self) -> None:
+        return None
+
+    def subscriber_removed(self) -> None:
+        return None
+
+    def subscriber_overflow(self) -> None:
+        return None
+
+
+class Subscription:
+    """One subscriber's bounded queue of live events. Use as a context manager."""
+
+    def __init__(self, bus: EventBus, flt: EventFilter, maxsize: int) -> None:
+        self.filter = flt
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.overflowed = False
+        self._bus = bus
+        self._wake = asyncio.Event()
+
+    def offer(self, event: Event) -> None:
+        """Queue a matching event, or mark the subscriber overflowed. Never blocks."""
+        if self.overflowed or not self.filter.matches(event):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self._wake.set()
+            self._bus.drop(self, overflow=True)
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next live event, or None after ``timeout`` seconds (or once overflowed)."""
+        if self.overflowed:
+            return None
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getter = asyncio.ensure_future(self.queue.get())
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waker.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done and not getter.cancelled():
+            return getter.result()
+        return None
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._bus.drop(self, overflow=False)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fans logged events out to in-process subscribers."""
+
+    def __init__(self, *, queue_size: int = 1000, observer: BusObserver | None = None) -> None:
+        self._subscribers: set[Subscription] = set()
+        self._queue_size = queue_size
+        self._observer: BusObserver = observer or _NullObserver()
+        self.head = 0
+        """The cursor of the newest published event."""
+
+    def subscribe(self, flt: EventFilter) -> Subscription:
+        """Start buffering matching live events (before reading the log, to leave no gap)."""
+        sub = Subscription(self, flt, self._queue_size)
+        self._subscribers.add(sub)
+        self._observer.subscriber_added()
+        return sub
+
+    def drop(self, sub: Subscription, *, overflow: bool) -> None:
+        """Remove a subscriber (idempotent)."""
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self._observer.subscriber_removed()
+            if overflow:
+                self._observer.subscriber_overflow()
+                log.warning("subscriber too slow: cut off", extra={"queue_size": self._queue_size})
+
+    def publish(self, event: Event) -> None:
+        """Offer ``event`` to every subscriber; callers publish in cursor order."""
+        self.head = max(self.head, event.cursor)
+        for sub in list(self._subscribers):
+            sub.offer(event)
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._subscribers)
+
+
+class EventLog:
+    """Durable append plus ordered publish."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        bus: EventBus,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self.bus = bus
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._on_event = on_event
+
+    async def start(self) -> None:
+        """Learn the current head, so heartbeats and range checks are right before any publish."""
+        _, self.bus.head = await self._ledger.event_bounds()
+
+    def _published(self, event: Event) -> None:
+        if not event.hidden:
+            self.bus.publish(event)
+            if self._on_event is not None:
+                try:
+                    self._on_event(event)
+                except Exception:  # an observer must never break ingest
+                    log.exception("event observer failed")
+
+    async def append(self, event: NewEvent) -> Event | None:
+        """Store and publish; None when it duplicates a stored ZEGO callback."""
+        async with self._lock:
+            stored = await self._ledger.append_event(event)
+            if stored is not None:
+                self._published(stored)
+            return stored
+
+    async def transition_with_event(
+        self,
+        session_id: str,
+        to_state: SessionState,
+        *,
+        expected: frozenset[SessionState],
+        cause: str,
+        event: NewEvent,
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> tuple[SessionRecord, Event]:
+        """A session transition and its event, atomically, then the publish."""
+        async with self._lock:
+            record, stored = await self._ledger.transition_with_event(
+                session_id,
+                to_state,
+                expected=expected,
+                at=self._clock(),
+                cause=cause,
+                event=event,
+                detail=detail,
+                updates=updates,
+            )
+            self._published(stored)
+            return record, stored

@@ -1,0 +1,174 @@
+"""SQL of the session event log (table ``events``), kept apart from the session store.
+
+Every function takes an open connection inside the caller's transaction or read lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import aiosqlite
+
+from service.domain.events import Event, EventFilter, EventType, NewEvent
+from service.store._query import label_clause, marks
+from service.store._rows import dump_labels
+
+__all__ = ["append", "attach", "bounds", "event_from_row", "events_after", "purge_before"]
+
+_COLUMNS = (
+    "session_id",
+    "instance_id",
+    "agent_id",
+    "room_id",
+    "agent_user_id",
+    "event_type",
+    "event_time_ms",
+    "received_at",
+    "sequence",
+    "round",
+    "labels",
+    "data",
+    "raw",
+    "hidden",
+)
+_INSERT = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks(_COLUMNS)})"
+    # A ZEGO retry of a stored (instance, Sequence) is a no-op: ZEGO gets its 2xx, we keep one.
+    " ON CONFLICT (instance_id, sequence) WHERE sequence IS NOT NULL DO NOTHING"
+)
+
+
+def _params(event: NewEvent) -> tuple[Any, ...]:
+    return (
+        event.session_id,
+        event.instance_id,
+        event.agent_id,
+        event.room_id,
+        event.agent_user_id,
+        EventType(event.event_type).value,
+        int(event.event_time_ms),
+        float(event.received_at),
+        event.sequence,
+        event.round,
+        dump_labels(event.labels),
+        json.dumps(event.data, separators=(",", ":"), ensure_ascii=False),
+        event.raw,
+        1 if event.hidden else 0,
+    )
+
+
+def event_from_row(row: sqlite3.Row) -> Event:
+    """An Event from an ``events`` row."""
+    return Event(
+        cursor=row["cursor"],
+        event_type=EventType(row["event_type"]),
+        session_id=row["session_id"],
+        instance_id=row["instance_id"],
+        agent_id=row["agent_id"],
+        room_id=row["room_id"],
+        agent_user_id=row["agent_user_id"],
+        event_time_ms=row["event_time_ms"],
+        received_at=row["received_at"],
+        sequence=row["sequence"],
+        round=row["round"],
+        labels=dict(json.loads(row["labels"])),
+        data=dict(json.loads(row["data"])),
+        raw=row["raw"],
+        hidden=bool(row["hidden"]),
+    )
+
+
+async def append(conn: aiosqlite.Connection, event: NewEvent) -> Event | None:
+    """Insert ``event``; None when (instance, Sequence) is already stored."""
+    cursor = await conn.execute(_INSERT, _params(event))
+    try:
+        if cursor.rowcount != 1:
+            return None
+        rowid = cursor.lastrowid
+    finally:
+        await cursor.close()
+    assert rowid is not None
+    return Event(**{**event.__dict__, "cursor": int(rowid)})
+
+
+async def attach(
+    conn: aiosqlite.Connection, instance_id: str, session_id: str, labels: dict[str, str]
+) -> int:
+    """Give events that arrived before their session was known that session; returns how many."""
+    cursor = await conn.execute(
+        "UPDATE events SET session_id = ?, labels = ? WHERE instance_id = ? AND session_id IS NULL",
+        (session_id, dump_labels(labels), instance_id),
+    )
+    try:
+        return int(cursor.rowcount)
+    finally:
+        await cursor.close()
+
+
+async def bounds(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """(purged_through, head): resumable cursors are those >= purged_through and <= head."""
+    async with conn.execute("SELECT purged_through FROM event_log_meta WHERE id = 1") as cur:
+        row = await cur.fetchone()
+    purged = int(row[0]) if row else 0
+    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
+        row = await cur.fetchone()
+    head = int(row[0]) if row else 0
+    return purged, head
+
+
+def _filter_sql(flt: EventFilter) -> tuple[list[str], list[Any]]:
+    where = ["hidden = 0"]
+    params: list[Any] = []
+    if flt.session_ids:
+        ids = sorted(flt.session_ids)
+        where.append(f"session_id IN ({marks(ids)})")
+        params += ids
+    if flt.agent_id:
+        where.append("agent_id = ?")
+        params.append(flt.agent_id)
+    if flt.room_id:
+        where.append("room_id = ?")
+        params.append(flt.room_id)
+    if flt.event_types:
+        types = sorted(EventType(t).value for t in flt.event_types)
+        where.append(f"event_type IN ({marks(types)})")
+        params += types
+    else:
+        where.append("event_type != ?")
+        params.append(EventType.USER_AUDIO.value)
+    for req in flt.label_selector:
+        clause, clause_params = label_clause(req, table="events")
+        where.append(clause)
+        params += clause_params
+    return where, params
+
+
+async def events_after(conn: aiosqlite.Connection, after: int, limit: int, flt: EventFilter) -> list[Event]:
+    """Matching delivered events with cursor > ``after``, in cursor order."""
+    where, params = _filter_sql(flt)
+    sql = f"SELECT * FROM events WHERE cursor > ? AND {' AND '.join(where)} ORDER BY cursor LIMIT ?"
+    async with conn.execute(sql, (after, *params, limit)) as cur:
+        rows = await cur.fetchall()
+    return [event_from_row(row) for row in rows]
+
+
+async def purge_before(conn: aiosqlite.Connection, received_before: float) -> int:
+    """Drop events received before the cut-off and remember how far the log was purged."""
+    async with conn.execute(
+        "SELECT MAX(cursor) FROM events WHERE received_at < ?", (received_before,)
+    ) as cur:
+        row = await cur.fetchone()
+    through = row[0] if row else None
+    if through is None:
+        return 0
+    cursor = await conn.execute("DELETE FROM events WHERE cursor <= ?", (through,))
+    try:
+        removed = int(cursor.rowcount)
+    finally:
+        await cursor.close()
+    await conn.execute(
+        "UPDATE event_log_meta SET purged_through = MAX(purged_through, ?) WHERE id = 1", (through,)
+    )
+    return removed
