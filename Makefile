@@ -13,8 +13,11 @@ BUF := .tools/node_modules/.bin/buf
 GOOGLEAPIS := .tools/googleapis
 GEN := service/gen
 PROTOS := $(wildcard proto/agentgw/v1/*.proto)
+PROMTOOL ?= promtool
+RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
+RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean
+.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -33,8 +36,27 @@ run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emula
 emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090)
 	$(BIN)/python -m service.zego.emulator $(ARGS)
 
-test: $(STAMP) check-proto ## install, check generated stubs, run the whole suite
+test: $(STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# promtool is Debian's `prometheus` package (.ci/run installs it). Without it, CI fails here and a
+# developer's `make test` skips this step loudly.
+rules: ## check the Prometheus rules and alerts with promtool and run their unit tests
+	@if command -v $(PROMTOOL) >/dev/null 2>&1; then \
+		echo "$(PROMTOOL) check rules $(RULE_FILES)"; \
+		$(PROMTOOL) check rules $(RULE_FILES); \
+		echo "$(PROMTOOL) test rules $(RULE_TESTS)"; \
+		$(PROMTOOL) test rules $(RULE_TESTS); \
+	elif [ -n "$${CI:-}" ] && [ "$${CI}" != false ]; then \
+		echo "make rules: FAILED: promtool not found and CI is set; install it: apt-get install -y prometheus" >&2; \
+		exit 1; \
+	else \
+		echo "################################################################################" >&2; \
+		echo "## make rules: SKIPPED: promtool not found, the Prometheus rules are NOT checked." >&2; \
+		echo "## Install it: sudo apt-get update && sudo apt-get install -y prometheus" >&2; \
+		echo "## (see deploy/prometheus/README.md). CI installs it and fails without it." >&2; \
+		echo "################################################################################" >&2; \
+	fi
 
 lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
 	$(BIN)/ruff check service tests

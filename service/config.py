@@ -168,6 +168,24 @@ class Settings:
     idempotency_ttl_seconds: int = _setting(86400, _positive_int, "How long request_ids are honoured.")
     """A retried request_id returns the original result for at least this long."""
 
+    callback_skew_seconds: float = _setting(300.0, _positive_float, "Allowed callback Timestamp skew.")
+    """Callbacks whose Timestamp is further than this from our clock are rejected as stale."""
+
+    callback_max_body_bytes: int = _setting(1_048_576, _positive_int, "Largest callback body accepted.")
+    """Larger callback bodies are rejected with 413 before they are read in full."""
+
+    event_retention_seconds: int = _setting(86400, _positive_int, "How long events stay resumable.")
+    """Events older than this are purged; resuming before them is CURSOR_EXPIRED."""
+
+    subscriber_queue_size: int = _setting(1000, _positive_int, "Events buffered per subscriber.")
+    """A WatchEvents subscriber further behind than this is cut off (SUBSCRIBER_TOO_SLOW)."""
+
+    heartbeat_seconds: float = _setting(15.0, _positive_float, "Heartbeat interval on idle streams.")
+    """Idle WatchEvents streams get a heartbeat with the current cursor this often."""
+
+    interaction_budget_seconds: float = _setting(1.5, _positive_float, "Turn-latency budget.")
+    """A turn slower than this (end of user speech to agent speaking) is a budget breach."""
+
     shutdown_grace_seconds: float = _setting(10.0, _positive_float, "Grace period for in-flight RPCs.")
     """On SIGTERM, RPCs get this long to finish before they are cancelled."""
 

@@ -9,6 +9,8 @@ Our exception hierarchy::
       x AlreadyExists         - the resource the caller creates already exists
       x FailedPrecondition    - the resource is in a state that forbids the call
       x CapacityExhausted     - admission control: no slot free in the pool
+      x SubscriberTooSlow     - an event subscriber fell behind its buffer and was cut off
+      x OutOfRange            - a position (cursor) beyond what exists
       x Unavailable           - a dependency (the ledger) cannot serve right now
 
 The domain never imports gRPC: these carry plain data, and ``service.api.status`` is the one
@@ -27,7 +29,9 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "RequestIdReused",
+    "SubscriberTooSlow",
     "Unavailable",
 ]
 
@@ -116,6 +120,20 @@ class CapacityExhausted(AgentGwError):
         self.limit = limit
         self.in_use = in_use
         self.retry_after_seconds = retry_after_seconds
+
+
+class SubscriberTooSlow(AgentGwError):
+    """The subscriber's buffer overflowed; it should resume from its last cursor."""
+
+    reason = "SUBSCRIBER_TOO_SLOW"
+
+
+class OutOfRange(AgentGwError):
+    """A position beyond the end, e.g. a cursor ahead of the event log's head."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Unavailable(AgentGwError):

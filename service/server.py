@@ -1,8 +1,9 @@
 """The gateway process: wires the ledger, the ZEGO client (or the embedded emulator), the domain
 services, the gRPC server and the HTTP server, with an explicit start/stop lifecycle.
 
-Start order: ledger -> emulator (only without ZEGO credentials) -> ZEGO client -> domain ->
-gRPC (health NOT_SERVING) -> HTTP -> health SERVING. Stop runs the reverse, through one
+Start order: emulator (only without ZEGO credentials) -> core (ledger, ZEGO client, event log,
+sessions, reconciliation, reaper; see ``service.core``) -> gRPC (health NOT_SERVING) -> HTTP ->
+health SERVING. Stop runs the reverse, through one
 ``AsyncExitStack``, so a failure half-way through start-up still releases what was acquired.
 
 Usage::
@@ -16,29 +17,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
 import grpc
+import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from starlette.routing import Route
 
+from service import __version__
 from service.api.agents import AgentServicer
+from service.api.events import EventServicer
 from service.api.interceptors import RequestContextInterceptor
+from service.api.metrics_interceptor import MetricsInterceptor, preinitialize
 from service.api.paging import PageTokens
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
 from service.config import Secret, Settings
-from service.domain.agents import AgentService
-from service.domain.reaper import Reaper
-from service.domain.sessions import SessionService
+from service.core import Core, build_core
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
     room_token_service_pb2,
     room_token_service_pb2_grpc,
     session_service_pb2,
@@ -46,8 +54,9 @@ from service.gen.agentgw.v1 import (
 )
 from service.http.app import create_http_app
 from service.http.asgi import serve_asgi
-from service.store.sqlite import SqliteLedger
-from service.zego.client import ZegoClient
+from service.http.callbacks import callback_endpoint
+from service.http.metrics import metrics_endpoint
+from service.metrics import Metrics
 from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
 
@@ -58,11 +67,13 @@ log = logging.getLogger("agentgw")
 EMULATOR_APP_ID = 1000000001
 """The AppId the embedded emulator uses when no ZEGO credentials are configured."""
 
-SERVICE_NAMES = (
-    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
-    room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"].full_name,
-    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+SERVICES = (
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"],
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
+    room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 def grpc_server_options() -> list[tuple[str, int]]:
@@ -99,6 +110,7 @@ class Gateway:
         self.http_port = 0
         self.zego_base_url = settings.zego_api_base
         self.server: grpc.aio.Server | None = None
+        self._emulator_admin: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -129,63 +141,15 @@ class Gateway:
             settings = await self._start_emulator(settings)
         assert settings.zego_app_id is not None and settings.zego_server_secret is not None
         self.settings = settings
+        metrics = self.metrics = Metrics(
+            version=__version__, interaction_budget_seconds=settings.interaction_budget_seconds
+        )
+        core = self.core = await build_core(settings, self._stack, metrics)
+        self.sessions = core.sessions
 
-        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-        ledger = SqliteLedger(settings.db_path)
-        await ledger.open()
-        self._stack.push_async_callback(ledger.close)
-
-        zego = ZegoClient(
-            app_id=settings.zego_app_id,
-            server_secret=settings.zego_server_secret.reveal(),
-            base_url=settings.zego_api_base,
-            timeout_seconds=settings.zego_timeout_seconds,
-            rate_per_second=settings.zego_rate_per_second,
-            max_retries=settings.zego_max_retries,
-        )
-        self._stack.push_async_callback(zego.aclose)
-
-        # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
-        # never the secret itself.
-        token_key = hashlib.sha256(
-            b"agentgw-page-tokens:" + settings.zego_server_secret.reveal().encode()
-        ).digest()
-        agents = AgentService(zego, ledger)
-        sessions = SessionService(
-            zego,
-            ledger,
-            limits={"voice": settings.voice_limit, "digital_human": settings.digital_human_limit},
-            default_max_duration_seconds=settings.max_session_duration_seconds,
-        )
-        self.sessions = sessions
-        # Before serving: settle what a previous process left (PENDING rows, instances gone
-        # upstream). Healthy sessions are picked up as they are.
-        reaper = Reaper(sessions, call_timeout_seconds=settings.zego_timeout_seconds)
-        report = await reaper.reconcile_at_startup()
-        log.info("ledger reconciled", extra={"report": report.__dict__})
-        await self._stack.enter_async_context(reaper)
-
-        server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=grpc_server_options())
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(agents, PageTokens(token_key, "agents")), server
-        )
-        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(
-                sessions,
-                PageTokens(token_key, "sessions"),
-                max_duration_cap_seconds=settings.max_session_duration_cap_seconds,
-            ),
-            server,
-        )
-        room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server(
-            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret), server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        server = self._grpc_server(settings, core, metrics)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
         host, port = _split(settings.grpc_listen)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         await server.start()
@@ -193,8 +157,21 @@ class Gateway:
         self._stack.push_async_callback(self._stop_grpc, server)
 
         http_host, http_port = _split(settings.http_listen)
-        app = create_http_app(lambda: self._ready)
+        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
+        routes = [
+            Route(
+                "/v1/zego/callbacks",
+                callback_endpoint(
+                    core.ingestor, max_body_bytes=settings.callback_max_body_bytes, observe=metrics.callback
+                ),
+                methods=["POST"],
+            ),
+            Route("/metrics", metrics_endpoint(metrics, refresh)),
+        ]
+        app = create_http_app(lambda: self._ready, routes)
         self.http_port = await self._stack.enter_async_context(serve_asgi(app, http_host, http_port))
+        if self._emulator_admin is not None:
+            await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
 
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -205,10 +182,54 @@ class Gateway:
                 "grpc": f"{host}:{self.grpc_port}",
                 "http": f"{http_host}:{self.http_port}",
                 "zego": self.zego_base_url,
-                "emulator": self.settings.uses_emulator or self.zego_base_url.startswith("http://127."),
+                "emulator": self._emulator_admin is not None,
                 "db": str(settings.db_path),
             },
         )
+
+    def _grpc_server(self, settings: Settings, core: Core, metrics: Metrics) -> grpc.aio.Server:
+        # Metrics first: it must see the status the context interceptor maps exceptions to.
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(metrics), RequestContextInterceptor()],
+            options=grpc_server_options(),
+        )
+        # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
+        # never the secret itself.
+        assert settings.zego_server_secret is not None and settings.zego_app_id is not None
+        token_key = hashlib.sha256(
+            b"agentgw-page-tokens:" + settings.zego_server_secret.reveal().encode()
+        ).digest()
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(core.agents, PageTokens(token_key, "agents")), server
+        )
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(
+                core.sessions,
+                PageTokens(token_key, "sessions"),
+                max_duration_cap_seconds=settings.max_session_duration_cap_seconds,
+                on_api_turn=core.latency.api_turn,
+                budget_seconds=settings.interaction_budget_seconds,
+            ),
+            server,
+        )
+        event_service_pb2_grpc.add_EventServiceServicer_to_server(
+            EventServicer(
+                core.ledger,
+                core.bus,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                on_delivered=metrics.event_delivered,
+            ),
+            server,
+        )
+        room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server(
+            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        preinitialize(metrics, [*SERVICES, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]])
+        return server
 
     async def _start_emulator(self, settings: Settings) -> Settings:
         server_secret = secrets.token_hex(16)
@@ -223,6 +244,14 @@ class Gateway:
         url = await self._stack.enter_async_context(run_emulator(config, host="127.0.0.1", port=0))
         self.zego_base_url = url
         log.warning("ZEGO emulator listening", extra={"url": url, "app_id": EMULATOR_APP_ID})
+
+        async def point_callbacks_at(callback_url: str) -> None:
+            # The HTTP port is known only once bound (it may be 0), so tell the emulator now.
+            async with httpx.AsyncClient(base_url=url, timeout=5) as admin:
+                response = await admin.post("/_emulator/callbacks", json={"url": callback_url})
+                response.raise_for_status()
+
+        self._emulator_admin = point_callbacks_at
         return replace(
             settings,
             zego_app_id=EMULATOR_APP_ID,

@@ -100,6 +100,9 @@ def session_to_proto(record: SessionRecord) -> spb.Session:
         zego_code=record.zego_code or 0,
         possible_leak=record.possible_leak,
         request_id=record.request_id or "",
+        exception_count=record.exception_count,
+        last_exception_code=record.last_exception_code or 0,
+        last_exception_message=record.last_exception_message,
     )
     if record.digital_human_config:
         msg.digital_human_config.CopyFrom(decode_digital_human_config(record.digital_human_config))

@@ -7,6 +7,8 @@ ZEGO; errors are raised and mapped by the interceptor through ``service.api.stat
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -70,11 +72,24 @@ class SessionServicer(rpc.SessionServiceServicer):
     """gRPC face of the session lifecycle and in-call control."""
 
     def __init__(
-        self, sessions: SessionService, page_tokens: PageTokens, *, max_duration_cap_seconds: int
+        self,
+        sessions: SessionService,
+        page_tokens: PageTokens,
+        *,
+        max_duration_cap_seconds: int,
+        on_api_turn: Callable[[str, str, int, float], None] | None = None,
+        budget_seconds: float = 1.5,
     ) -> None:
         self._sessions = sessions
         self._tokens = page_tokens
         self._cap = max_duration_cap_seconds
+        self._on_api_turn = on_api_turn
+        self._budget = budget_seconds
+
+    def _api_turn(self, session_id: str, trigger: str, round_: int, started_at: float) -> None:
+        """Tell the latency tracker when an API-triggered turn started and which Round it got."""
+        if self._on_api_turn is not None and round_:
+            self._on_api_turn(session_id, trigger, round_, started_at)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -91,8 +106,21 @@ class SessionServicer(rpc.SessionServiceServicer):
         v.raise_if_any()
         record = await self._sessions.get(request.session_id)
         transitions = await self._sessions.transitions(request.session_id)
+        stats = await self._sessions.ledger.turn_stats(request.session_id)
+        session = session_to_proto(record)
+        session.turn_stats.CopyFrom(
+            spb.TurnStats(
+                turns=stats.turns,
+                abandoned=stats.abandoned,
+                p50_latency_seconds=stats.p50_ms / 1000,
+                p95_latency_seconds=stats.p95_ms / 1000,
+                max_latency_seconds=stats.max_ms / 1000,
+                budget_breaches=stats.budget_breaches,
+                budget_seconds=self._budget,
+            )
+        )
         return api.GetSessionResponse(
-            session=session_to_proto(record), transitions=[transition_to_proto(t) for t in transitions]
+            session=session, transitions=[transition_to_proto(t) for t in transitions]
         )
 
     async def ListSessions(
@@ -190,6 +218,7 @@ class SessionServicer(rpc.SessionServiceServicer):
     # --- in-call control --------------------------------------------------------------------------
 
     async def SendText(self, request: api.SendTextRequest, context: Context) -> api.SendTextResponse:
+        started = time.time()
         v = Violations()
         _session_id(v, request.session_id)
         v.required("text", request.text)
@@ -215,9 +244,12 @@ class SessionServicer(rpc.SessionServiceServicer):
             )
             return data.round
 
-        return api.SendTextResponse(round=await self._sessions.control(request.session_id, call))
+        round_ = await self._sessions.control(request.session_id, call)
+        self._api_turn(request.session_id, "send_text", round_, started)
+        return api.SendTextResponse(round=round_)
 
     async def Speak(self, request: api.SpeakRequest, context: Context) -> api.SpeakResponse:
+        started = time.time()
         v = Violations()
         _session_id(v, request.session_id)
         if v.required("text", request.text):
@@ -238,7 +270,9 @@ class SessionServicer(rpc.SessionServiceServicer):
             )
             return data.round
 
-        return api.SpeakResponse(round=await self._sessions.control(request.session_id, call))
+        round_ = await self._sessions.control(request.session_id, call)
+        self._api_turn(request.session_id, "speak", round_, started)
+        return api.SpeakResponse(round=round_)
 
     async def Interrupt(self, request: api.InterruptRequest, context: Context) -> api.InterruptResponse:
         self._require_session(request.session_id)

@@ -110,6 +110,8 @@ RULES: tuple[Rule, ...] = (
     Rule(errors.FailedPrecondition, S.FAILED_PRECONDITION, None, _precondition),
     Rule(errors.CapacityExhausted, S.RESOURCE_EXHAUSTED, None, _capacity),
     Rule(errors.Unavailable, S.UNAVAILABLE, None, _retry_after),
+    Rule(errors.SubscriberTooSlow, S.RESOURCE_EXHAUSTED),
+    Rule(errors.OutOfRange, S.OUT_OF_RANGE),
     # ZEGO answered with a non-zero Code (spec §7).
     Rule(zx.ZegoAgentAlreadyExists, S.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS"),
     Rule(zx.ZegoAgentNotFound, S.NOT_FOUND, "AGENT_NOT_FOUND"),

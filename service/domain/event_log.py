@@ -20,7 +20,7 @@ from service.domain.events import Event, EventFilter, NewEvent
 from service.domain.model import SessionRecord, SessionState
 from service.store.base import Ledger
 
-__all__ = ["BusObserver", "EventBus", "EventLog", "Subscription"]
+__all__ = ["BusObserver", "EventBus", "EventLog", "LogObserver", "Subscription"]
 
 log = logging.getLogger("agentgw.events")
 
@@ -36,6 +36,24 @@ class BusObserver(Protocol):
 
     def subscriber_overflow(self) -> None:
         """A subscriber fell behind and was cut off."""
+
+
+class LogObserver(Protocol):
+    """Hooks for metrics on what the log records."""
+
+    def event_appended(self, event_type: str) -> None:
+        """An event was stored and published."""
+
+    def session_ended(self, kind: str, reason: str, duration_seconds: float | None = None) -> None:
+        """A session reached ENDED or FAILED (every terminal transition passes through the log)."""
+
+
+class _NullLogObserver:
+    def event_appended(self, event_type: str) -> None:
+        return None
+
+    def session_ended(self, kind: str, reason: str, duration_seconds: float | None = None) -> None:
+        return None
 
 
 class _NullObserver:
@@ -149,25 +167,30 @@ class EventLog:
         *,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[Event], None] | None = None,
+        observer: LogObserver | None = None,
     ) -> None:
         self._ledger = ledger
         self.bus = bus
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._on_event = on_event
+        self.on_event = on_event
+        """Called with every delivered event after it is published (e.g. the latency tracker)."""
+        self._observer: LogObserver = observer or _NullLogObserver()
 
     async def start(self) -> None:
         """Learn the current head, so heartbeats and range checks are right before any publish."""
         _, self.bus.head = await self._ledger.event_bounds()
 
     def _published(self, event: Event) -> None:
-        if not event.hidden:
-            self.bus.publish(event)
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except Exception:  # an observer must never break ingest
-                    log.exception("event observer failed")
+        if event.hidden:
+            return
+        self.bus.publish(event)
+        try:  # observers must never break ingest
+            self._observer.event_appended(event.event_type.value)
+            if self.on_event is not None:
+                self.on_event(event)
+        except Exception:
+            log.exception("event observer failed")
 
     async def append(self, event: NewEvent) -> Event | None:
         """Store and publish; None when it duplicates a stored ZEGO callback."""
@@ -201,4 +224,13 @@ class EventLog:
                 updates=updates,
             )
             self._published(stored)
-            return record, stored
+        if record.terminal:
+            try:
+                self._observer.session_ended(
+                    record.kind.value,
+                    (record.end_reason.value if record.end_reason else "upstream_deleted"),
+                    (record.ended_at - record.created_at) if record.ended_at else None,
+                )
+            except Exception:
+                log.exception("session observer failed")
+        return record, stored

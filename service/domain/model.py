@@ -35,6 +35,7 @@ __all__ = [
     "SessionRecord",
     "SessionState",
     "Transition",
+    "TurnStats",
 ]
 
 
@@ -217,3 +218,17 @@ class IdempotencyRecord:
     request_hash: str
     response: bytes
     created_at: float
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    """A session's measured turns: how many, how fast, how many over the budget."""
+
+    turns: int = 0
+    """Turns that reached SPEAKING (their latency is measured)."""
+    abandoned: int = 0
+    """Turns that never reached SPEAKING (interrupted, barged in on, or ended)."""
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    max_ms: float = 0.0
+    budget_breaches: int = 0

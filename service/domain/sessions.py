@@ -21,7 +21,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventType, NewEvent
@@ -63,6 +63,30 @@ def end_reason_for_zego_code(code: int) -> EndReason:
     return EndReason.UPSTREAM_DELETED
 
 
+class SessionObserver(Protocol):
+    """Metrics hooks for creation (``service.metrics.Metrics`` satisfies it)."""
+
+    def session_created(self, kind: str, outcome: str) -> None:
+        """A CreateSession ended with ``outcome``."""
+
+    def admission_rejected(self, kind: str) -> None:
+        """A create was refused for lack of a slot."""
+
+    def possible_leak(self, kind: str) -> None:
+        """An instance may run upstream without the ledger knowing its id."""
+
+
+class _NullSessionObserver:
+    def session_created(self, kind: str, outcome: str) -> None:
+        return None
+
+    def admission_rejected(self, kind: str) -> None:
+        return None
+
+    def possible_leak(self, kind: str) -> None:
+        return None
+
+
 class SessionService:
     """The ledger-backed session lifecycle over the ZEGO client."""
 
@@ -74,8 +98,10 @@ class SessionService:
         limits: Mapping[str, int],
         default_max_duration_seconds: int,
         events: EventLog | None = None,
+        observer: SessionObserver | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._observer: SessionObserver = observer or _NullSessionObserver()
         self._zego = zego
         self._ledger = ledger
         self._events = events if events is not None else EventLog(ledger, EventBus(), clock=clock)
@@ -120,9 +146,13 @@ class SessionService:
         outcome = await self._ledger.reserve_session(new, self._limits[spec.kind.pool])
         if outcome.session is None:
             cap = outcome.capacity
+            self._observer.admission_rejected(spec.kind.value)
+            self._observer.session_created(spec.kind.value, "rejected_capacity")
             raise CapacityExhausted(cap.pool, cap.limit, cap.in_use, CAPACITY_RETRY_SECONDS)
         if not outcome.created:
-            return await self._replay(outcome.session, spec, timeout)
+            replayed = await self._replay(outcome.session, spec, timeout)
+            self._observer.session_created(spec.kind.value, "replayed")
+            return replayed
         done = self._inflight[session_id] = asyncio.Event()
         # Shielded: a caller that gives up (cancels) must not stop us from recording ZEGO's answer,
         # or the instance would run upstream with a PENDING row nobody can resolve.
@@ -157,11 +187,15 @@ class SessionService:
         except zx.ZegoApiError as exc:
             # ZEGO answered "no": no instance exists, so the slot is free again.
             await self._fail(row, EndReason.CREATE_FAILED, f"ZEGO code {exc.code}: {exc.message}", exc.code)
+            self._observer.session_created(row.kind.value, "failed_upstream")
             raise
         except zx.ZegoError as exc:
             # No answer: the instance may exist, and without its id nobody can delete it.
             await self._fail(row, EndReason.CREATE_UNCONFIRMED, str(exc), None, possible_leak=True)
+            self._observer.session_created(row.kind.value, "failed_unconfirmed")
+            self._observer.possible_leak(row.kind.value)
             raise
+        self._observer.session_created(row.kind.value, "created")
         record = await self._ledger.transition(
             row.session_id,
             S.STARTING,

@@ -19,13 +19,18 @@ from service.domain.model import (
     SessionRecord,
     SessionState,
     Transition,
+    TurnStats,
 )
 
-__all__ = ["Capacity", "Ledger", "ReserveOutcome", "StoreError", "TransitionConflict"]
+__all__ = ["Capacity", "DuplicateEvent", "Ledger", "ReserveOutcome", "StoreError", "TransitionConflict"]
 
 
 class StoreError(Exception):
     """The store could not complete an operation (I/O error, corrupt file, ...)."""
+
+
+class DuplicateEvent(StoreError):
+    """The event (same instance and ZEGO Sequence) is already stored; nothing was changed."""
 
 
 class TransitionConflict(StoreError):
@@ -168,6 +173,22 @@ class Ledger(Protocol):
         self, session_id: str, code: int, message: str, at: float
     ) -> SessionRecord | None:
         """Count an Exception callback on the session."""
+
+    async def record_turn(
+        self,
+        session_id: str,
+        *,
+        round_: int | None,
+        trigger: str,
+        outcome: str,
+        latency_ms: float | None,
+        budget_exceeded: bool,
+        at: float,
+    ) -> None:
+        """Keep one measured ("spoken") or "abandoned" turn of a session."""
+
+    async def turn_stats(self, session_id: str) -> TurnStats:
+        """A session's turn statistics."""
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""

@@ -149,7 +149,22 @@ ALTER TABLE sessions ADD COLUMN last_exception_code INTEGER;
 ALTER TABLE sessions ADD COLUMN last_exception_message TEXT NOT NULL DEFAULT '';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+_V3 = """
+-- One row per measured turn (interaction latency against the budget), for per-session stats.
+CREATE TABLE turns (
+    id              INTEGER PRIMARY KEY,
+    session_id      TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    round           INTEGER,
+    trigger         TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    latency_ms      REAL,
+    budget_exceeded INTEGER NOT NULL DEFAULT 0 CHECK (budget_exceeded IN (0, 1)),
+    at              REAL NOT NULL
+);
+CREATE INDEX turns_session ON turns (session_id, id);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 """Every schema version, in order. Append only."""
 
 

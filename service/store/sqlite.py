@@ -30,6 +30,7 @@ from typing import Any
 
 import aiosqlite
 
+from service.domain.events import Event, NewEvent
 from service.domain.model import (
     TERMINAL_STATES,
     IdempotencyRecord,
@@ -40,11 +41,11 @@ from service.domain.model import (
     SessionState,
     Transition,
 )
-from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.store import _events, _rows
 from service.store._query import list_sessions_query, marks
-from service.store.base import Capacity, ReserveOutcome, StoreError, TransitionConflict
+from service.store.base import Capacity, DuplicateEvent, ReserveOutcome, StoreError, TransitionConflict
 from service.store.migrations import migrate
+from service.store.sqlite_events import EventLogMixin
 
 __all__ = ["SqliteLedger"]
 
@@ -95,7 +96,7 @@ async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] | Map
         return cur.rowcount
 
 
-class SqliteLedger:
+class SqliteLedger(EventLogMixin):
     """A :class:`~service.store.base.Ledger` in one SQLite file (or ``":memory:"`` for tests)."""
 
     def __init__(self, path: pathlib.Path | str, *, clock: Callable[[], float] = time.time) -> None:
@@ -338,7 +339,7 @@ class SqliteLedger:
             )
             appended = await _events.append(conn, event)
             if appended is None:
-                raise StoreError(f"event for {session_id!r} was already stored")
+                raise DuplicateEvent(f"event for {session_id!r} was already stored")
             return record, appended
 
     async def update_session(self, session_id: str, updates: Mapping[str, Any], at: float) -> SessionRecord:
@@ -467,65 +468,6 @@ class SqliteLedger:
             )
             sessions = await _run(conn, f"DELETE FROM sessions WHERE {doomed}", doomed_params)
             return keys + transitions + sessions
-
-    # -- the event log --------------------------------------------------------------------------
-
-    async def append_event(self, event: NewEvent) -> Event | None:
-        """Log one event; None when ZEGO's (instance, Sequence) is already logged."""
-        async with self._write() as conn:
-            return await _events.append(conn, event)
-
-    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
-        """Assign a session to events logged before its instance id was known."""
-        async with self._write() as conn:
-            return await _events.attach(conn, instance_id, session_id, dict(labels))
-
-    async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
-        """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
-        async with self._read() as conn:
-            try:
-                return await _events.events_after(conn, after, limit, flt)
-            except ValueError as e:
-                raise StoreError(f"unreadable event: {e}") from e
-
-    async def event_bounds(self) -> tuple[int, int]:
-        """(purged_through, head) of the event log."""
-        async with self._read() as conn:
-            return await _events.bounds(conn)
-
-    async def has_event(self, instance_id: str, event_type: EventType) -> bool:
-        """Whether an event of this type was logged for the instance."""
-        async with self._read() as conn:
-            row = await _one(
-                conn,
-                "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
-                (instance_id, EventType(event_type).value),
-            )
-            return row is not None
-
-    async def record_exception(
-        self, session_id: str, code: int, message: str, at: float
-    ) -> SessionRecord | None:
-        """Count an Exception callback on the session and keep the newest code and message."""
-        async with self._write() as conn:
-            current = await self._get(conn, session_id)
-            if current is None:
-                return None
-            return await self._update(
-                conn,
-                current,
-                {
-                    "exception_count": current.exception_count + 1,
-                    "last_exception_code": int(code),
-                    "last_exception_message": message[:500],
-                    "updated_at": at,
-                },
-            )
-
-    async def purge_events(self, received_before: float) -> int:
-        """Drop events received before the cut-off (retention); returns how many."""
-        async with self._write() as conn:
-            return await _events.purge_before(conn, received_before)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

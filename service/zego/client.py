@@ -19,7 +19,6 @@ Logs go to ``agentgw.zego``: action, code, RequestId, duration. Never the secret
 
 # ASYNC109 wants callers to wrap us in asyncio.timeout instead of passing `timeout`. We need the budget
 # itself: to size the HTTP timeout, to refuse sending a mutation that cannot finish, and to skip retries.
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 

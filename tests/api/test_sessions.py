@@ -56,6 +56,8 @@ async def test_voice_session_lifecycle(stub: rpc.SessionServiceStub, emulator: E
     assert upstream["AgentUserId"] == created.agent_user_id
 
     got = await stub.GetSession(api.GetSessionRequest(session_id=created.session_id), timeout=5)
+    assert got.session.turn_stats == spb.TurnStats(budget_seconds=1.5)  # no turn yet
+    got.session.ClearField("turn_stats")
     assert got.session == created
     assert [(t.from_state, t.to_state) for t in got.transitions] == [
         (spb.SESSION_STATE_UNSPECIFIED, spb.SESSION_STATE_PENDING),

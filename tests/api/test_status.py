@@ -76,6 +76,10 @@ CASES = [
      [error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo]),
     (errors.Unavailable("LEDGER_UNAVAILABLE", "disk full"), grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
      [error_details_pb2.RetryInfo]),
+    (errors.SubscriberTooSlow("resume after cursor 7"), grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "SUBSCRIBER_TOO_SLOW", []),
+    (errors.OutOfRange("CURSOR_AHEAD", "cursor 9 is ahead"), grpc.StatusCode.OUT_OF_RANGE,
+     "CURSOR_AHEAD", []),
     (RuntimeError("secret stack detail"), grpc.StatusCode.INTERNAL, "INTERNAL_ERROR", []),
 ]  # fmt: skip
 

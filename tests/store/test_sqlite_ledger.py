@@ -114,6 +114,7 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
         "idempotency_keys",
         "events",
         "event_log_meta",
+        "turns",
         "sqlite_sequence",  # AUTOINCREMENT's bookkeeping: event cursors are never reused
     }
     indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -124,7 +125,9 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
         "sessions_instance_id",
         "sessions_agent_user",
     } <= indexes
-    assert raw(db_path, "SELECT version, applied_at FROM schema_migrations") == [(1, T0), (2, T0)]
+    assert raw(db_path, "SELECT version, applied_at FROM schema_migrations") == [
+        (v, T0) for v, _ in MIGRATIONS
+    ]
     pk = raw(db_path, "SELECT name, pk FROM pragma_table_info('idempotency_keys') WHERE pk > 0 ORDER BY pk")
     assert pk == [("method", 1), ("request_id", 2)]
 

@@ -326,6 +326,10 @@ class Session(_message.Message):
     ZEGO_CODE_FIELD_NUMBER: _builtins.int
     POSSIBLE_LEAK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXCEPTION_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_EXCEPTION_CODE_FIELD_NUMBER: _builtins.int
+    LAST_EXCEPTION_MESSAGE_FIELD_NUMBER: _builtins.int
+    TURN_STATS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The gateway's id for the session."""
     kind: Global___SessionKind.ValueType
@@ -358,6 +362,12 @@ class Session(_message.Message):
     """True when the gateway could not confirm that the ZEGO instance is gone; it may still bill."""
     request_id: _builtins.str
     """The request_id it was created with."""
+    exception_count: _builtins.int
+    """How many Exception callbacks ZEGO sent for the session."""
+    last_exception_code: _builtins.int
+    """The code of the newest Exception callback (ZEGO spec §7.3), 0 if none."""
+    last_exception_message: _builtins.str
+    """Its message."""
     @_builtins.property
     def digital_human_config(self) -> Global___DigitalHumanConfig:
         """For digital-human kinds: ZEGO's DigitalHumanConfig, raw and decoded."""
@@ -386,6 +396,10 @@ class Session(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the ledger row last changed."""
 
+    @_builtins.property
+    def turn_stats(self) -> Global___TurnStats:
+        """Interaction latency of the session's turns. Filled by GetSession only."""
+
     def __init__(
         self,
         *,
@@ -412,14 +426,66 @@ class Session(_message.Message):
         zego_code: _builtins.int = ...,
         possible_leak: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        exception_count: _builtins.int = ...,
+        last_exception_code: _builtins.int = ...,
+        last_exception_message: _builtins.str = ...,
+        turn_stats: Global___TurnStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_time", b"end_time", "max_duration", b"max_duration", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_time", b"end_time", "max_duration", b"max_duration", "start_time", b"start_time", "turn_stats", b"turn_stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "kind", b"kind", "labels", b"labels", "max_duration", b"max_duration", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "exception_count", b"exception_count", "kind", b"kind", "labels", b"labels", "last_exception_code", b"last_exception_code", "last_exception_message", b"last_exception_message", "max_duration", b"max_duration", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "turn_stats", b"turn_stats", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class TurnStats(_message.Message):
+    """A session's turns measured against the interaction-latency budget. A turn runs from the end of
+    the user's speech (or a SendText/Speak call) to the agent starting to speak for that turn.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURNS_FIELD_NUMBER: _builtins.int
+    ABANDONED_FIELD_NUMBER: _builtins.int
+    P50_LATENCY_SECONDS_FIELD_NUMBER: _builtins.int
+    P95_LATENCY_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_LATENCY_SECONDS_FIELD_NUMBER: _builtins.int
+    BUDGET_BREACHES_FIELD_NUMBER: _builtins.int
+    BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    turns: _builtins.int
+    """Turns that reached speaking."""
+    abandoned: _builtins.int
+    """Turns that never did (interrupted, barged in on, or the session ended)."""
+    p50_latency_seconds: _builtins.float
+    """Median latency, seconds."""
+    p95_latency_seconds: _builtins.float
+    """95th percentile latency, seconds."""
+    max_latency_seconds: _builtins.float
+    """Slowest turn, seconds."""
+    budget_breaches: _builtins.int
+    """Turns over the budget."""
+    budget_seconds: _builtins.float
+    """The budget, seconds."""
+    def __init__(
+        self,
+        *,
+        turns: _builtins.int = ...,
+        abandoned: _builtins.int = ...,
+        p50_latency_seconds: _builtins.float = ...,
+        p95_latency_seconds: _builtins.float = ...,
+        max_latency_seconds: _builtins.float = ...,
+        budget_breaches: _builtins.int = ...,
+        budget_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "budget_breaches", b"budget_breaches", "budget_seconds", b"budget_seconds", "max_latency_seconds", b"max_latency_seconds", "p50_latency_seconds", b"p50_latency_seconds", "p95_latency_seconds", b"p95_latency_seconds", "turns", b"turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnStats: _TypeAlias = TurnStats  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):

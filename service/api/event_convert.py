@@ -1,0 +1,149 @@
+"""Logged events -> protobuf ``SessionEvent``, and the event filter from a request."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from service.api.convert import dict_to_struct
+from service.api.session_convert import REASON_TO_PROTO
+from service.domain.events import Event, EventFilter, EventType
+from service.domain.model import EndReason
+from service.domain.validation import Violations, parse_label_selector
+from service.gen.agentgw.v1 import event_service_pb2 as api
+from service.gen.agentgw.v1 import session_event_pb2 as epb
+from service.gen.agentgw.v1 import session_pb2 as spb
+
+__all__ = ["TYPE_FROM_PROTO", "event_filter", "event_to_proto"]
+
+TYPE_TO_PROTO = {t: getattr(epb, f"EVENT_TYPE_{t.name}") for t in EventType}
+TYPE_FROM_PROTO = {v: k for k, v in TYPE_TO_PROTO.items()}
+_STATES = {
+    "IDLE": epb.AGENT_STATE_IDLE,
+    "LISTENING": epb.AGENT_STATE_LISTENING,
+    "THINKING": epb.AGENT_STATE_THINKING,
+    "SPEAKING": epb.AGENT_STATE_SPEAKING,
+}
+_SPEECH = {"SPEAK_BEGIN": epb.USER_SPEECH_ACTION_BEGIN, "SPEAK_END": epb.USER_SPEECH_ACTION_END}
+_CATEGORIES = {
+    "agent": epb.EXCEPTION_CATEGORY_AGENT,
+    "im": epb.EXCEPTION_CATEGORY_IM,
+    "rtc": epb.EXCEPTION_CATEGORY_RTC,
+    "asr": epb.EXCEPTION_CATEGORY_ASR,
+    "llm": epb.EXCEPTION_CATEGORY_LLM,
+    "tts": epb.EXCEPTION_CATEGORY_TTS,
+}
+
+
+def _ts_ms(ms: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(int(ms))
+    return ts
+
+
+def _ts(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _latency(data: Any) -> epb.LatencyData | None:
+    if not isinstance(data, dict):
+        return None
+    return epb.LatencyData(
+        llm_ttft_ms=int(data.get("LLMTTFT") or 0),
+        llm_tps=float(data.get("LLMTPS") or 0.0),
+        tts_first_frame_ms=int(data.get("TTSAudioFirstFrameTime") or 0),
+        total_cost_ms=int(data.get("TotalCost") or 0),
+    )
+
+
+def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
+    d, t = event.data, event.event_type
+    if t is EventType.CREATED:
+        msg.created.SetInParent()
+        if d.get("created_time_ms"):
+            msg.created.created_time.CopyFrom(_ts_ms(d["created_time_ms"]))
+    elif t is EventType.ENDED:
+        end_reason = EndReason(d["reason"]) if d.get("reason") in EndReason.__members__ else None
+        msg.ended.reason = REASON_TO_PROTO[end_reason] if end_reason else spb.END_REASON_UNSPECIFIED
+        msg.ended.zego_code = int(d.get("zego_code") or 0)
+        msg.ended.synthesized = bool(d.get("synthesized"))
+        latency = _latency(d.get("latency"))
+        if latency is not None:
+            msg.ended.latency.CopyFrom(latency)
+    elif t is EventType.USER_SPEECH:
+        msg.user_speech.action = _SPEECH.get(str(d.get("action")), epb.USER_SPEECH_ACTION_UNSPECIFIED)
+        msg.user_speech.user_id = str(d.get("user_id", ""))
+    elif t is EventType.ASR_RESULT:
+        msg.asr_result.text = str(d.get("text", ""))
+        msg.asr_result.user_id = str(d.get("user_id", ""))
+    elif t is EventType.LLM_RESULT:
+        msg.llm_result.text = str(d.get("text", ""))
+    elif t is EventType.AGENT_STATUS:
+        msg.agent_status.status = _STATES.get(str(d.get("status")), epb.AGENT_STATE_UNSPECIFIED)
+    elif t is EventType.INTERRUPTED:
+        interrupt = int(d.get("reason") or 0)
+        msg.interrupted.reason = interrupt if 0 < interrupt <= 4 else 0  # type: ignore[assignment]
+        msg.interrupted.played_text = str(d.get("played_text", ""))
+    elif t is EventType.EXCEPTION:
+        msg.exception.code = int(d.get("code") or 0)
+        msg.exception.message = str(d.get("message", ""))
+        msg.exception.category = _CATEGORIES.get(str(d.get("category")), epb.EXCEPTION_CATEGORY_UNSPECIFIED)
+    elif t is EventType.META_INFO:
+        msg.meta_info.meta_info.CopyFrom(dict_to_struct(d.get("meta_info") or {}))
+    elif t is EventType.USER_AUDIO:
+        msg.user_audio.user_id = str(d.get("user_id", ""))
+        msg.user_audio.sample_rate = int(d.get("sample_rate") or 0)
+        msg.user_audio.format = str(d.get("format", ""))
+        try:
+            msg.user_audio.audio = base64.b64decode(str(d.get("audio_base64", "")))
+        except (binascii.Error, ValueError):
+            msg.user_audio.audio = b""
+    elif t is EventType.LATENCY_BUDGET_EXCEEDED:
+        breach = msg.latency_budget_exceeded
+        breach.trigger = str(d.get("trigger", ""))
+        breach.latency_seconds = float(d.get("latency_seconds") or 0.0)
+        breach.budget_seconds = float(d.get("budget_seconds") or 0.0)
+        for stage, seconds in (d.get("stages") or {}).items():
+            breach.stages[str(stage)] = float(seconds)
+
+
+def event_to_proto(event: Event, *, include_raw: bool = False) -> epb.SessionEvent:
+    """The proto form of a logged event."""
+    msg = epb.SessionEvent(
+        cursor=event.cursor,
+        session_id=event.session_id or "",
+        agent_instance_id=event.instance_id or "",
+        agent_id=event.agent_id,
+        room_id=event.room_id,
+        event_time=_ts_ms(event.event_time_ms),
+        receive_time=_ts(event.received_at),
+        sequence=event.sequence or 0,
+        round=event.round or 0,
+        labels=event.labels,
+        raw_json=(event.raw or "") if include_raw else "",
+    )
+    _fill_payload(msg, event)
+    return msg
+
+
+def event_filter(flt: api.EventFilter, path: str = "filter") -> EventFilter:
+    """The domain filter for a request's EventFilter; InvalidArgument names bad fields."""
+    v = Violations()
+    v.check(len(flt.session_ids) <= 100, f"{path}.session_ids", "at most 100 sessions can be watched at once")
+    for i, sid in enumerate(flt.session_ids):
+        v.check(0 < len(sid) <= 64, f"{path}.session_ids[{i}]", "is not a session id")
+    for i, kind in enumerate(flt.event_types):
+        v.check(kind in TYPE_FROM_PROTO, f"{path}.event_types[{i}]", "is not a known event type")
+    v.raise_if_any()
+    return EventFilter(
+        session_ids=frozenset(flt.session_ids),
+        agent_id=flt.agent_id,
+        room_id=flt.room_id,
+        event_types=frozenset(TYPE_FROM_PROTO[t] for t in flt.event_types),
+        label_selector=parse_label_selector(flt.label_selector, f"{path}.label_selector"),
+    )

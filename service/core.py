@@ -1,0 +1,144 @@
+"""The gateway's core, wired once: ledger, ZEGO client, event log, sessions, reaper, latency.
+
+Nothing here knows gRPC or HTTP; ``service.server`` puts the transports on top. Everything with
+a lifetime is entered into the caller's ``AsyncExitStack``, so it is released in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+from service.config import Settings
+from service.domain.agents import AgentService
+from service.domain.event_log import EventBus, EventLog
+from service.domain.ingest import CallbackIngestor
+from service.domain.latency import LatencyTracker
+from service.domain.model import EndReason, SessionKind
+from service.domain.reaper import Reaper
+from service.domain.sessions import SessionService
+from service.metrics import Metrics, ZegoMetricsObserver
+from service.store.sqlite import SqliteLedger
+from service.zego.client import ZegoClient
+
+__all__ = ["Core", "build_core"]
+
+log = logging.getLogger("agentgw")
+
+RETENTION_INTERVAL_SECONDS = 60.0
+
+
+@dataclass
+class Core:
+    """The wired domain services."""
+
+    ledger: SqliteLedger
+    zego: ZegoClient
+    bus: EventBus
+    events: EventLog
+    agents: AgentService
+    sessions: SessionService
+    latency: LatencyTracker
+    ingestor: CallbackIngestor
+    limits: dict[str, int]
+
+
+class _ReaperMetrics:
+    """The reaper's hooks: leaks are counted here; ends are counted once, by the event log."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def possible_leak(self, kind: SessionKind) -> None:
+        self._metrics.possible_leak(kind.value)
+
+    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
+        return None
+
+
+async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metrics: Metrics) -> Core:
+    """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
+    assert settings.zego_app_id is not None and settings.zego_server_secret is not None
+    limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = SqliteLedger(settings.db_path)
+    await ledger.open()
+    stack.push_async_callback(ledger.close)
+    await metrics.refresh_from_ledger(ledger, limits)
+
+    zego = ZegoClient(
+        app_id=settings.zego_app_id,
+        server_secret=settings.zego_server_secret.reveal(),
+        base_url=settings.zego_api_base,
+        timeout_seconds=settings.zego_timeout_seconds,
+        rate_per_second=settings.zego_rate_per_second,
+        max_retries=settings.zego_max_retries,
+        observer=ZegoMetricsObserver(metrics),
+    )
+    stack.push_async_callback(zego.aclose)
+
+    bus = EventBus(queue_size=settings.subscriber_queue_size, observer=metrics)
+    events = EventLog(ledger, bus, observer=metrics)
+    await events.start()
+    sessions = SessionService(
+        zego,
+        ledger,
+        limits=limits,
+        default_max_duration_seconds=settings.max_session_duration_seconds,
+        events=events,
+        observer=metrics,
+    )
+    latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
+    await stack.enter_async_context(latency)
+    events.on_event = latency.on_event
+
+    # Before serving: settle what a previous process left (PENDING rows, instances gone
+    # upstream). Healthy sessions are picked up as they are.
+    reaper = Reaper(
+        sessions, call_timeout_seconds=settings.zego_timeout_seconds, observer=_ReaperMetrics(metrics)
+    )
+    report = await reaper.reconcile_at_startup()
+    log.info("ledger reconciled", extra={"report": asdict(report)})
+    await stack.enter_async_context(reaper)
+    await stack.enter_async_context(_retention(ledger, settings))
+
+    if settings.zego_callback_secret is None:
+        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
+    ingestor = CallbackIngestor(
+        sessions,
+        settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
+        skew_seconds=settings.callback_skew_seconds,
+    )
+    agents = AgentService(zego, ledger)
+    return Core(ledger, zego, bus, events, agents, sessions, latency, ingestor, limits)
+
+
+@contextlib.asynccontextmanager
+async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[None]:
+    """Purge events past retention and request ids past their window, once a minute."""
+
+    async def loop() -> None:
+        while True:
+            now = time.time()
+            try:
+                removed = await ledger.purge_events(now - settings.event_retention_seconds)
+                removed += await ledger.purge(
+                    idempotency_before=now - settings.idempotency_ttl_seconds, sessions_ended_before=0.0
+                )
+                if removed:
+                    log.info("retention purge", extra={"rows": removed})
+            except Exception:
+                log.exception("retention purge failed; retrying later")
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+    task = asyncio.create_task(loop(), name="retention")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,249 @@
+"""Callback ingestion: verify, dedupe, store, then apply to the session (spec §8).
+
+ZEGO's signature covers only (CallbackSecret, Timestamp, Nonce), not the body, so three more
+checks guard the body: the timestamp must be within the skew window, a (Nonce, Signature) pair
+seen before with a *different* body is a replay, and only well-formed events are stored. The
+same pair with the same body is ZEGO retrying, which is acknowledged and stored once.
+
+The caller (the HTTP handler) answers 2xx only for ``accepted`` and ``duplicate``: both mean the
+event is durably stored, so ZEGO's retries cover any failure before that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
+from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.sessions import SessionService, end_reason_for_zego_code
+from service.store.base import DuplicateEvent, TransitionConflict
+from service.zego import models as m
+from service.zego.signing import verify_callback_signature
+
+__all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]
+
+log = logging.getLogger("agentgw.callbacks")
+
+
+class IngestResult(enum.StrEnum):
+    """What happened to one callback (the metrics label ``result``)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    BAD_SIGNATURE = "bad_signature"
+    STALE = "stale"
+    REPLAYED = "replayed"
+    MALFORMED = "malformed"
+
+    @property
+    def stored(self) -> bool:
+        """Whether the event is durably stored (so ZEGO may stop retrying)."""
+        return self in (IngestResult.ACCEPTED, IngestResult.DUPLICATE)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """The result, ZEGO's event name (bounded: "unknown" otherwise) and a reason for logs."""
+
+    result: IngestResult
+    event: str = "unknown"
+    detail: str = ""
+
+
+class _ReplayCache:
+    """(Nonce, Signature) -> body digest, for the skew window, bounded in size."""
+
+    def __init__(self, window_seconds: float, max_entries: int = 100_000) -> None:
+        self._window = window_seconds
+        self._max = max_entries
+        self._seen: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+
+    def check(self, key: tuple[str, str], digest: str, now: float) -> bool:
+        """False when ``key`` was seen within the window with another body."""
+        while self._seen:
+            oldest_key, (at, _) = next(iter(self._seen.items()))
+            if now - at <= self._window and len(self._seen) < self._max:
+                break
+            del self._seen[oldest_key]
+        previous = self._seen.get(key)
+        if previous is not None:
+            return previous[1] == digest
+        self._seen[key] = (now, digest)
+        return True
+
+
+class CallbackIngestor:
+    """Turns raw callback bodies into stored events and session state changes."""
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        callback_secret: str | None,
+        *,
+        skew_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = sessions
+        self._ledger = sessions.ledger
+        self._events = sessions.events
+        self._secret = callback_secret
+        self._skew_ms = skew_seconds * 1000
+        self._clock = clock
+        self._replays = _ReplayCache(2 * skew_seconds)
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def ingest(self, body: bytes) -> IngestOutcome:
+        """Verify and store one callback body. Never raises for bad input: it says why instead."""
+        now = self._clock()
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return IngestOutcome(IngestResult.MALFORMED, detail="body is not JSON")
+        if not isinstance(data, dict):
+            return IngestOutcome(IngestResult.MALFORMED, detail="body is not a JSON object")
+        name = data.get("Event")
+        event_name = name if isinstance(name, str) and name.isalnum() and len(name) <= 40 else "unknown"
+        signature, nonce, timestamp = data.get("Signature"), data.get("Nonce"), data.get("Timestamp")
+        if not isinstance(signature, str) or not isinstance(nonce, str | int) or isinstance(timestamp, bool):
+            return IngestOutcome(
+                IngestResult.BAD_SIGNATURE, event_name, "Signature, Nonce or Timestamp missing"
+            )
+        if not isinstance(timestamp, int | str) or not str(timestamp).isdigit():
+            return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "Timestamp is not an integer")
+        if self._secret is None:
+            return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "no CallbackSecret is configured")
+        if not verify_callback_signature(self._secret, str(timestamp), str(nonce), signature):
+            return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "signature mismatch")
+        if abs(now * 1000 - int(timestamp)) > self._skew_ms:
+            return IngestOutcome(IngestResult.STALE, event_name, "Timestamp outside the allowed skew")
+        digest = hashlib.sha256(body).hexdigest()
+        if not self._replays.check((str(nonce), signature.lower()), digest, now):
+            return IngestOutcome(
+                IngestResult.REPLAYED, event_name, "Nonce and Signature reused with another body"
+            )
+        try:
+            event = normalize_callback(data, body.decode(), now)
+        except CallbackError as exc:
+            return IngestOutcome(IngestResult.MALFORMED, event_name, str(exc))
+        stored = await self._apply(event)
+        return IngestOutcome(IngestResult.ACCEPTED if stored else IngestResult.DUPLICATE, event_name)
+
+    async def _match(self, event: NewEvent) -> SessionRecord | None:
+        assert event.instance_id is not None
+        record = await self._ledger.find_by_instance_id(event.instance_id)
+        if record is None and event.agent_user_id and event.room_id:
+            # ZEGO's answer to our create may not be recorded yet (or was lost in a crash): the
+            # generated agent user id is unique per session, so it names the session.
+            record = await self._ledger.find_by_agent_user(event.room_id, event.agent_user_id)
+        return record
+
+    async def _apply(self, event: NewEvent) -> bool:
+        """Store the event and update the session; False for a duplicate."""
+        record = await self._match(event)
+        if record is None:
+            # Kept, not dropped: the session's create may still be recorded; it claims these later.
+            return await self._events.append(event) is not None
+        event = replace(
+            event,
+            session_id=record.session_id,
+            labels=record.labels,
+            agent_id=event.agent_id or record.agent_id,
+            room_id=event.room_id or record.room_id,
+        )
+        adopting = record.terminal and record.instance_id is None and record.possible_leak
+        if event.event_type is EventType.ENDED:
+            return await self._ended(record, event)
+        if record.terminal:
+            # After the session's terminal event nothing more is delivered for it.
+            stored = await self._events.append(replace(event, hidden=True)) is not None
+            if stored and adopting and event.event_type is EventType.CREATED:
+                self._adopt_orphan(record, event)
+            return stored
+        if event.event_type is EventType.CREATED and record.state is SessionState.STARTING:
+            return await self._activate(record, event)
+        stored = await self._events.append(event) is not None
+        if stored and event.event_type is EventType.EXCEPTION:
+            await self._ledger.record_exception(
+                record.session_id,
+                int(event.data.get("code", 0)),
+                str(event.data.get("message", "")),
+                self._clock(),
+            )
+        return stored
+
+    async def _ended(self, record: SessionRecord, event: NewEvent) -> bool:
+        code = int(event.data.get("zego_code") or 0)
+        if record.terminal or record.state is SessionState.PENDING:
+            # The session already has its one terminal event (or cannot end before it started):
+            # keep ZEGO's for dedupe and audit, deliver nothing.
+            return await self._events.append(replace(event, hidden=True)) is not None
+        reason = end_reason_for_zego_code(code)
+        if code == 0 and record.end_reason is not None:
+            reason = record.end_reason  # e.g. MAX_DURATION: our delete, ZEGO's confirmation
+        ended = replace(event, data={**event.data, "reason": reason.value})
+        try:
+            await self._events.transition_with_event(
+                record.session_id,
+                SessionState.ENDED,
+                expected=SLOT_HOLDING_STATES - {SessionState.PENDING},
+                cause="zego_deleted",
+                event=ended,
+                updates={"end_reason": reason, "zego_code": code or None, "possible_leak": False},
+            )
+            return True
+        except DuplicateEvent:
+            return False
+        except TransitionConflict:
+            # Our own end won the race; it wrote the terminal event.
+            return await self._events.append(replace(event, hidden=True)) is not None
+
+    async def _activate(self, record: SessionRecord, event: NewEvent) -> bool:
+        try:
+            await self._events.transition_with_event(
+                record.session_id,
+                SessionState.ACTIVE,
+                expected=frozenset({SessionState.STARTING}),
+                cause="zego_created_callback",
+                event=event,
+            )
+            return True
+        except DuplicateEvent:
+            return False
+        except TransitionConflict:
+            return await self._events.append(event) is not None
+
+    def _adopt_orphan(self, record: SessionRecord, event: NewEvent) -> None:
+        """A create we could not confirm did make an instance: now that we know it, delete it.
+
+        Runs in the background so ZEGO gets its answer without waiting for our delete.
+        """
+        task = asyncio.create_task(self._delete_orphan(record, event.instance_id or ""))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_orphan(self, record: SessionRecord, instance_id: str) -> None:
+        log.warning("deleting an orphan instance", extra={"session_id": record.session_id})
+        try:
+            await self._ledger.update_session(record.session_id, {"instance_id": instance_id}, self._clock())
+            await self._sessions.zego.delete_agent_instance(
+                m.DeleteAgentInstanceRequest(agent_instance_id=instance_id), timeout=10.0
+            )
+            await self._ledger.update_session(
+                record.session_id,
+                {
+                    "possible_leak": False,
+                    "end_reason": EndReason.REAPED_ORPHAN,
+                    "end_detail": "the unconfirmed create did start an instance; it was deleted",
+                },
+                self._clock(),
+            )
+        except Exception:
+            log.exception("orphan delete failed", extra={"session_id": record.session_id})

@@ -1,0 +1,169 @@
+"""The event-log and turn methods of the SQLite ledger (a mixin of ``SqliteLedger``).
+
+They share the ledger's one connection and lock, so an event and a session transition can be
+written in one transaction; they live here to keep each module small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+
+from service.domain.events import Event, EventFilter, EventType, NewEvent
+from service.domain.model import SessionRecord, TurnStats
+from service.store import _events
+from service.store.base import StoreError
+
+__all__ = ["EventLogMixin"]
+
+
+class EventLogMixin:
+    """Event log, exceptions and turns; needs the host's ``_write``, ``_read`` and ``_get``."""
+
+    def _write(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError
+
+    def _read(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError
+
+    async def _get(self, conn: aiosqlite.Connection, session_id: str) -> SessionRecord | None:
+        raise NotImplementedError
+
+    async def _update(
+        self, conn: aiosqlite.Connection, current: SessionRecord, columns: Mapping[str, Any]
+    ) -> SessionRecord:
+        raise NotImplementedError
+
+    # -- the event log --------------------------------------------------------------------------
+
+    async def append_event(self, event: NewEvent) -> Event | None:
+        """Log one event; None when ZEGO's (instance, Sequence) is already logged."""
+        async with self._write() as conn:
+            return await _events.append(conn, event)
+
+    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
+        """Assign a session to events logged before its instance id was known."""
+        async with self._write() as conn:
+            return await _events.attach(conn, instance_id, session_id, dict(labels))
+
+    async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
+        """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
+        async with self._read() as conn:
+            try:
+                return await _events.events_after(conn, after, limit, flt)
+            except ValueError as e:
+                raise StoreError(f"unreadable event: {e}") from e
+
+    async def event_bounds(self) -> tuple[int, int]:
+        """(purged_through, head) of the event log."""
+        async with self._read() as conn:
+            return await _events.bounds(conn)
+
+    async def has_event(self, instance_id: str, event_type: EventType) -> bool:
+        """Whether an event of this type was logged for the instance."""
+        async with self._read() as conn:
+            row = await _one(
+                conn,
+                "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
+                (instance_id, EventType(event_type).value),
+            )
+            return row is not None
+
+    async def record_exception(
+        self, session_id: str, code: int, message: str, at: float
+    ) -> SessionRecord | None:
+        """Count an Exception callback on the session and keep the newest code and message."""
+        async with self._write() as conn:
+            current = await self._get(conn, session_id)
+            if current is None:
+                return None
+            return await self._update(
+                conn,
+                current,
+                {
+                    "exception_count": current.exception_count + 1,
+                    "last_exception_code": int(code),
+                    "last_exception_message": message[:500],
+                    "updated_at": at,
+                },
+            )
+
+    async def record_turn(
+        self,
+        session_id: str,
+        *,
+        round_: int | None,
+        trigger: str,
+        outcome: str,
+        latency_ms: float | None,
+        budget_exceeded: bool,
+        at: float,
+    ) -> None:
+        """Keep one measured (or abandoned) turn of a session."""
+        async with self._write() as conn:
+            await _run(
+                conn,
+                "INSERT INTO turns (session_id, round, trigger, outcome, latency_ms, budget_exceeded, at)"
+                " SELECT ?, ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = ?)",
+                (
+                    session_id,
+                    round_,
+                    trigger,
+                    outcome,
+                    latency_ms,
+                    1 if budget_exceeded else 0,
+                    at,
+                    session_id,
+                ),
+            )
+
+    async def turn_stats(self, session_id: str) -> TurnStats:
+        """Count, p50, p95 and max latency, and budget breaches of a session's turns."""
+        async with self._read() as conn:
+            rows = await _all(
+                conn,
+                "SELECT outcome, latency_ms, budget_exceeded FROM turns WHERE session_id = ?",
+                (session_id,),
+            )
+        latencies = sorted(float(r[1]) for r in rows if r[0] == "spoken" and r[1] is not None)
+        return TurnStats(
+            turns=len(latencies),
+            abandoned=sum(1 for r in rows if r[0] != "spoken"),
+            p50_ms=_percentile(latencies, 0.50),
+            p95_ms=_percentile(latencies, 0.95),
+            max_ms=latencies[-1] if latencies else 0.0,
+            budget_breaches=sum(int(r[2]) for r in rows),
+        )
+
+    async def purge_events(self, received_before: float) -> int:
+        """Drop events received before the cut-off (retention); returns how many."""
+        async with self._write() as conn:
+            return await _events.purge_before(conn, received_before)
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    async with conn.execute(sql, params) as cur:
+        return await cur.fetchone()
+
+
+async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async with conn.execute(sql, params) as cur:
+        return list(await cur.fetchall())
+
+
+async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> None:
+    cursor = await conn.execute(sql, params)
+    await cursor.close()
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values))))
+    return sorted_values[rank - 1]
