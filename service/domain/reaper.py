@@ -15,6 +15,10 @@ applies, to each non-terminal row, at most one rule:
 4. PENDING for longer than ``pending_grace_seconds`` and not being created by this process: the
    process that called ZEGO is gone, so whether an instance exists is unknown -> FAILED
    CREATE_UNCONFIRMED with ``possible_leak`` (nobody knows its id, so nobody can delete it).
+5. ACTIVE and not asked about for ``active_probe_seconds``: ask ZEGO. Unknown -> ENDED
+   UPSTREAM_GONE with a synthesized ``ended`` event. ZEGO's AgentInstanceDeleted callback is best
+   effort; without this, an instance ZEGO removed silently (MaxIdleTime, say) would hold its slot
+   and leave its subscribers waiting until max_duration.
 
 :meth:`Reaper.reconcile_at_startup` runs once before the gateway serves: PENDING rows become
 CREATE_UNCONFIRMED at once (nothing of ours can be in flight yet) and every other live row is checked
@@ -138,6 +142,7 @@ class Reaper:
     calls :meth:`run_once` every ``interval_seconds``; tests call :meth:`run_once` directly.
 
     Args:
+        active_probe_seconds: how often an ACTIVE session is checked upstream (rule 5).
         starting_timeout_seconds, ending_timeout_seconds, pending_grace_seconds: how long a row may
             sit in STARTING, ENDING or PENDING (since its ``updated_at``) before the reaper acts.
         call_timeout_seconds: the budget of each ZEGO call the reaper makes.
@@ -153,6 +158,7 @@ class Reaper:
         starting_timeout_seconds: float = 30.0,
         ending_timeout_seconds: float = 60.0,
         pending_grace_seconds: float = 30.0,
+        active_probe_seconds: float = 60.0,
         call_timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         observer: ReaperObserver | None = None,
@@ -178,6 +184,8 @@ class Reaper:
         # and acts on them, and two readers would send ZEGO the same delete twice.
         self._pass_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._active_probe = active_probe_seconds
+        self._probed: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -230,6 +238,8 @@ class Reaper:
         """One pass over every non-terminal row (rules 1-4 of the module docstring)."""
         async with self._pass_lock:
             rows = await self._sessions.ledger.sessions_in_states(SLOT_HOLDING_STATES)
+            live = {r.session_id for r in rows}
+            self._probed = {sid: at for sid, at in self._probed.items() if sid in live}
             counts: Counter[str] = Counter()
             for record in rows:
                 counts[(await self._guarded(record, self._reap(record))).value] += 1
@@ -248,6 +258,13 @@ class Reaper:
             return await self._verify(record, "reaper")
         if record.state is S.ENDING and age >= self._ending_timeout:
             return await self._verify(record, "reaper")
+        if record.state is S.ACTIVE and now - self._probed.get(record.session_id, record.updated_at) >= (
+            self._active_probe
+        ):
+            # ZEGO's AgentInstanceDeleted is best effort: if it was lost (e.g. after MaxIdleTime),
+            # only asking tells us the instance is gone, frees its slot and ends its event stream.
+            self._probed[record.session_id] = now
+            return await self._verify(record, "reaper_probe")
         if (
             record.state is S.PENDING
             and age >= self._pending_grace

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service.domain.events import EventFilter, EventType
 from service.domain.model import EndReason, NewSession, SessionKind, SessionRecord, SessionState
 from service.domain.reaper import PassReport, Reaper, ReconcileReport
 from service.domain.sessions import SessionService
@@ -182,8 +183,29 @@ async def test_stuck_starting_becomes_active_when_zego_confirms(
     active = await sessions.get(record.session_id)
     assert active.state is S.ACTIVE and active.started_at == clock.now
     assert [t.cause for t in await sessions.transitions(record.session_id)][-1] == "reaper_status_ok"
-    clock.advance(600)
+    clock.advance(30)
     assert await reaper.run_once() == PassReport(examined=1)  # a healthy ACTIVE session is left alone
+    clock.advance(30)
+    # Rule 5: after active_probe_seconds it is asked about, found alive, and left running.
+    assert await reaper.run_once() == PassReport(examined=1, alive=1)
+    assert (await sessions.get(record.session_id)).state is S.ACTIVE
+
+
+async def test_active_session_gone_silently_is_ended_with_one_synthesized_event(
+    sessions: SessionService, reaper: Reaper, clock: FakeClock, emulator: Emulator
+) -> None:
+    record = await sessions.create(voice_spec())
+    record = await sessions.mark_active(record, "test")
+    assert record.instance_id
+    # ZEGO removed it (MaxIdleTime, say) and its AgentInstanceDeleted callback was lost.
+    await delete_behind_our_back(emulator, record.instance_id)
+    clock.advance(61)
+    assert (await reaper.run_once()).ended == 1
+    assert await state_of(sessions, record.session_id) == (S.ENDED, EndReason.UPSTREAM_GONE)
+    ended = await sessions.ledger.events_after(0, 10, EventFilter(session_ids=frozenset({record.session_id})))
+    assert [(e.event_type, e.data["reason"], e.data["synthesized"]) for e in ended] == [
+        (EventType.ENDED, "UPSTREAM_GONE", True)
+    ]
 
 
 async def test_stuck_starting_gone_upstream_is_ended_and_frees_the_slot(
