@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -164,3 +165,48 @@ async def test_exactly_one_terminal_event_when_zego_confirms_our_end(
     ended = await events(channel, session_ids=[session.session_id], event_types=[epb.EVENT_TYPE_ENDED])
     assert len(ended) == 1
     assert ended[0].ended.reason == spb.END_REASON_ENDED_BY_CALLER
+
+
+async def test_an_unconfirmed_create_is_adopted_and_deleted_when_its_callback_arrives(
+    http: httpx.AsyncClient, channel: grpc.aio.Channel, emulator: Emulator
+) -> None:
+    await register_agent(emulator)
+    stub = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
+    await emulator.fault(action="CreateAgentInstance", mode="drop", count=1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateSession(voice_request(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    [lost] = (await stub.ListSessions(api.ListSessionsRequest(), timeout=5)).sessions
+    assert (lost.end_reason, lost.possible_leak) == (spb.END_REASON_CREATE_UNCONFIRMED, True)
+
+    # ZEGO did start it after all (we never heard): it joins the room and says so.
+    created = await emulator.call(
+        "CreateAgentInstance",
+        {
+            "AgentId": "helper-agent",
+            "UserId": "user_1",
+            "RTC": {
+                "RoomId": lost.room_id,
+                "AgentUserId": lost.agent_user_id,
+                "AgentStreamId": lost.agent_stream_id,
+                "UserStreamId": lost.user_stream_id,
+            },
+        },
+    )
+    orphan = created["Data"]["AgentInstanceId"]
+    body = callback(
+        "AgentInstanceCreated", orphan, {}, room_id=lost.room_id, agent_user_id=lost.agent_user_id
+    )
+    assert (await post(http, body)).status_code == 200
+    async with asyncio.timeout(5):
+        while (await emulator.state())["instances"]:
+            await asyncio.sleep(0.02)
+    got = await get_session(channel, lost.session_id)
+    assert (got.possible_leak, got.end_reason, got.agent_instance_id) == (
+        False,
+        spb.END_REASON_REAPED_ORPHAN,
+        orphan,
+    )
+    # Its terminal event was the one already delivered; the late Created is not delivered.
+    delivered = await events(channel, session_ids=[lost.session_id])
+    assert [e.WhichOneof("payload") for e in delivered] == ["ended"]
