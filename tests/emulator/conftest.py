@@ -17,8 +17,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from service.http.asgi import serve_asgi
 from service.zego.emulator import EmulatorConfig, run_emulator
 from service.zego.signing import api_signature, new_nonce
+
+from .receiver import CallbackReceiver
 
 APP_ID = 1234567
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -27,6 +30,16 @@ CALLBACK_SECRET = "emulator-callback-secret"
 LLM = {"Url": "https://api.openai.com/v1/chat/completions", "ApiKey": "sk-test", "Model": "gpt-4o-mini"}
 TTS = {"Vendor": "ByteDance", "Params": {"app": {"appid": "a", "token": "t", "cluster": "volcano_tts"}}}
 DH_ID = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"
+
+ALL_CALLBACKS = {
+    "ASRResult": 1,
+    "LLMResult": 1,
+    "Interrupted": 1,
+    "UserSpeakAction": 1,
+    "AgentInstanceStatus": 1,
+    "UserAudioData": 1,
+}
+"""A CallbackConfig that turns every gated callback on."""
 
 
 def make_config(**overrides: Any) -> EmulatorConfig:
@@ -151,6 +164,18 @@ class Zego:
         events: list[dict[str, Any]] = response.json()["events"]
         return events
 
+    async def wait_events(
+        self, instance_id: str, event: str, *, count: int = 1, within: float = 3.0
+    ) -> list[dict[str, Any]]:
+        """Poll (bounded) until at least ``count`` recorded ``event`` events of the instance exist."""
+        deadline = time.monotonic() + within
+        while True:
+            found = await self.events(instance_id, event)
+            if len(found) >= count:
+                return found
+            assert time.monotonic() < deadline, f"{count} x {event} not seen within {within}s: {found}"
+            await asyncio.sleep(0.01)
+
 
 StartEmulator = Callable[..., Awaitable[Zego]]
 
@@ -198,3 +223,24 @@ async def zego(shared_emulator_url: str) -> AsyncIterator[Zego]:
         assert response.status_code == 200
         await z.register()
         yield z
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def shared_receiver() -> AsyncIterator[CallbackReceiver]:
+    """One loopback callback receiver for the whole package."""
+    receiver = CallbackReceiver()
+    async with serve_asgi(receiver.app, "127.0.0.1", 0, name="callback-receiver") as port:
+        receiver.url = f"http://127.0.0.1:{port}/callbacks"
+        yield receiver
+
+
+@pytest_asyncio.fixture(loop_scope="package")
+async def receiver(shared_receiver: CallbackReceiver, zego: Zego) -> AsyncIterator[CallbackReceiver]:
+    """The receiver, emptied; the shared emulator delivers to it (URL set at runtime, like a gateway)."""
+    shared_receiver.clear()
+    response = await zego.admin("POST", "/callbacks", {"url": shared_receiver.url})
+    assert response.status_code == 200, response.text
+    yield shared_receiver
+    # Other tests share the emulator: stop delivering to this receiver once the test is over.
+    await zego.admin("POST", "/callbacks", {"url": None})
+    shared_receiver.clear()

@@ -21,7 +21,8 @@ async def test_voice_instance(zego: Zego) -> None:
     assert (await zego.ok("QueryAgentInstanceStatus", {"AgentInstanceId": data["AgentInstanceId"]})) == {
         "Status": "IDLE"
     }
-    created = await zego.events(data["AgentInstanceId"], "AgentInstanceCreated")
+    # AgentInstanceCreated follows after a short emulated delay (the agent joining and publishing).
+    created = await zego.wait_events(data["AgentInstanceId"], "AgentInstanceCreated")
     assert len(created) == 1 and created[0]["data"]["CreatedTimestamp"] > 0
 
 

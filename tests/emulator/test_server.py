@@ -47,10 +47,10 @@ async def test_port_in_use_raises_a_startup_error() -> None:
 async def test_event_sink_receives_events() -> None:
     class Collect:
         def __init__(self) -> None:
-            self.seen: list[tuple[str, str, dict[str, Any]]] = []
+            self.seen: list[tuple[str, str, dict[str, Any], int]] = []
 
-        def emit(self, instance_id: str, event: str, data: dict[str, Any]) -> None:
-            self.seen.append((instance_id, event, data))
+        def emit(self, instance_id: str, event: str, data: dict[str, Any], timestamp_ms: int) -> None:
+            self.seen.append((instance_id, event, data, timestamp_ms))
 
     sink = Collect()
     recorder = RecordingEventSink(max_events=2)
@@ -68,7 +68,7 @@ async def test_event_sink_receives_events() -> None:
         assert response.json()["Code"] == 0
     assert sink.seen == []  # agents have no events; instances do (covered over HTTP elsewhere)
     for i in range(3):
-        recorder.emit(str(i), "AgentInstanceCreated", {"CreatedTimestamp": i})
+        recorder.emit(str(i), "AgentInstanceCreated", {"CreatedTimestamp": i}, i)
     assert [e["instance_id"] for e in recorder.events()] == ["1", "2"]
 
 

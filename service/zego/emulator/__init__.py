@@ -1,14 +1,21 @@
 """The bundled ZEGO AI Agent emulator: ZEGO's wire protocol, codes and limits, served over HTTP.
 
 It is a product feature, not a mock: the gateway reaches it only over HTTP, exactly as it would reach
-ZEGO. Run it standalone with ``python -m service.zego.emulator`` or embed it with :func:`run_emulator`.
+ZEGO, and it calls back over HTTP: signed server callbacks (spec §8) with ZEGO's retry policy, produced
+by a conversation engine that follows spec §9's orders. Run it standalone with
+``python -m service.zego.emulator`` or embed it with :func:`run_emulator`.
 
 Public API:
 
-* :class:`EmulatorConfig`: the emulated project (AppId, secrets, limits, time scale).
+* :class:`EmulatorConfig`: the emulated project (AppId, secrets, limits, time scale, callback URL, latency
+  distributions, automatic turns).
 * :func:`create_app`: the Starlette app (for custom serving).
 * :func:`run_emulator`: serve it in the current event loop; yields the base URL.
-* :class:`EventSink`: the seam through which internal events leave (future callback delivery).
+* :class:`EventSink`: the seam through which internal events leave (:class:`CallbackDeliverer` is one).
+
+Emulated time: every delay is multiplied by ``time_scale``, but callback ``Timestamp`` values carry the
+unscaled emulated times (see :mod:`.timeline`): at ``time_scale=0.01`` a 2100 ms SPEAK_END -> SPEAKING gap
+takes 21 ms of real time and still shows as 2100 ms between the two Timestamps.
 
 Behaviour ZEGO does not document, chosen here ([INFER] in docs/zego-ai-agent-api.md terms):
 
@@ -36,17 +43,29 @@ Behaviour ZEGO does not document, chosen here ([INFER] in docs/zego-ai-agent-api
 * The creating user counts as present at creation unless an admin call said otherwise; a live instance idles
   out after MaxIdleTime without SendAgentInstanceTTS. Both delete with Code 1202.
 * UnregisterAgent leaves running instances alone; QueryAgents skips unknown ids; SyncMode 0 (ZIM) history
-  starts empty; emulated speech lasts 0.5 s + 0.06 s per character and an LLM thinks 0.8 s (times time_scale).
+  starts empty; emulated speech (agent or simulated user) lasts 0.5 s + 0.06 s per character.
+* Callbacks: a retry resends the identical body unless ``callback_retry_resign``; ``HostTag`` is ignored (one
+  URL); a missing AgentUserId/RoomId/Name (CDN live instance) is sent as ``""``. AgentInstanceCreated is
+  always an instance's first callback (it is sent early if another event comes before its delay ends).
+* Conversation: the status does not change while the user speaks or ASR runs; every Interrupted is followed
+  by IDLE for the cut round if it had reached THINKING/SPEAKING; SendAgentInstanceTTS speaks at once (no
+  first-frame delay); all LLMResult sentences are stamped at the first token; UserAudioData is one second of
+  PCM silence at SPEAK_END (turns of 1 s or more). User speech does not cut High priority content or an
+  instance with InterruptMode 1 (the admin turn is refused with 409) and otherwise clears the queue too.
+  An Exception report changes nothing else. LatencyData averages LLM-answered rounds (user turns,
+  SendAgentInstanceLLM, walkie-talkie replies) and is all zeros, never absent, when there were none.
 """
 
 from __future__ import annotations
 
 from .app import create_app
+from .callbacks import CallbackDeliverer
 from .config import EmulatorConfig
 from .events import EventSink, RecordingEventSink
 from .server import EmulatorStartupError, run_emulator
 
 __all__ = [
+    "CallbackDeliverer",
     "EmulatorConfig",
     "EmulatorStartupError",
     "EventSink",

@@ -42,8 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server-secret", default=_env("SERVER_SECRET"), help="32 characters; random if omitted")
     p.add_argument("--callback-secret", default=_env("CALLBACK_SECRET"), help="random if omitted")
     p.add_argument(
-        "--callback-url", default=_env("CALLBACK_URL"), help="kept for callback delivery (not yet)"
+        "--callback-url",
+        default=_env("CALLBACK_URL"),
+        help="where server callbacks are POSTed (also settable at POST /_emulator/callbacks)",
     )
+    p.add_argument(
+        "--auto-turn-interval",
+        type=float,
+        default=_env("AUTO_TURN_INTERVAL"),
+        help="emulated seconds between automatic user turns of each instance (demos; off if omitted)",
+    )
+    p.add_argument("--latency-seed", type=int, default=_env("LATENCY_SEED"), help="reproducible latencies")
     p.add_argument("--time-scale", type=float, default=_env("TIME_SCALE", "1.0"), help="multiplies delays")
     p.add_argument("--voice-limit", type=int, default=_env("VOICE_LIMIT", "10"))
     p.add_argument("--dh-limit", type=int, default=_env("DH_LIMIT", "10"))
@@ -80,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             callback_secret=callback_secret,
             callback_url=args.callback_url,
             time_scale=args.time_scale,
+            auto_turn_interval_seconds=args.auto_turn_interval,
+            latency_seed=args.latency_seed,
             voice_instance_limit=args.voice_limit,
             digital_human_instance_limit=args.dh_limit,
         )

@@ -14,51 +14,32 @@ GET      /_emulator/faults                            active faults
 DELETE   /_emulator/faults                            clear all faults
 POST     /_emulator/tokens/verify                     ``{"token", "user_id"}`` -> ``{"valid", "layout",
                                                       "app_id", "user_id", "expire", "payload", "error"}``
-GET      /_emulator/events[?instance_id=&event=]      recorded internal events, oldest first
-POST     /_emulator/reset                             forget agents, instances, rooms, faults and events
+GET      /_emulator/events[?instance_id=&event=]      recorded internal events (with emulated
+                                                      ``timestamp_ms``), oldest first
+POST     /_emulator/reset                             forget agents, instances, rooms, faults, events and
+                                                      pending callbacks (the callback URL stays)
 =======  ===========================================  =====================================================
+
+Callbacks and simulated conversations are in :mod:`.admin_conversation`.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from .admin_conversation import conversation_routes
+from .admin_io import AdminInputError
+from .admin_io import emulator_of as _emulator
+from .admin_io import error as _error
+from .admin_io import json_object as _json_object
 from .faults import FaultError
 from .validation import RTC_ID_RE, USER_ID_RE
 
-if TYPE_CHECKING:
-    from .app import Emulator
-
 __all__ = ["admin_routes"]
-
-
-class AdminInputError(ValueError):
-    """Bad admin input; answered with HTTP 400."""
-
-
-def _emulator(request: Request) -> Emulator:
-    emulator: Emulator = request.app.state.emulator
-    return emulator
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        raise AdminInputError("the body must be JSON") from None
-    if not isinstance(data, dict):
-        raise AdminInputError("the body must be a JSON object")
-    return data
 
 
 async def _state(request: Request) -> JSONResponse:
@@ -174,5 +155,6 @@ def admin_routes() -> list[BaseRoute]:
         Route("/tokens/verify", _verify_token, methods=["POST"]),
         Route("/events", _events, methods=["GET"]),
         Route("/reset", _reset, methods=["POST"]),
+        *conversation_routes(),
         Route("/{rest:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

@@ -37,9 +37,10 @@ from service.zego.signing import verify_api_signature
 from . import errors
 from .actions import ACTIONS
 from .admin import admin_routes
+from .callbacks import CallbackDeliverer
 from .config import EmulatorConfig
 from .errors import ZegoError
-from .events import EventSink
+from .events import EventSink, FanOutSink
 from .faults import FaultTable, TokenBuckets
 from .state import EmulatorState, run_ticker
 from .validation import Fields
@@ -58,11 +59,13 @@ _TIMESTAMP_RE = re.compile(r"-?[0-9]{1,19}")
 
 
 class Emulator:
-    """The runtime behind one app: state, injected faults and rate buckets (``app.state.emulator``)."""
+    """The runtime of one app (``app.state.emulator``): state, callbacks, injected faults, rate buckets."""
 
     def __init__(self, config: EmulatorConfig, sink: EventSink | None = None) -> None:
         self.config = config
-        self.state = EmulatorState(config, sink)
+        # The deliverer reads envelope facts from the state, which does not exist yet: bind late.
+        self.callbacks = CallbackDeliverer(config, lambda instance_id: self.state.describe(instance_id))
+        self.state = EmulatorState(config, FanOutSink(sink, self.callbacks))
         self.faults = FaultTable(ACTIONS)
         self.buckets = TokenBuckets(config.rate_limit_per_second)
         self.closing = asyncio.Event()
@@ -71,8 +74,9 @@ class Emulator:
         """Installed by :func:`~.server.run_emulator`; lets ``drop`` faults close the socket outright."""
 
     def reset(self) -> None:
-        """Back to a fresh emulator (admin ``POST /_emulator/reset``)."""
+        """Back to a fresh emulator (admin ``POST /_emulator/reset``); the callback URL stays."""
         self.state.reset()
+        self.callbacks.reset()
         self.faults.clear()
         self.buckets.clear()
 
@@ -233,15 +237,17 @@ async def _api(request: Request) -> Response:
 def create_app(config: EmulatorConfig, *, event_sink: EventSink | None = None) -> Starlette:
     """The emulator as a Starlette app; the runtime is at ``app.state.emulator`` (:class:`Emulator`).
 
-    ``event_sink`` additionally receives every internal event (the seam for callback delivery). The app's
-    lifespan runs the ticker that advances emulated time (speech, graceful shutdown, MaxIdleTime), so serve it
-    with lifespan enabled, as :func:`~.server.run_emulator` does.
+    ``event_sink`` additionally receives every internal event. Server callbacks go to
+    ``config.callback_url`` (or the URL set at ``POST /_emulator/callbacks``). The app's lifespan runs the
+    ticker that advances emulated time (conversations, graceful shutdown, MaxIdleTime, automatic turns) and
+    closes callback delivery, so serve it with lifespan enabled, as :func:`~.server.run_emulator` does.
     """
     emulator = Emulator(config, event_sink)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         emulator.closing.clear()
+        emulator.callbacks.open()
         ticker = asyncio.create_task(run_ticker(emulator.state), name="zego-emulator-ticker")
         try:
             yield
@@ -250,6 +256,7 @@ def create_app(config: EmulatorConfig, *, event_sink: EventSink | None = None) -
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            await emulator.callbacks.aclose()
 
     app = Starlette(
         routes=[

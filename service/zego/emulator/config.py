@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["DEFAULT_RATE_LIMIT_CODE", "EmulatorConfig"]
+__all__ = [
+    "DEFAULT_AUTO_TURN_UTTERANCES",
+    "DEFAULT_RATE_LIMIT_CODE",
+    "LATENCY_DISTRIBUTIONS",
+    "EmulatorConfig",
+]
 
 DEFAULT_RATE_LIMIT_CODE = 410001029
 """ZEGO does not document the code for exceeding 10 QPS (spec §17); 410001029 is the only rate-limit code
 it lists (for digital-human APIs), so it is the default guess."""
+
+DEFAULT_AUTO_TURN_UTTERANCES = (
+    "Hello, who am I talking to?",
+    "What can you help me with today?",
+    "Tell me something interesting about the weather.",
+    "Thank you, that is all for now.",
+)
+"""What the simulated user says in automatic turns, in rotation."""
+
+LATENCY_DISTRIBUTIONS = ("uniform", "normal")
 
 _SECRET_FIELDS = frozenset({"server_secret", "callback_secret"})
 
@@ -27,10 +42,21 @@ class EmulatorConfig:
     """ServerSecret (32 characters): verifies API signatures and Token04 tokens."""
 
     callback_secret: str
-    """CallbackSecret: will sign server callbacks (a later issue; kept so the config is complete)."""
+    """CallbackSecret: signs server callbacks (spec §8.4)."""
 
     callback_url: str | None = None
-    """Where server callbacks will be POSTed. Callback delivery is not implemented yet."""
+    """Where server callbacks are POSTed; None delivers nothing. ``POST /_emulator/callbacks`` changes it at
+    runtime (an embedding gateway learns its own HTTP port only after start)."""
+
+    callback_retry_resign: bool = False
+    """[INFER] ZEGO does not say whether a retry is re-signed. False resends the identical body; True sends a
+    fresh Nonce and a Timestamp advanced by the (unscaled) retry waits, signed again."""
+
+    callback_timeout_seconds: float = 5.0
+    """Per-attempt HTTP timeout of a callback POST, in real seconds (not scaled: it bounds a real socket)."""
+
+    callback_max_pending: int = 10_000
+    """Callbacks queued per instance before the oldest is dropped (a dead receiver must not grow memory)."""
 
     signature_skew_seconds: int = 600
     """Maximum ``|now - Timestamp|`` before ``100000004`` (ZEGO: 10 minutes)."""
@@ -56,6 +82,43 @@ class EmulatorConfig:
     live_default_max_idle_seconds: int = 900
     """``AdvancedConfig.MaxIdleTime`` default for live (broadcast) digital-human instances."""
 
+    created_callback_delay_ms: int = 200
+    """Emulated delay from creation to ``AgentInstanceCreated`` (ZEGO sends it once the agent publishes)."""
+
+    asr_latency_ms: float = 300.0
+    """Mean emulated time from the user's SPEAK_END to ``ASRResult``."""
+
+    asr_latency_jitter_ms: float = 100.0
+    """Spread of the ASR latency: half-width (uniform) or standard deviation (normal)."""
+
+    llm_ttft_ms: float = 600.0
+    """Mean emulated LLM time to first token: THINKING to ``LLMResult``."""
+
+    llm_ttft_jitter_ms: float = 200.0
+    """Spread of the LLM time to first token."""
+
+    tts_first_frame_ms: float = 400.0
+    """Mean emulated time from the first LLM token to the first TTS frame: ``LLMResult`` to SPEAKING."""
+
+    tts_first_frame_jitter_ms: float = 100.0
+    """Spread of the TTS first-frame latency."""
+
+    llm_tokens_per_second: float = 25.0
+    """Reported as ``LatencyData.LLMTPS`` (the emulated LLM answers at once after its first token)."""
+
+    latency_distribution: str = "uniform"
+    """``uniform`` (mean ± jitter) or ``normal`` (sigma = jitter, clamped to mean ± 4 sigma and >= 0)."""
+
+    latency_seed: int | None = None
+    """Seeds the latency sampler (and Sequence gaps) for reproducible runs; None is random."""
+
+    auto_turn_interval_seconds: float | None = None
+    """Emulated seconds between automatic user turns of each voice/digital-human instance (demos); scaled by
+    :attr:`time_scale` like every delay. None (the default) disables them."""
+
+    auto_turn_utterances: tuple[str, ...] = DEFAULT_AUTO_TURN_UTTERANCES
+    """What the simulated user says in automatic turns, in rotation."""
+
     def __post_init__(self) -> None:
         if not 0 < self.app_id < 2**32:
             raise ValueError("app_id must be a non-zero uint32")
@@ -70,6 +133,30 @@ class EmulatorConfig:
             raise ValueError("instance limits must not be negative")
         if self.signature_skew_seconds < 0:
             raise ValueError("signature_skew_seconds must not be negative")
+        self._check_conversation()
+
+    def _check_conversation(self) -> None:
+        latencies = (
+            self.asr_latency_ms,
+            self.asr_latency_jitter_ms,
+            self.llm_ttft_ms,
+            self.llm_ttft_jitter_ms,
+            self.tts_first_frame_ms,
+            self.tts_first_frame_jitter_ms,
+            self.created_callback_delay_ms,
+        )
+        if any(v < 0 for v in latencies):
+            raise ValueError("latencies, jitters and created_callback_delay_ms must not be negative")
+        if self.latency_distribution not in LATENCY_DISTRIBUTIONS:
+            raise ValueError(f"latency_distribution must be one of {', '.join(LATENCY_DISTRIBUTIONS)}")
+        if self.llm_tokens_per_second <= 0:
+            raise ValueError("llm_tokens_per_second must be positive")
+        if self.auto_turn_interval_seconds is not None and self.auto_turn_interval_seconds <= 0:
+            raise ValueError("auto_turn_interval_seconds must be positive (or None)")
+        if not self.auto_turn_utterances or not all(self.auto_turn_utterances):
+            raise ValueError("auto_turn_utterances must be non-empty strings")
+        if self.callback_timeout_seconds <= 0 or self.callback_max_pending < 1:
+            raise ValueError("callback_timeout_seconds and callback_max_pending must be positive")
 
     def __repr__(self) -> str:
         parts = []

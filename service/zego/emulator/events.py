@@ -1,22 +1,22 @@
-"""Internal events of the emulated instances: the seam for server-callback delivery.
+"""Internal events of the emulated instances: the seam through which server callbacks leave.
 
-The state model calls :meth:`EventSink.emit` with the callback ``Event`` name and its ``Data`` exactly as
-spec §8.3 defines them (``AgentInstanceCreated`` with ``CreatedTimestamp``, ``AgentInstanceDeleted`` with
-``Code``/``DeletedTimestamp``, ``AgentInstanceStatus``, ``Interrupted``, ``LLMResult``...).
+The state model calls :meth:`EventSink.emit` with the callback ``Event`` name, its ``Data`` exactly as spec
+§8.3 defines it (``AgentInstanceCreated`` with ``CreatedTimestamp``, ``AgentInstanceDeleted`` with
+``Code``/``DeletedTimestamp``/``LatencyData``, ``AgentInstanceStatus``, ``Interrupted``, ``LLMResult``...) and
+the emulated Unix ms at which the step happened (see :mod:`.timeline`), in order per instance.
 
-Callback delivery over HTTP is a later issue. A deliverer will implement :class:`EventSink`: in ``emit`` it
-reads the envelope fields (AgentUserId, RoomId, AgentId, Name, CallbackConfig) synchronously from
-``EmulatorState.describe(instance_id)``, which is valid for every event, because ``AgentInstanceDeleted`` is
-emitted before the instance is removed. It then queues the signed POST; ``emit`` must never block.
+:class:`~.callbacks.CallbackDeliverer` is the sink that POSTs them to a callback URL. In ``emit`` it reads the
+envelope facts (AgentUserId, RoomId, AgentId, Name, CallbackConfig) synchronously from
+``EmulatorState.describe(instance_id)``, which is valid for every event because ``AgentInstanceDeleted`` is
+emitted before the instance is removed; then it queues the signed POST. ``emit`` must never block.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any, Protocol
 
-__all__ = ["EventSink", "RecordedEvent", "RecordingEventSink"]
+__all__ = ["EventSink", "FanOutSink", "RecordedEvent", "RecordingEventSink"]
 
 RecordedEvent = dict[str, Any]
 """``{"seq", "timestamp_ms", "instance_id", "event", "data"}``."""
@@ -25,14 +25,26 @@ RecordedEvent = dict[str, Any]
 class EventSink(Protocol):
     """Receives every internal event of the emulator. Must not block or raise."""
 
-    def emit(self, instance_id: str, event: str, data: dict[str, Any]) -> None:
-        """Called synchronously, in order, from the emulator's event loop."""
+    def emit(self, instance_id: str, event: str, data: dict[str, Any], timestamp_ms: int) -> None:
+        """Called synchronously, in order, from the emulator's event loop; ``timestamp_ms`` is emulated."""
+
+
+class FanOutSink:
+    """Passes each event to several sinks, in order."""
+
+    def __init__(self, *sinks: EventSink | None) -> None:
+        self._sinks = [s for s in sinks if s is not None]
+
+    def emit(self, instance_id: str, event: str, data: dict[str, Any], timestamp_ms: int) -> None:
+        """Forward one event to every sink."""
+        for sink in self._sinks:
+            sink.emit(instance_id, event, data, timestamp_ms)
 
 
 class RecordingEventSink:
     """The default sink: keeps the most recent events in a bounded list (shown by ``GET /_emulator/events``).
 
-    ``forward`` is an optional second sink (e.g. a future callback deliverer) that also receives each event.
+    ``forward`` is an optional second sink (e.g. the callback deliverer) that also receives each event.
     """
 
     def __init__(self, max_events: int = 1000, forward: EventSink | None = None) -> None:
@@ -40,20 +52,20 @@ class RecordingEventSink:
         self._seq = 0
         self._forward = forward
 
-    def emit(self, instance_id: str, event: str, data: dict[str, Any]) -> None:
+    def emit(self, instance_id: str, event: str, data: dict[str, Any], timestamp_ms: int) -> None:
         """Record one event (the oldest is dropped when full)."""
         self._seq += 1
         self._events.append(
             {
                 "seq": self._seq,
-                "timestamp_ms": int(time.time() * 1000),
+                "timestamp_ms": timestamp_ms,
                 "instance_id": instance_id,
                 "event": event,
                 "data": dict(data),
             }
         )
         if self._forward is not None:
-            self._forward.emit(instance_id, event, data)
+            self._forward.emit(instance_id, event, data, timestamp_ms)
 
     def events(self, instance_id: str | None = None) -> list[RecordedEvent]:
         """The recorded events, oldest first, optionally for one instance."""

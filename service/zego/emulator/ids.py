@@ -1,4 +1,5 @@
-"""Identifier generators shaped like ZEGO's: 19-digit snowflake strings and sparse increasing Rounds."""
+"""Identifier generators shaped like ZEGO's: 19-digit snowflake strings, sparse increasing Rounds and
+callback Sequences."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 
-__all__ = ["RoundAllocator", "SnowflakeIds"]
+__all__ = ["CallbackSequences", "RoundAllocator", "SnowflakeIds"]
 
 # Twitter's snowflake epoch: with a 22-bit shift it yields 19-digit ids for dates between about 2019
 # and 2080, which matches ZEGO's examples ("1912122918452641792").
@@ -48,4 +49,24 @@ class RoundAllocator:
     def next(self) -> int:
         """Allocate the next Round."""
         self._last += self._rng.randint(1, 999)
+        return self._last
+
+
+class CallbackSequences:
+    """Callback ``Sequence`` values: int64, strictly increasing, deliberately not contiguous (spec §8.1).
+
+    One allocator serves the whole AppId, so Sequences also increase per instance. They start near a value
+    seen from ZEGO (1921825797275873300), far beyond 2**53: a consumer that parses JSON numbers as doubles
+    loses the low digits and fails in tests as it would against ZEGO.
+    """
+
+    START = 1921825797275873300
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._last = self.START + self._rng.randint(0, 999_999)
+
+    def next(self) -> int:
+        """Allocate the next Sequence (a random gap of 1..1000)."""
+        self._last += self._rng.randint(1, 1000)
         return self._last

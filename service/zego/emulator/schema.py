@@ -104,6 +104,9 @@ class CreateBody:
     disable_tts: bool
     communication_mode: int
     digital_human: DigitalHumanSpec | None
+    interrupt_mode: int = 0
+    meta_keys: tuple[str, ...] = ()
+    """``AdvancedConfig.LLMMetaInfo.SendMetaKeys`` (empty without LLMMetaInfo)."""
 
 
 @dataclass(frozen=True)
@@ -223,20 +226,21 @@ def parse_create(f: Fields, kind: str) -> CreateBody:
         raise invalid("RTC or CDN is required")
     dh = _digital_human(f.obj("DigitalHuman")) if kind != "voice" else None
     advanced = f.obj("AdvancedConfig")
-    max_idle = disable_tts = comm = None
+    max_idle = disable_tts = comm = interrupt_mode = None
+    meta_keys: list[str] = []
     if advanced is not None:
         lo, hi = (30, 86400) if live else (10, 1800)
         max_idle = advanced.integer("MaxIdleTime", lo=lo, hi=hi)
         disable_tts = advanced.boolean("DisableTTS")
         advanced.obj("TTSParamPaths")
         if not live:
-            advanced.integer("InterruptMode", choices=(0, 1))
+            interrupt_mode = advanced.integer("InterruptMode", choices=(0, 1))
             comm = advanced.integer("CommunicationMode", choices=(0, 2))
             meta = advanced.obj("LLMMetaInfo")
             if meta is not None:
                 meta.text("BeginCharacters")
                 meta.text("EndCharacters")
-                meta.strings("SendMetaKeys")
+                meta_keys = meta.strings("SendMetaKeys")
             advanced.boolean("AddASRInfo")
     if not live:
         objects.vad(f.obj("VAD"))
@@ -255,6 +259,8 @@ def parse_create(f: Fields, kind: str) -> CreateBody:
         disable_tts=bool(disable_tts),
         communication_mode=comm or 0,
         digital_human=dh,
+        interrupt_mode=interrupt_mode or 0,
+        meta_keys=tuple(meta_keys),
     )
 
 

@@ -1,14 +1,20 @@
-"""Serving the emulator with uvicorn inside the caller's event loop (embedded in the gateway, or in tests)."""
+"""Serving the emulator inside the caller's event loop (embedded in the gateway, or in tests).
+
+It runs on :func:`service.http.asgi.serve_asgi`, the one embedded uvicorn of the code base, with
+the app's lifespan on (it runs the ticker and stops callback delivery) and a hook that keeps the
+uvicorn server at hand, because ``drop`` faults abort a client's TCP connection on purpose.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
+
+from service.http.asgi import serve_asgi
 
 from .app import ConnectionAborter, Emulator, create_app
 from .config import EmulatorConfig
@@ -18,38 +24,9 @@ __all__ = ["EmulatorStartupError", "run_emulator"]
 
 logger = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT_SECONDS = 10.0
-SHUTDOWN_TIMEOUT_SECONDS = 10.0
-
 
 class EmulatorStartupError(RuntimeError):
     """The emulator could not start (for example, the port is taken)."""
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the process that embeds it, and stops promptly."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._exit_requested = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    def request_exit(self) -> None:
-        """Ask the server to shut down now."""
-        self.should_exit = True
-        self._exit_requested.set()
-
-    async def main_loop(self) -> None:
-        # uvicorn's loop sleeps 0.1 s between checks of should_exit; waking on an event instead makes an
-        # embedded emulator (started and stopped per test) shut down without that polling delay.
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_requested.wait(), 0.1)
 
 
 def _aborter(server: uvicorn.Server) -> ConnectionAborter:
@@ -89,50 +66,27 @@ async def run_emulator(
     """
     app = create_app(config, event_sink=event_sink)
     emulator: Emulator = app.state.emulator
-    uv_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        log_config=None,  # do not reconfigure the embedding process's logging
-        lifespan="on",
-        access_log=False,
-        # Held requests end when ``closing`` is set; this is only a backstop for stuck connections.
-        timeout_graceful_shutdown=2,
-    )
-    server = _EmbeddedServer(uv_config)
 
-    async def serve() -> None:
-        try:
-            await server.serve()
-        except SystemExit as exc:
-            # uvicorn calls sys.exit() when it cannot bind or start; never let that escape the host's loop.
-            raise EmulatorStartupError(f"the emulator could not start on {host}:{port}") from exc
+    def started(server: uvicorn.Server) -> None:
+        emulator.connection_aborter = _aborter(server)
 
-    task = asyncio.create_task(serve(), name="zego-emulator-server")
     try:
-        async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
-            while not server.started:
-                if task.done():
-                    task.result()  # raises the startup error
-                    raise EmulatorStartupError("the emulator stopped during start-up")
-                await asyncio.sleep(0.01)
-    except BaseException:
-        server.request_exit()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
-        raise
-    emulator.connection_aborter = _aborter(server)
-    bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
-    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        serving = serve_asgi(
+            app,
+            host,
+            port,
+            name="zego-emulator",
+            lifespan="on",
+            graceful_shutdown_seconds=2,
+            on_started=started,
+        )
+        bound_port = await serving.__aenter__()
+    except (OSError, RuntimeError) as exc:
+        raise EmulatorStartupError(f"the emulator could not start on {host}:{port}: {exc}") from exc
+    url_host = f"[{host}]" if ":" in host else host
     try:
         yield f"http://{url_host}:{bound_port}"
     finally:
         # Release held requests first, so uvicorn's graceful shutdown does not wait for them.
         emulator.closing.set()
-        server.request_exit()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_TIMEOUT_SECONDS)
-        except TimeoutError:
-            server.force_exit = True
-            await task
+        await serving.__aexit__(None, None, None)

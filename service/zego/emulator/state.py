@@ -1,8 +1,9 @@
 """The emulator's in-memory model of one ZEGO AppId: agents, running instances, rooms and Rounds.
 
 All methods are synchronous and run on the emulator's event loop, so no locking is needed. Emulated time
-passes lazily: :meth:`EmulatorState.advance` runs every due transition (speech ending, graceful shutdown,
-MaxIdleTime) and is called before each request and periodically by :func:`run_ticker`.
+passes lazily: :meth:`EmulatorState.advance` runs every due transition (conversation steps, the delayed
+AgentInstanceCreated, graceful shutdown, MaxIdleTime, automatic user turns) and is called before each request
+and periodically by :func:`run_ticker`.
 """
 
 from __future__ import annotations
@@ -12,37 +13,25 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
 from . import errors
+from .admission import check_admission
 from .agents import AgentRegistry
 from .config import EmulatorConfig
+from .conversation import Conversation
 from .errors import ZegoError, invalid
 from .events import EventSink, RecordingEventSink
 from .ids import RoundAllocator, SnowflakeIds
-from .instance import (
-    DIGITAL_HUMAN,
-    IDLE,
-    LISTENING,
-    LIVE_DIGITAL_HUMAN,
-    VOICE,
-    Emit,
-    Instance,
-    Timing,
-)
+from .instance import DIGITAL_HUMAN, IDLE, LISTENING, LIVE_DIGITAL_HUMAN, VOICE, Emit, Instance
+from .latency import LatencySampler
 from .rooms import Rooms
 from .schema import CreateBody, DeleteBody, ListenBody, SpeakBody, UpdateInstanceBody
+from .timeline import SimClock, Timing
 from .validation import Json
 
 __all__ = ["EmulatorState", "run_ticker"]
 
 logger = logging.getLogger(__name__)
-
-# Emulated durations before time_scale [INFER: ZEGO publishes only the < 1.5 s interaction budget].
-THINK_SECONDS = 0.8
-SPEAK_BASE_SECONDS = 0.5
-SPEAK_SECONDS_PER_CHAR = 0.06
-FIRST_FRAME_SECONDS = 0.3
 
 # TTS fields that UpdateAgentInstance may not change (spec §5.9).
 IMMUTABLE_TTS_FIELDS = ("Vendor", "FilterText", "TerminatorText", "CharacterFilter")
@@ -70,12 +59,10 @@ class EmulatorState:
         self._instance_ids = SnowflakeIds(worker=1)
         self._request_ids = SnowflakeIds(worker=2)
         self._rounds = RoundAllocator(rng)
-        self.timing = Timing(
-            think=config.scaled(THINK_SECONDS),
-            speak_base=config.scaled(SPEAK_BASE_SECONDS),
-            speak_per_char=config.scaled(SPEAK_SECONDS_PER_CHAR),
-            first_frame=config.scaled(FIRST_FRAME_SECONDS),
-        )
+        self.timing = Timing(config.time_scale)
+        self.latencies = LatencySampler(config)
+        self.conversation = Conversation(self)
+        """Simulated user turns, automatic turns and reported exceptions."""
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -87,8 +74,12 @@ class EmulatorState:
         """The next Round of this AppId."""
         return self._rounds.next()
 
-    def _emitter(self, inst: Instance) -> Emit:
-        return lambda event, data: self.recorder.emit(inst.instance_id, event, data)
+    def now(self) -> float:
+        """The state's monotonic clock (real seconds)."""
+        return self._clock()
+
+    def _emitter(self, instance_id: str) -> Emit:
+        return lambda event, data, ms: self.recorder.emit(instance_id, event, data, ms)
 
     def describe(self, instance_id: str) -> Json | None:
         """Envelope facts of a running instance (for a callback deliverer and the admin view)."""
@@ -118,12 +109,8 @@ class EmulatorState:
         return inst
 
     def _remove(self, inst: Instance, code: int) -> None:
-        data: dict[str, Any] = {"Code": code, "DeletedTimestamp": int(time.time() * 1000)}
-        latency = inst.latency_data(self.timing)
-        if latency is not None:
-            data["LatencyData"] = latency
         # Emitted before removal so a sink can still describe() the instance.
-        self._emitter(inst)("AgentInstanceDeleted", data)
+        inst.deleted(code, self._clock())
         del self.instances[inst.instance_id]
 
     # --- time -----------------------------------------------------------------------------------
@@ -132,13 +119,14 @@ class EmulatorState:
         """Run every transition due by now: speech, graceful shutdowns and MaxIdleTime deletions."""
         now = self._clock()
         for inst in list(self.instances.values()):
-            inst.advance(now, self.timing, self._emitter(inst))
+            inst.advance(now)
             if inst.shutdown_deadline is not None:
                 if (inst.status == IDLE and inst.current is None) or now >= inst.shutdown_deadline:
                     self._remove(inst, DELETED_BY_API)
                 continue
             if self._idle_expired(inst, now):
                 self._remove(inst, DELETED_USER_ABSENT)
+        self.conversation.auto_turns(now)
 
     def _idle_expired(self, inst: Instance, now: float) -> bool:
         limit = self.config.scaled(inst.max_idle_seconds)
@@ -174,8 +162,7 @@ class EmulatorState:
             raise invalid("LLM is required: neither the agent nor the request sets it")
         if not body.disable_tts and tts is None:
             raise invalid("TTS is required: neither the agent nor the request sets it")
-        self._check_capacity(body.kind)
-        self._check_unique(body)
+        check_admission(self.config, self.instances.values(), body)
         now = self._clock()
         default_idle = (
             self.config.live_default_max_idle_seconds
@@ -183,8 +170,9 @@ class EmulatorState:
             else self.config.default_max_idle_seconds
         )
         rtc = body.rtc
+        instance_id = self._instance_ids.next()
         inst = Instance(
-            instance_id=self._instance_ids.next(),
+            instance_id=instance_id,
             kind=body.kind,
             agent_id=agent.agent_id,
             agent_name=agent.name,
@@ -202,8 +190,16 @@ class EmulatorState:
             disable_tts=body.disable_tts,
             communication_mode=body.communication_mode,
             created_at=now,
-            created_ms=int(time.time() * 1000),
+            emit=self._emitter(instance_id),
+            timing=self.timing,
+            clock=SimClock(self.config.time_scale, now),
+            # ZEGO sends AgentInstanceCreated once the agent is in the room and publishing.
+            created_due=now + self.timing.real(self.config.created_callback_delay_ms),
+            interrupt_mode=body.interrupt_mode,
+            meta_keys=list(body.meta_keys),
+            tokens_per_second=self.config.llm_tokens_per_second,
             messages=[dict(m) for m in body.history],
+            next_auto_turn_at=now + self.config.scaled(self.config.auto_turn_interval_seconds or 0.0),
         )
         if rtc is not None and body.user_id is not None:
             self.rooms.joined(rtc.room_id, body.user_id, now)
@@ -211,44 +207,7 @@ class EmulatorState:
         if body.digital_human is not None:
             data["DigitalHumanConfig"] = body.digital_human.client_config(rtc)
         self.instances[inst.instance_id] = inst
-        self._emitter(inst)("AgentInstanceCreated", {"CreatedTimestamp": inst.created_ms})
         return data
-
-    def _check_capacity(self, kind: str) -> None:
-        if kind == VOICE:
-            running = sum(1 for i in self.instances.values() if i.kind == VOICE)
-            if running >= self.config.voice_instance_limit:
-                raise ZegoError(
-                    errors.APP_INSTANCE_LIMIT,
-                    f"concurrent agent instance limit ({self.config.voice_instance_limit}) reached",
-                )
-            return
-        # Interactive and live digital humans share one pool (spec §5.8 [INFER]).
-        running = sum(1 for i in self.instances.values() if i.kind != VOICE)
-        if running >= self.config.digital_human_instance_limit:
-            raise ZegoError(
-                errors.DH_CONCURRENCY_LIMIT,
-                f"digital-human concurrency limit ({self.config.digital_human_instance_limit}) reached",
-            )
-
-    def _check_unique(self, body: CreateBody) -> None:
-        rtc = body.rtc
-        if rtc is None:
-            return
-        if body.user_id is not None and rtc.agent_user_id == body.user_id:
-            raise invalid("RTC.AgentUserId must differ from UserId")
-        for other in self.instances.values():
-            if other.agent_stream_id == rtc.agent_stream_id:
-                # ZEGO: the later instance fails to publish; for digital humans that is 410001030. For voice
-                # no code is documented, so [INFER] reject up front with 410000003 naming the field.
-                message = f"RTC.AgentStreamId {rtc.agent_stream_id} is already used by a running instance"
-                raise ZegoError(
-                    errors.DH_STREAM_ID_DUPLICATE if body.kind != VOICE else errors.INVALID_PARAMETER, message
-                )
-            if other.agent_user_id == rtc.agent_user_id:
-                # ZEGO would kick the earlier instance out of the room (1203); [INFER] the emulator refuses
-                # the new one instead, so the mistake surfaces as an API error the caller can see.
-                raise invalid(f"RTC.AgentUserId {rtc.agent_user_id} is already used by a running instance")
 
     def update_instance(self, body: UpdateInstanceBody) -> None:
         """UpdateAgentInstance: LLM/TTS/ASR replaced whole; some TTS fields are immutable (410001011)."""
@@ -292,8 +251,7 @@ class EmulatorState:
             add_answer=body.add_answer,
             new_round=self.new_round,
             now=now,
-            timing=self.timing,
-            emit=self._emitter(inst),
+            latency=self.latencies.sample(),
         )
         if body.llm and body.add_question:
             inst.add_message("user", body.text)
@@ -311,7 +269,7 @@ class EmulatorState:
     def interrupt(self, instance_id: str) -> Json:
         """InterruptAgentInstance -> ``{Round}`` of the interrupted round, or a new one if nothing ran."""
         inst = self._controllable(instance_id)
-        return {"Round": inst.interrupt(self.new_round, self._clock(), self._emitter(inst))}
+        return {"Round": inst.interrupt(self.new_round, self._clock())}
 
     def get_messages(self, instance_id: str) -> Json:
         """GetAgentInstanceMsgList -> ``{Total, MessageList}``."""
@@ -344,12 +302,12 @@ class EmulatorState:
             if not self.rooms.publishing(inst.room_id or "", user):
                 raise ZegoError(errors.USER_NOT_PUBLISHING, f"user {user} is not publishing a stream yet")
         inst.listen_state[user] = (body.sequence if body.sequence is not None else last_seq, body.start)
-        now, emit = self._clock(), self._emitter(inst)
+        now = self._clock()
         if body.start:
             round_ = self.new_round()
-            inst.start_listening(round_, now, emit)
+            inst.start_listening(round_, now)
         else:
-            round_ = inst.stop_listening(user, self.new_round, now, self.timing, emit)
+            round_ = inst.stop_listening(user, self.new_round, now, self.latencies.sample())
         return {"Round": round_}
 
     # --- admin ----------------------------------------------------------------------------------
