@@ -33,6 +33,9 @@ install: $(STAMP) ## create the virtualenv and install agentgw with its dev tool
 run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emulator without ZEGO credentials)
 	$(BIN)/python -m service $(ARGS)
 
+demo: $(STAMP) ## a live digital-human call on the emulator, its events printed as they arrive
+	$(BIN)/python -m service.demo
+
 emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090)
 	$(BIN)/python -m service.zego.emulator $(ARGS)
 

@@ -75,6 +75,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
 def _app_id(raw: str) -> int:
     value = int(raw)
     if not 0 < value < 2**32:
@@ -182,6 +189,10 @@ class Settings:
 
     heartbeat_seconds: float = _setting(15.0, _positive_float, "Heartbeat interval on idle streams.")
     """Idle WatchEvents streams get a heartbeat with the current cursor this often."""
+
+    end_confirm_seconds: float = _setting(2.0, _non_negative_float, "Wait for ZEGO's end callback.")
+    """After EndSession's delete, wait this long for ZEGO's AgentInstanceDeleted (it carries ZEGO's
+    LatencyData) before synthesizing the session's ended event; 0 never waits."""
 
     interaction_budget_seconds: float = _setting(1.5, _positive_float, "Turn-latency budget.")
     """A turn slower than this (end of user speech to agent speaking) is a budget breach."""

@@ -91,6 +91,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         default_max_duration_seconds=settings.max_session_duration_seconds,
         events=events,
         observer=metrics,
+        end_confirm_seconds=settings.end_confirm_seconds,
     )
     latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
     await stack.enter_async_context(latency)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from service.domain.event_log import EventBus, EventLog
-from service.domain.events import EventType, NewEvent
+from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.model import (
     SLOT_HOLDING_STATES,
     EndReason,
@@ -99,8 +99,10 @@ class SessionService:
         default_max_duration_seconds: int,
         events: EventLog | None = None,
         observer: SessionObserver | None = None,
+        end_confirm_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._end_confirm = end_confirm_seconds
         self._observer: SessionObserver = observer or _NullSessionObserver()
         self._zego = zego
         self._ledger = ledger
@@ -302,7 +304,32 @@ class SessionService:
         if graceful:
             # ZEGO destroys it once the agent is idle; the callback or the reaper confirms it.
             return record
-        return await self.mark_ended(record, reason, cause)
+        confirmed = await self._await_zego_end(record)
+        return confirmed or await self.mark_ended(record, reason, cause)
+
+    async def _await_zego_end(self, record: SessionRecord) -> SessionRecord | None:
+        """Give ZEGO's AgentInstanceDeleted a moment to end the session itself.
+
+        Its callback carries ZEGO's LatencyData and code, so the session's one ``ended`` event is
+        better taken from it than synthesized. Only sessions whose callbacks are known to arrive
+        (their AgentInstanceCreated did) wait, and never longer than ``end_confirm_seconds``.
+        """
+        if self._end_confirm <= 0 or record.instance_id is None:
+            return None
+        if not await self._ledger.has_event(record.instance_id, EventType.CREATED):
+            return None
+        current = await self._ledger.get_session(record.session_id)
+        if current is not None and current.terminal:
+            return current
+        with self._events.bus.subscribe(
+            EventFilter(session_ids=frozenset({record.session_id}), event_types=frozenset({EventType.ENDED}))
+        ) as ended:
+            current = await self._ledger.get_session(record.session_id)  # it may have ended meanwhile
+            if current is not None and current.terminal:
+                return current
+            if await ended.next(self._end_confirm) is None:
+                return None
+        return await self._ledger.get_session(record.session_id)
 
     async def mark_ended(
         self, record: SessionRecord, reason: EndReason, cause: str, detail: str = "", code: int | None = None

@@ -1,0 +1,71 @@
+"""`python -m service` as a user runs it: emulator mode, JSON logs, health, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serves_with_the_emulator_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTGW_")} | {
+        "AGENTGW_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "AGENTGW_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "AGENTGW_DB_PATH": str(tmp_path / "ledger.db"),
+        "AGENTGW_SHUTDOWN_GRACE_SECONDS": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    lines: list[dict[str, object]] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any(line.get("message") == "agentgw serving" for line in lines):
+                raw = await proc.stderr.readline()
+                assert raw, f"agentgw exited early: {lines}"
+                lines.append(json.loads(raw))  # every log line is one JSON object
+        assert "emulator" in str(lines[0]["message"])  # the first line says the emulator is in use
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            agents = agent_service_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+            llm = agent_pb2.LlmConfig(url="https://llm.example/v1", api_key="k", model="m")
+            await agents.CreateAgent(
+                agent_service_pb2.CreateAgentRequest(agent=agent_pb2.Agent(agent_id="a1", llm=llm)), timeout=5
+            )
+            got = await agents.GetAgent(agent_service_pb2.GetAgentRequest(agent_id="a1"), timeout=5)
+            assert got.agent.llm.api_key_set
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+        rest = [json.loads(line) for line in (await proc.stderr.read()).splitlines() if line.strip()]
+        messages = [line["message"] for line in lines + rest]
+        assert "shutting down" in messages and messages[-1] == "agentgw stopped"
+        assert any(line.get("request_id") for line in lines + rest)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
