@@ -199,7 +199,7 @@ async def test_an_unconfirmed_create_is_adopted_and_deleted_when_its_callback_ar
     )
     assert (await post(http, body)).status_code == 200
     async with asyncio.timeout(5):
-        while (await emulator.state())["instances"]:  # noqa: ASYNC110 - polling another server's state
+        while (await emulator.state())["instances"]:
             await asyncio.sleep(0.02)
     got = await get_session(channel, lost.session_id)
     assert (got.possible_leak, got.end_reason, got.agent_instance_id) == (

@@ -56,7 +56,7 @@ async def turn(emulator: Emulator, instance_id: str, **latencies: int) -> None:
 
 async def wait_for(predicate: Any, what: str) -> None:
     async with asyncio.timeout(10):
-        while not await predicate():  # noqa: ASYNC110 - polling state another component owns
+        while not await predicate():
             await asyncio.sleep(0.02)
 
 
