@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain.model import LabelRequirement
+from service.domain.model import LabelOp, LabelRequirement
 
 __all__ = [
     "ZEGO_EVENTS",
@@ -124,8 +124,6 @@ class EventFilter:
 
 
 def _label_ok(req: LabelRequirement, labels: dict[str, str]) -> bool:
-    from service.domain.model import LabelOp
-
     present = req.key in labels
     if req.op is LabelOp.EQUALS:
         return present and labels[req.key] == req.value
