@@ -7,6 +7,7 @@ ZEGO; errors are raised and mapped by the interceptor through ``service.api.stat
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -140,7 +141,15 @@ class SessionServicer(rpc.SessionServiceServicer):
             label_selector=parse_label_selector(request.label_selector),
         )
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        filter_hash = hashlib.sha256(repr(flt).encode()).hexdigest()[:16]
+        # Canonical (sorted) so a token stays valid across processes, whatever set order they use.
+        canonical = [
+            sorted(s.value for s in flt.states),
+            sorted(k.value for k in flt.kinds),
+            flt.agent_id,
+            flt.room_id,
+            [[r.key, r.op.value, r.value] for r in flt.label_selector],
+        ]
+        filter_hash = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:16]
         after = None
         if request.page_token:
             created_at, session_id = self._tokens.decode(request.page_token, filter_hash)
