@@ -81,7 +81,10 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
     stack.push_async_callback(zego.aclose)
 
-    bus = EventBus(queue_size=settings.subscriber_queue_size, observer=metrics)
+    bus = EventBus(
+        queue_size=settings.subscriber_queue_size, heartbeat_seconds=settings.heartbeat_seconds, observer=metrics
+    )
+    await stack.enter_async_context(bus)
     events = EventLog(ledger, bus, observer=metrics)
     await events.start()
     sessions = SessionService(

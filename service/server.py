@@ -213,12 +213,7 @@ class Gateway:
             server,
         )
         event_service_pb2_grpc.add_EventServiceServicer_to_server(
-            EventServicer(
-                core.ledger,
-                core.bus,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                on_delivered=metrics.event_delivered,
-            ),
+            EventServicer(core.ledger, core.bus, on_delivered=metrics.event_delivered),
             server,
         )
         room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server(

@@ -9,6 +9,7 @@ Live events arrive in cursor order because the log publishes under the same lock
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = ["EventServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 REPLAY_BATCH = 500
+_CONVERTED_CACHE = 4096
 DEFAULT_LIST_PAGE = 100
 MAX_LIST_PAGE = 1000
 
@@ -40,13 +42,13 @@ class EventServicer(rpc.EventServiceServicer):
         ledger: Ledger,
         bus: EventBus,
         *,
-        heartbeat_seconds: float,
         on_delivered: Callable[[float], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._bus = bus
-        self._heartbeat = heartbeat_seconds
         self._on_delivered = on_delivered
+        # One conversion per event, not per subscriber: fan-out to N streams reuses the message.
+        self._converted: OrderedDict[tuple[int, bool], api.WatchEventsResponse] = OrderedDict()
 
     async def _start_cursor(self, start: int, after_cursor: int, field: str = "after_cursor") -> int:
         purged, _ = await self._ledger.event_bounds()
@@ -75,7 +77,14 @@ class EventServicer(rpc.EventServiceServicer):
     def _deliver(self, event: Event, include_raw: bool) -> api.WatchEventsResponse:
         if self._on_delivered is not None:
             self._on_delivered(max(0.0, time.time() - event.received_at))
-        return api.WatchEventsResponse(event=event_to_proto(event, include_raw=include_raw))
+        key = (event.cursor, include_raw)
+        message = self._converted.get(key)
+        if message is None:
+            message = api.WatchEventsResponse(event=event_to_proto(event, include_raw=include_raw))
+            self._converted[key] = message
+            if len(self._converted) > _CONVERTED_CACHE:
+                self._converted.popitem(last=False)
+        return message
 
     async def WatchEvents(
         self, request: api.WatchEventsRequest, context: Context
@@ -96,7 +105,7 @@ class EventServicer(rpc.EventServiceServicer):
                 if len(batch) < REPLAY_BATCH:
                     break
             while True:  # live
-                live = await sub.next(self._heartbeat)
+                live = await sub.next()
                 if sub.overflowed:
                     raise SubscriberTooSlow(
                         f"this subscriber fell more than {sub.queue.maxsize} events behind;"

@@ -34,8 +34,8 @@ UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[An
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
-def _request_id(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
         if (
             key == REQUEST_ID_HEADER
             and isinstance(value, str)
@@ -63,6 +63,10 @@ async def _fail(exc: Exception, method: str, rid: str, context: grpc.aio.Service
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Sets the request id context, logs one line per RPC, and maps errors to rich statuses."""
 
+    def __init__(self) -> None:
+        # Handlers are registered once per method: wrap each once, not on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
@@ -72,24 +76,29 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_OUR_PREFIX):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, handler_call_details),  # type: ignore[arg-type]
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, handler_call_details),  # type: ignore[arg-type]
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     @staticmethod
-    def _wrap_unary(method: str, behavior: UnaryBehavior, details: grpc.HandlerCallDetails) -> UnaryBehavior:
+    def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            rid = _request_id(details)
+            rid = _request_id(context)
             token = request_id_var.set(rid)
             started = time.perf_counter()
             try:
@@ -109,11 +118,9 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
         return wrapper
 
     @staticmethod
-    def _wrap_stream(
-        method: str, behavior: StreamBehavior, details: grpc.HandlerCallDetails
-    ) -> StreamBehavior:
+    def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            rid = _request_id(details)
+            rid = _request_id(context)
             token = request_id_var.set(rid)
             try:
                 async for item in behavior(request, context):

@@ -210,6 +210,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._metrics = metrics
         # Keyed by the registered method path, so bounded by the services we serve.
         self._recorders: dict[tuple[str, str], _Recorder] = {}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     def _recorder(self, path: str, rpc_type: str) -> _Recorder:
         recorder = self._recorders.get((path, rpc_type))
@@ -224,8 +225,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; Go does not count these either
             return handler
+        # Handlers are registered once per method: wrap each once, not on every call.
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, handler_call_details.method)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         rpc_type = _rpc_type(handler.request_streaming, handler.response_streaming)
-        rec = self._recorder(handler_call_details.method, rpc_type)
+        rec = self._recorder(method, rpc_type)
         codecs: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,

@@ -11,6 +11,7 @@ cut off (``overflowed``) instead of slowing ingest or the other subscribers. It 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -68,14 +69,17 @@ class _NullObserver:
 
 
 class Subscription:
-    """One subscriber's bounded queue of live events. Use as a context manager."""
+    """One subscriber's bounded queue of live events. Use as a context manager.
+
+    ``None`` in the queue is a heartbeat tick: the bus puts one in every idle queue each heartbeat
+    interval, so an idle stream needs no timer of its own (thousands of streams, one timer).
+    """
 
     def __init__(self, bus: EventBus, flt: EventFilter, maxsize: int) -> None:
         self.filter = flt
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.overflowed = False
         self._bus = bus
-        self._wake = asyncio.Event()
 
     def offer(self, event: Event) -> None:
         """Queue a matching event, or mark the subscriber overflowed. Never blocks."""
@@ -84,29 +88,26 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
+            # The consumer finds the queue full of events, drains none of them: it checks
+            # ``overflowed`` first and ends its stream.
             self.overflowed = True
-            self._wake.set()
             self._bus.drop(self, overflow=True)
 
-    async def next(self, timeout: float) -> Event | None:
-        """The next live event, or None after ``timeout`` seconds (or once overflowed)."""
+    def tick(self) -> None:
+        """Heartbeat: wake an idle consumer (a busy one is already receiving events)."""
+        if self.queue.empty():
+            self.queue.put_nowait(None)
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next live event, or None for a heartbeat tick (or after ``timeout`` seconds)."""
         if self.overflowed:
             return None
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        getter = asyncio.ensure_future(self.queue.get())
-        waker = asyncio.ensure_future(self._wake.wait())
+        if timeout is None:
+            return await self.queue.get()
         try:
-            done, _ = await asyncio.wait(
-                {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waker.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done and not getter.cancelled():
-            return getter.result()
-        return None
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
 
     def close(self) -> None:
         """Stop receiving events."""
@@ -122,12 +123,32 @@ class Subscription:
 class EventBus:
     """Fans logged events out to in-process subscribers."""
 
-    def __init__(self, *, queue_size: int = 1000, observer: BusObserver | None = None) -> None:
+    def __init__(
+        self, *, queue_size: int = 1000, heartbeat_seconds: float = 15.0, observer: BusObserver | None = None
+    ) -> None:
         self._subscribers: set[Subscription] = set()
         self._queue_size = queue_size
+        self._heartbeat = heartbeat_seconds
         self._observer: BusObserver = observer or _NullObserver()
+        self._ticker: asyncio.Task[None] | None = None
         self.head = 0
         """The cursor of the newest published event."""
+
+    async def __aenter__(self) -> EventBus:
+        self._ticker = asyncio.create_task(self._tick_forever(), name="event-heartbeats")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            for sub in list(self._subscribers):
+                sub.tick()
 
     def subscribe(self, flt: EventFilter) -> Subscription:
         """Start buffering matching live events (before reading the log, to leave no gap)."""

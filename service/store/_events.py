@@ -37,6 +37,7 @@ _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks(_COLUMNS)})"
     # A ZEGO retry of a stored (instance, Sequence) is a no-op: ZEGO gets its 2xx, we keep one.
     " ON CONFLICT (instance_id, sequence) WHERE sequence IS NOT NULL DO NOTHING"
+    " RETURNING cursor"
 )
 
 
@@ -82,15 +83,10 @@ def event_from_row(row: sqlite3.Row) -> Event:
 
 async def append(conn: aiosqlite.Connection, event: NewEvent) -> Event | None:
     """Insert ``event``; None when (instance, Sequence) is already stored."""
-    cursor = await conn.execute(_INSERT, _params(event))
-    try:
-        if cursor.rowcount != 1:
-            return None
-        rowid = cursor.lastrowid
-    finally:
-        await cursor.close()
-    assert rowid is not None
-    return Event(**{**event.__dict__, "cursor": int(rowid)})
+    rows = list(await conn.execute_fetchall(_INSERT, _params(event)))  # one thread hop
+    if not rows:
+        return None
+    return Event(**{**event.__dict__, "cursor": int(rows[0][0])})
 
 
 async def attach(
@@ -109,13 +105,14 @@ async def attach(
 
 async def bounds(conn: aiosqlite.Connection) -> tuple[int, int]:
     """(purged_through, head): resumable cursors are those >= purged_through and <= head."""
-    async with conn.execute("SELECT purged_through FROM event_log_meta WHERE id = 1") as cur:
-        row = await cur.fetchone()
-    purged = int(row[0]) if row else 0
-    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
-        row = await cur.fetchone()
-    head = int(row[0]) if row else 0
-    return purged, head
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT (SELECT purged_through FROM event_log_meta WHERE id = 1),"
+            " (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
+        )
+    )
+    purged, head = rows[0] if rows else (0, 0)
+    return int(purged or 0), int(head or 0)
 
 
 def _filter_sql(flt: EventFilter) -> tuple[list[str], list[Any]]:
@@ -149,8 +146,7 @@ async def events_after(conn: aiosqlite.Connection, after: int, limit: int, flt: 
     """Matching delivered events with cursor > ``after``, in cursor order."""
     where, params = _filter_sql(flt)
     sql = f"SELECT * FROM events WHERE cursor > ? AND {' AND '.join(where)} ORDER BY cursor LIMIT ?"
-    async with conn.execute(sql, (after, *params, limit)) as cur:
-        rows = await cur.fetchall()
+    rows = await conn.execute_fetchall(sql, (after, *params, limit))
     return [event_from_row(row) for row in rows]
 
 

@@ -82,13 +82,21 @@ def _session(row: sqlite3.Row) -> SessionRecord:
         raise StoreError(f"unreadable session row {row['session_id']!r}: {e}") from e
 
 
+# Each aiosqlite call is a hop to its worker thread, and the hops, not SQLite, dominate the cost of
+# a ledger call: so every statement here runs in one hop (execute_fetchall), RETURNING included.
+
+
 async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-    async with conn.execute(sql, params) as cur:
-        return await cur.fetchone()
+    rows = await conn.execute_fetchall(sql, params)
+    return next(iter(rows), None)
 
 
 async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
     return list(await conn.execute_fetchall(sql, params))
+
+
+async def _exec(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+    await conn.execute_fetchall(sql, params)
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
@@ -167,9 +175,9 @@ class SqliteLedger(EventLogMixin):
             conn = self._connection()
             try:
                 # Inside the try: a caller cancelled while BEGIN runs must not leave it open.
-                await _run(conn, "BEGIN IMMEDIATE")
+                await conn.execute_fetchall("BEGIN IMMEDIATE")
                 yield conn
-                await _run(conn, "COMMIT")
+                await conn.execute_fetchall("COMMIT")
             except sqlite3.Error as e:
                 await _rollback(conn)
                 raise StoreError(f"ledger transaction failed: {e}") from e
@@ -219,7 +227,7 @@ class SqliteLedger(EventLogMixin):
             capacity = await self._capacity(conn, pool, limit)
             if capacity.in_use >= limit:
                 return ReserveOutcome(session=None, created=False, capacity=capacity)
-            await _run(
+            await _exec(
                 conn,
                 f"INSERT INTO sessions ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})",
                 params,
@@ -239,7 +247,7 @@ class SqliteLedger(EventLogMixin):
         cause: str,
         detail: str,
     ) -> None:
-        await _run(
+        await _exec(
             conn,
             "INSERT INTO session_transitions (session_id, from_state, to_state, at, cause, detail)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -251,10 +259,10 @@ class SqliteLedger(EventLogMixin):
     ) -> SessionRecord:
         """Apply ``columns`` and bump the version, guarded by the state and version just read."""
         sets = ", ".join(f"{c} = :{c}" for c in columns)
-        changed = await _run(
-            conn,
+        rows = await conn.execute_fetchall(
             f"UPDATE sessions SET {sets}, version = version + 1"
-            " WHERE session_id = :_id AND state = :_state AND version = :_version",
+            " WHERE session_id = :_id AND state = :_state AND version = :_version"
+            f" RETURNING {', '.join(_rows.SESSION_COLUMNS)}",
             {
                 **columns,
                 "_id": current.session_id,
@@ -262,10 +270,10 @@ class SqliteLedger(EventLogMixin):
                 "_version": current.version,
             },
         )
-        updated = await self._get(conn, current.session_id)
-        if changed != 1 or updated is None:  # cannot happen under BEGIN IMMEDIATE; never write blind
-            raise TransitionConflict(updated)
-        return updated
+        updated = [_session(row) for row in rows]
+        if len(updated) != 1:  # cannot happen under BEGIN IMMEDIATE; never write blind
+            raise TransitionConflict(await self._get(conn, current.session_id))
+        return updated[0]
 
     async def _transition(
         self,
@@ -438,7 +446,7 @@ class SqliteLedger(EventLogMixin):
     async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
         """Store a result unless one exists for (method, request_id); return the stored one."""
         async with self._write() as conn:
-            await _run(
+            await _exec(
                 conn,
                 "INSERT INTO idempotency_keys (method, request_id, request_hash, response, created_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (method, request_id) DO NOTHING",
@@ -474,6 +482,6 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
     # Best effort: the original error matters more, and a failed COMMIT may already have ended
     # the transaction ("no transaction is active").
     try:
-        await _run(conn, "ROLLBACK")
+        await conn.execute_fetchall("ROLLBACK")
     except sqlite3.Error as e:
         log.debug("rollback failed: %s", e)

@@ -146,19 +146,19 @@ class EventLogMixin:
             return await _events.purge_before(conn, received_before)
 
 
+# One thread hop per statement (see service.store.sqlite).
+
+
 async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    async with conn.execute(sql, params) as cur:
-        return await cur.fetchone()
+    return next(iter(await conn.execute_fetchall(sql, params)), None)
 
 
 async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    async with conn.execute(sql, params) as cur:
-        return list(await cur.fetchall())
+    return list(await conn.execute_fetchall(sql, params))
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> None:
-    cursor = await conn.execute(sql, params)
-    await cursor.close()
+    await conn.execute_fetchall(sql, params)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -226,3 +226,15 @@ async def test_secrets_never_reach_logs(stub: rpc.AgentServiceStub, caplog: pyte
         await stub.CreateAgent(api.CreateAgentRequest(agent=make_agent()), timeout=5)
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert API_KEY not in text and TTS_TOKEN not in text
+
+
+async def test_a_client_request_id_is_echoed_in_errors_and_trailers(stub: rpc.AgentServiceStub) -> None:
+    call = stub.GetAgent(
+        api.GetAgentRequest(agent_id="missing"), timeout=5, metadata=(("x-request-id", "trace-42"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert rich_error(info.value).get(error_details_pb2.RequestInfo).request_id == "trace-42"
+    ok = stub.ListAgents(api.ListAgentsRequest(), timeout=5, metadata=(("x-request-id", "trace-43"),))
+    await ok
+    assert ("x-request-id", "trace-43") in tuple(await ok.trailing_metadata())
