@@ -82,7 +82,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     stack.push_async_callback(zego.aclose)
 
     bus = EventBus(
-        queue_size=settings.subscriber_queue_size, heartbeat_seconds=settings.heartbeat_seconds, observer=metrics
+        queue_size=settings.subscriber_queue_size,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        observer=metrics,
     )
     await stack.enter_async_context(bus)
     events = EventLog(ledger, bus, observer=metrics)
