@@ -90,7 +90,7 @@ check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto
 	$(BIN)/python tools/genproto.py --check $(GEN)
 
 bench: $(STAMP) ## run the benchmark harness (separate from make test)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean: ## remove the virtualenv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""Client-side building blocks shared by the workers and the scenarios.
+
+Both targets are driven through the same helpers: ``kind`` is ``"agentgw"`` (typed stubs, signed
+ZEGO callbacks) or ``"bare"`` (the baseline's raw-bytes methods and ``/push``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from bench.baseline import HEARTBEAT, UNARY, WATCH
+from bench.config import AGENT_ID, APP_ID, CALLBACK_SECRET
+from service.gen.agentgw.v1 import event_service_pb2 as events_api
+from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
+from service.gen.agentgw.v1 import session_service_pb2 as sessions_api
+from service.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
+from service.zego.signing import callback_signature
+
+__all__ = [
+    "CALLBACK_PATH",
+    "PUSH_PATH",
+    "callback_body",
+    "channel_options",
+    "event_text",
+    "parse_text",
+    "unary_caller",
+    "watch",
+]
+
+CALLBACK_PATH = "/v1/zego/callbacks"
+PUSH_PATH = "/push"
+Kind = str
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """One TCP connection per channel, so streams spread over the channels asked for."""
+    return [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 16 << 20)]
+
+
+def event_text(tag: str, number: int, sent_at: float) -> str:
+    """The LLMResult Text that carries an event's id and its send time (time.time())."""
+    return f"{tag}|{number}|{sent_at:.6f}"
+
+
+def parse_text(text: str) -> tuple[str, int, float]:
+    """(tag, number, sent_at) of an ``event_text``."""
+    tag, number, sent_at = text.split("|")
+    return tag, int(number), float(sent_at)
+
+
+def callback_body(
+    *,
+    instance_id: str,
+    agent_user_id: str,
+    room_id: str,
+    sequence: int,
+    text: str = "",
+    event: str = "LLMResult",
+) -> bytes:
+    """A ZEGO server callback, signed as ZEGO signs it (spec §8.4)."""
+    timestamp = int(time.time() * 1000)
+    nonce = secrets.token_hex(8)
+    data: dict[str, Any] = {"Text": text, "Round": 1} if event == "LLMResult" else {}
+    if event == "AgentInstanceCreated":
+        data = {"CreatedTimestamp": timestamp}
+    body = {
+        "AppId": APP_ID,
+        "Event": event,
+        "Nonce": nonce,
+        "Timestamp": timestamp,
+        "Signature": callback_signature(CALLBACK_SECRET, str(timestamp), nonce),
+        "AgentInstanceId": instance_id,
+        "AgentUserId": agent_user_id,
+        "AgentId": AGENT_ID,
+        "RoomId": room_id,
+        "Sequence": sequence,
+        "Data": data,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def unary_caller(channel: grpc.aio.Channel, kind: Kind, session_id: str) -> Callable[[], Awaitable[object]]:
+    """A no-argument coroutine function making one unary call of the scenario."""
+    if kind == "agentgw":
+        stub = sessions_rpc.SessionServiceStub(channel)
+        request = sessions_api.GetSessionRequest(session_id=session_id)
+
+        def get_session() -> Awaitable[object]:
+            return stub.GetSession(request, timeout=10)
+
+        return get_session
+    method = channel.unary_unary(UNARY, request_serializer=None, response_deserializer=None)
+    payload = sessions_api.GetSessionRequest(session_id=session_id).SerializeToString()
+
+    def bare() -> Awaitable[object]:
+        return method(payload, timeout=10)
+
+    return bare
+
+
+def _bare_text(message: bytes) -> str:
+    data = json.loads(message)["Data"]
+    return str(data.get("Text", ""))
+
+
+async def watch(
+    channel: grpc.aio.Channel, kind: Kind, *, oldest: bool = False
+) -> AsyncIterator[tuple[str, str]]:
+    """Yield ("event", LLMResult text) or ("heartbeat", "") for each message of one stream."""
+    if kind == "agentgw":
+        stub = events_rpc.EventServiceStub(channel)
+        start = events_api.START_POSITION_OLDEST if oldest else events_api.START_POSITION_NOW
+        call = stub.WatchEvents(events_api.WatchEventsRequest(start=start))
+        async for response in call:
+            if response.WhichOneof("item") == "heartbeat":
+                yield "heartbeat", ""
+            else:
+                yield "event", response.event.llm_result.text
+        return
+    bare = channel.unary_stream(WATCH, request_serializer=None, response_deserializer=None)(b"sub")
+    async for message in bare:
+        if message == HEARTBEAT:
+            yield "heartbeat", ""
+        else:
+            yield "event", _bare_text(message)
+
+
+async def replay_count(channel: grpc.aio.Channel, kind: Kind, count: int, payload: bytes) -> int:
+    """Receive ``count`` replayed events (agentgw: from the oldest; bare: ``payload`` from memory).
+
+    Both sides parse every message as a ``WatchEventsResponse``, so the client's work is the same.
+    """
+    received = 0
+    if kind == "agentgw":
+        stub = events_rpc.EventServiceStub(channel)
+        call = stub.WatchEvents(events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST))
+        async for response in call:
+            if response.WhichOneof("item") == "event":
+                received += 1
+                if received >= count:
+                    call.cancel()
+                    break
+        return received
+    bare = channel.unary_stream(WATCH, request_serializer=None, response_deserializer=None)(
+        b"replay:%d:%s" % (count, payload)
+    )
+    parse = events_api.WatchEventsResponse.FromString
+    async for message in bare:
+        if parse(message).WhichOneof("item") == "event":
+            received += 1
+    return received

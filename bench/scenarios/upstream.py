@@ -1,0 +1,88 @@
+"""Scenario 2, upstream overhead: CreateSession + EndSession through agentgw against the same two
+ZEGO calls (CreateAgentInstance + DeleteAgentInstance) made directly with ``ZegoClient`` at the
+emulator, at the same concurrency, a fixed number of pairs each.
+
+Targets: agentgw adds <= 2 ms at p50 and <= 5 ms at p99 to a create+end pair.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.report import Row
+from bench.scenarios.common import Context, gateway, profiled
+from bench.stats import summary
+from bench.workers import WorkerPool
+
+NAME = "2 upstream"
+
+
+async def _measure(ctx: Context, mode: str, target: str, pid: int | None) -> dict[str, Any]:
+    p = ctx.params
+    spec = {
+        "mode": mode,
+        "target": target,
+        "emulator_url": ctx.emulator_url,
+        "concurrency": p.upstream_concurrency,
+        "pairs": p.upstream_pairs,
+        "seconds": 60.0,
+        "warmup": 20,
+        "prefix": f"{mode}{int(time.time() * 1000) % 10**9}",
+        "max_seconds": 180,
+    }
+    async with await WorkerPool.start(ctx.procs, "upstream", [spec]) as pool:
+        await pool.ready()
+        if pid is None:
+            pool.broadcast("go")
+            (result,) = await pool.results(120)
+        else:
+            async with profiled(ctx, pid, f"upstream-{mode}"):
+                pool.broadcast("go")
+                (result,) = await pool.results(120)
+    pairs = [c + e for c, e in zip(result["create_ms"], result["end_ms"], strict=True)]
+    return {
+        "pair": summary(pairs),
+        "create": summary(result["create_ms"]),
+        "end": summary(result["end_ms"]),
+        "throughput": len(pairs) / result["elapsed"],
+        "errors": result["errors"],
+    }
+
+
+async def run(ctx: Context) -> None:
+    async with gateway(ctx, "upstream") as gw:
+        ours = await _measure(ctx, "agentgw", gw.grpc_target, gw.pid)
+        direct = await _measure(ctx, "direct", "", None)
+    ctx.report.details["upstream"] = {"agentgw": ours, "direct": direct}
+    clean = not ours["errors"] and not direct["errors"]
+    if not clean:
+        print(f"  errors: agentgw {ours['errors']} direct {direct['errors']}")
+    added_p50 = ours["pair"]["p50"] - direct["pair"]["p50"]
+    added_p99 = ours["pair"]["p99"] - direct["pair"]["p99"]
+    add = ctx.report.add
+    add(
+        Row(
+            NAME,
+            "create+end p50 (base: direct)",
+            ours["pair"]["p50"],
+            direct["pair"]["p50"],
+            "ms",
+            f"added <= 2 ms ({added_p50:+.2f})",
+            clean and added_p50 <= 2.0,
+        )
+    )
+    add(
+        Row(
+            NAME,
+            "create+end p99 (base: direct)",
+            ours["pair"]["p99"],
+            direct["pair"]["p99"],
+            "ms",
+            f"added <= 5 ms ({added_p99:+.2f})",
+            clean and added_p99 <= 5.0,
+        )
+    )
+    add(Row(NAME, "create p50", ours["create"]["p50"], direct["create"]["p50"], "ms"))
+    add(Row(NAME, "end p50", ours["end"]["p50"], direct["end"]["p50"], "ms"))
+    add(Row(NAME, "pairs/s at c=10", ours["throughput"], direct["throughput"], "/s"))
