@@ -105,9 +105,7 @@ class SessionServicer(rpc.SessionServiceServicer):
         v = Violations()
         _session_id(v, request.session_id)
         v.raise_if_any()
-        record = await self._sessions.get(request.session_id)
-        transitions = await self._sessions.transitions(request.session_id)
-        stats = await self._sessions.ledger.turn_stats(request.session_id)
+        record, transitions, stats = await self._sessions.view(request.session_id)
         session = session_to_proto(record)
         session.turn_stats.CopyFrom(
             spb.TurnStats(

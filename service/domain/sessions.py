@@ -33,6 +33,7 @@ from service.domain.model import (
     SessionRecord,
     SessionState,
     Transition,
+    TurnStats,
 )
 from service.domain.session_spec import CreateSpec, create_instance
 from service.errors import CapacityExhausted, FailedPrecondition, NotFound, RequestIdReused
@@ -245,6 +246,13 @@ class SessionService:
         if record is None:
             raise NotFound("session", session_id, "SESSION_NOT_FOUND")
         return record
+
+    async def view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats]:
+        """A session with its transitions and turn statistics (one ledger read), or ``NotFound``."""
+        found = await self._ledger.session_view(session_id)
+        if found is None:
+            raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        return found
 
     async def transitions(self, session_id: str) -> list[Transition]:
         """A session's recorded transitions."""

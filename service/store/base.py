@@ -187,6 +187,9 @@ class Ledger(Protocol):
     ) -> None:
         """Keep one measured ("spoken") or "abandoned" turn of a session."""
 
+    async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
+        """A session, its transitions and its turn statistics, read together."""
+
     async def turn_stats(self, session_id: str) -> TurnStats:
         """A session's turn statistics."""
 

@@ -187,7 +187,11 @@ class SqliteLedger(EventLogMixin):
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Exclusive use of the connection for a read (see the module docstring for why)."""
+        """Exclusive use of the connection for reads, or for one write statement.
+
+        The connection is in autocommit mode, so a single statement run here is its own atomic
+        transaction: that saves the BEGIN and COMMIT hops where one statement is all there is.
+        """
         async with self._lock:
             conn = self._connection()
             try:
