@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.config import Secret, Settings
@@ -160,10 +160,8 @@ _DETAIL_TYPES = (
 )
 
 
-def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
-    """Unpack the status details of an aio RPC error."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
+def unpack_details(status: status_pb2.Status) -> list[Message]:
+    """The known detail messages of a google.rpc.Status, unpacked."""
     details: list[Message] = []
     for packed in status.details:
         for kind in _DETAIL_TYPES:
@@ -171,4 +169,11 @@ def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
                 msg = kind()
                 packed.Unpack(msg)
                 details.append(msg)
-    return RichError(exc.code(), status.message, details)
+    return details
+
+
+def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
+    """Unpack the status details of an aio RPC error."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
+    return RichError(exc.code(), status.message, unpack_details(status))

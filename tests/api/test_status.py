@@ -5,30 +5,16 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service import errors
 from service.api.status import to_status
 from service.zego import exceptions as zx
+from tests.conftest import unpack_details
 
 
-def _details(status: object) -> dict[type[Message], Message]:
-    found: dict[type[Message], Message] = {}
-    for packed in status.details:  # type: ignore[attr-defined]
-        for kind in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.QuotaFailure,
-            error_details_pb2.RetryInfo,
-            error_details_pb2.ResourceInfo,
-            error_details_pb2.PreconditionFailure,
-            error_details_pb2.RequestInfo,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                msg = kind()
-                packed.Unpack(msg)
-                found[kind] = msg
-    return found
+def _details(status: status_pb2.Status) -> dict[type[Message], Message]:
+    return {type(detail): detail for detail in unpack_details(status)}
 
 
 def api_error(code: int, action: str = "RegisterAgent") -> zx.ZegoApiError:
