@@ -87,10 +87,7 @@ async def _list_faults(request: Request) -> JSONResponse:
 
 
 async def _clear_faults(request: Request) -> JSONResponse:
-    faults = _emulator(request).faults
-    cleared = len(faults.active())
-    faults.clear()
-    return JSONResponse({"cleared": cleared})
+    return JSONResponse({"cleared": _emulator(request).faults.clear()})
 
 
 async def _verify_token(request: Request) -> JSONResponse:

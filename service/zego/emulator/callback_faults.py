@@ -15,9 +15,10 @@ first-in first-out, exactly like the API faults in :mod:`.faults`:
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from .faults import FaultError, FaultQueue, bounded_int
 
 __all__ = ["CALLBACK_EVENTS", "CallbackFault", "CallbackFaultError", "CallbackFaults"]
 
@@ -48,27 +49,30 @@ class CallbackFault:
     delay_ms: int = 0
     event: str | None = None
 
+    def matches(self, event: str) -> bool:
+        """Whether the fault applies to a callback of ``event``."""
+        return self.event in (None, event)
+
     def to_json(self) -> dict[str, Any]:
         """The admin representation."""
         return {"mode": self.mode, "count": self.count, "delay_ms": self.delay_ms, "event": self.event}
 
 
-class CallbackFaultError(ValueError):
+class CallbackFaultError(FaultError):
     """Admin input describing an impossible callback fault (answered with HTTP 400)."""
 
 
 def _int(payload: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = payload.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise CallbackFaultError(f"{key} must be an integer between {lo} and {hi}")
+    try:
+        value = bounded_int(payload, key, default, lo, hi)
+    except FaultError as exc:
+        raise CallbackFaultError(str(exc)) from None
+    assert value is not None
     return value
 
 
-class CallbackFaults:
-    """Active callback faults, applied first-in first-out."""
-
-    def __init__(self) -> None:
-        self._faults: deque[CallbackFault] = deque()
+class CallbackFaults(FaultQueue[CallbackFault]):
+    """Active callback faults, applied first-in first-out (the same queue as the API faults)."""
 
     def add(self, payload: Any) -> CallbackFault:
         """Validate admin JSON, e.g. ``{"mode": "drop", "count": 2, "event": "LLMResult"}``."""
@@ -87,26 +91,4 @@ class CallbackFaults:
         delay_ms = _int(payload, "delay_ms", 0, 0, MAX_DELAY_MS)
         if mode == "delay" and not delay_ms:
             raise CallbackFaultError("mode delay needs a positive delay_ms")
-        fault = CallbackFault(mode=mode, count=count, delay_ms=delay_ms, event=event)
-        self._faults.append(fault)
-        return fault
-
-    def take(self, event: str) -> CallbackFault | None:
-        """Consume one use of the first fault matching ``event``, if any."""
-        for fault in self._faults:
-            if fault.event in (None, event):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    def active(self) -> list[dict[str, Any]]:
-        """Active faults, for the admin API."""
-        return [f.to_json() for f in self._faults]
-
-    def clear(self) -> int:
-        """Remove every fault; returns how many there were."""
-        cleared = len(self._faults)
-        self._faults.clear()
-        return cleared
+        return self.push(CallbackFault(mode=mode, count=count, delay_ms=delay_ms, event=event))

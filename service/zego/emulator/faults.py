@@ -6,9 +6,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["Fault", "FaultTable", "TokenBuckets"]
+__all__ = ["Fault", "FaultError", "FaultQueue", "FaultTable", "TokenBuckets", "bounded_int"]
 
 ANY_ACTION = "*"
 MODES = ("timeout", "drop")
@@ -29,6 +29,10 @@ class Fault:
     latency_ms: int = 0
     mode: str | None = None
 
+    def matches(self, action: str) -> bool:
+        """Whether the fault applies to a call of ``action``."""
+        return self.action in (action, ANY_ACTION)
+
     def to_json(self) -> dict[str, Any]:
         """The admin representation."""
         return {
@@ -44,7 +48,8 @@ class FaultError(ValueError):
     """Admin input describing an impossible fault (answered with HTTP 400)."""
 
 
-def _int(payload: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:
+def bounded_int(payload: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An optional integer admin field within [lo, hi]; FaultError names the key otherwise."""
     value = payload.get(key, default)
     if value is None:
         return None
@@ -53,12 +58,58 @@ def _int(payload: dict[str, Any], key: str, default: int | None, lo: int, hi: in
     return value
 
 
-class FaultTable:
-    """Faults per action, applied first-in first-out."""
+_int = bounded_int
+
+
+class _Countable(Protocol):
+    count: int
+
+    def matches(self, key: str) -> bool: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+F = TypeVar("F", bound=_Countable)
+
+
+class FaultQueue(Generic[F]):
+    """Faults applied first-in first-out, each to the next ``count`` matching uses."""
+
+    def __init__(self) -> None:
+        self._faults: deque[F] = deque()
+
+    def push(self, fault: F) -> F:
+        """Activate a validated fault."""
+        self._faults.append(fault)
+        return fault
+
+    def take(self, key: str) -> F | None:
+        """Consume one use of the first fault matching ``key``, if any."""
+        for fault in self._faults:
+            if fault.matches(key):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def active(self) -> list[dict[str, Any]]:
+        """Active faults, for the admin API."""
+        return [f.to_json() for f in self._faults]
+
+    def clear(self) -> int:
+        """Remove every fault; returns how many there were."""
+        cleared = len(self._faults)
+        self._faults.clear()
+        return cleared
+
+
+class FaultTable(FaultQueue[Fault]):
+    """API faults per action, applied first-in first-out."""
 
     def __init__(self, actions: Collection[str]) -> None:
+        super().__init__()
         self._actions = frozenset(actions)
-        self._faults: deque[Fault] = deque()
 
     def add(self, payload: Any) -> Fault:
         """Validate admin JSON, e.g. ``{"action": "CreateAgentInstance", "code": 410000001, "count": 2}``."""
@@ -81,27 +132,7 @@ class FaultTable:
         if code is None and mode is None and not latency:
             raise FaultError("give a code, a latency_ms or a mode")
         assert count is not None and latency is not None
-        fault = Fault(action=action, count=count, code=code, latency_ms=latency, mode=mode)
-        self._faults.append(fault)
-        return fault
-
-    def take(self, action: str) -> Fault | None:
-        """Consume one use of the first fault matching ``action``, if any."""
-        for fault in self._faults:
-            if fault.action in (action, ANY_ACTION):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    def active(self) -> list[dict[str, Any]]:
-        """Active faults, for the admin API."""
-        return [f.to_json() for f in self._faults]
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        self._faults.clear()
+        return self.push(Fault(action=action, count=count, code=code, latency_ms=latency, mode=mode))
 
 
 class TokenBuckets:
