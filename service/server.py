@@ -89,6 +89,10 @@ def grpc_server_options() -> list[tuple[str, int]]:
         # Rebalance connections across replicas and exercise stream resumption routinely.
         ("grpc.max_connection_age_ms", 30 * 60_000),
         ("grpc.max_connection_age_grace_ms", 5 * 60_000),
+        # gRPC core cancels calls beyond 3,000 waiting to be served; a burst of reconnecting
+        # WatchEvents subscribers after a deploy is larger than that.
+        ("grpc.server.max_pending_requests", 20_000),
+        ("grpc.server.max_pending_requests_hard_limit", 20_000),
     ]
 
 
