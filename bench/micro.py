@@ -3,8 +3,8 @@
 Evidence for the report's hot-path findings, and a check for a fix: it counts aiosqlite
 worker-thread round trips per operation and times
 
-* GetSession's three reads as ``SessionServicer.GetSession`` makes them (get_session,
-  transitions, turn_stats), sequentially and 50 at a time;
+* GetSession's reads: the three ledger reads (get_session, transitions, turn_stats) and, where
+  the ledger has it, ``session_view`` (all three in one statement), sequentially and 50 at a time;
 * the same three SQL statements in ONE worker-thread hop (``asyncio.to_thread`` on a sqlite3
   connection of its own), and synchronously on the event loop (a primary-key read in WAL mode);
 * one callback's ledger work: find_by_instance_id + append_event, the append alone, the same
@@ -104,9 +104,16 @@ async def main() -> None:
         async def on_loop() -> None:
             read_sync()
 
-        print("GetSession's reads (one ACTIVE-less session, no turns):")
+        async def view() -> None:
+            await ledger.session_view(sid)
+
+        print("GetSession's reads (one session, no turns):")
         for concurrency in (1, 50):
-            await _timed(f"3 ledger reads as GetSession, c={concurrency}", three_reads, 4000, concurrency)
+            await _timed(
+                f"get_session + transitions + turn_stats, c={concurrency}", three_reads, 4000, concurrency
+            )
+            if hasattr(ledger, "session_view"):
+                await _timed(f"session_view (one statement), c={concurrency}", view, 4000, concurrency)
             await _timed(f"same SQL, one thread hop, c={concurrency}", one_hop, 4000, concurrency)
             await _timed(f"same SQL, on the event loop, c={concurrency}", on_loop, 4000, concurrency)
         numbers = iter(range(10**6))

@@ -254,7 +254,10 @@ async def start_gateway(
         "AGENTGW_SHUTDOWN_GRACE_SECONDS": "1",
         **(extra_env or {}),
     }
-    proc = await procs.spawn("agentgw", ["-m", "service"], env=env)
+    # BENCH_AGENTGW_WRAPPER=script.py runs agentgw through a script (which ends by running the
+    # ``service`` module): a way to A/B a proposed fix as a monkeypatch, without editing service/.
+    wrapper = os.environ.get("BENCH_AGENTGW_WRAPPER")
+    proc = await procs.spawn("agentgw", [wrapper] if wrapper else ["-m", "service"], env=env)
     http_url = f"http://127.0.0.1:{http_port}"
     await wait_ready(proc, _http_ok(f"{http_url}/readyz"), "agentgw")
     return Gateway(proc, f"127.0.0.1:{grpc_port}", http_url, db_path)
