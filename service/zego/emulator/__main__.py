@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=_env("TIME_SCALE", "1.0"), help="multiplies delays")
     p.add_argument("--voice-limit", type=int, default=_env("VOICE_LIMIT", "10"))
     p.add_argument("--dh-limit", type=int, default=_env("DH_LIMIT", "10"))
+    p.add_argument(
+        "--rate-limit", type=float, default=_env("RATE_LIMIT", "10"), help="requests per second per action"
+    )
     return p
 
 
@@ -93,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_seed=args.latency_seed,
             voice_instance_limit=args.voice_limit,
             digital_human_instance_limit=args.dh_limit,
+            rate_limit_per_second=args.rate_limit,
         )
     except ValueError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
