@@ -20,7 +20,7 @@ from service.api.event_convert import event_filter, event_to_proto
 from service.api.paging import page_size
 from service.domain.event_log import EventBus
 from service.domain.events import Event, EventFilter, EventType
-from service.errors import FailedPrecondition, OutOfRange, SubscriberTooSlow
+from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, OutOfRange, SubscriberTooSlow
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
 from service.store.base import Ledger
@@ -58,7 +58,7 @@ class EventServicer(rpc.EventServiceServicer):
         if start == api.START_POSITION_OLDEST:
             return purged
         if start != api.START_POSITION_AFTER_CURSOR:
-            raise OutOfRange("UNKNOWN_START_POSITION", "start is not a known StartPosition")
+            raise InvalidArgument([FieldViolation("start", "is not a known StartPosition")])
         return self._check_cursor(after_cursor, purged, head)
 
     @staticmethod

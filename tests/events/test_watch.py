@@ -209,6 +209,14 @@ async def test_filters_and_list_paging(stub: erpc.EventServiceStub, http: httpx.
             eapi.ListEventsRequest(filter=eapi.EventFilter(label_selector="bad key")), timeout=5
         )
     assert rich_error(info.value).field_paths == ["filter.label_selector"]
+    bad_start = stub.WatchEvents(eapi.WatchEventsRequest(start=9))  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(bad_start, 1)
+    assert rich_error(info.value).field_paths == ["start"]
+    bad_types = stub.WatchEvents(eapi.WatchEventsRequest(filter=eapi.EventFilter(event_types=[99])))  # type: ignore[list-item]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(bad_types, 1)
+    assert rich_error(info.value).field_paths == ["filter.event_types[0]"]
 
 
 async def test_resume_after_a_gateway_restart(emulator: Emulator, tmp_path: Path) -> None:
