@@ -973,8 +973,9 @@ class UpdateSessionRequest(_message.Message):
 
     @_builtins.property
     def tts(self) -> _agent_pb2.TtsConfig:
-        """New TTS configuration. vendor, filter_texts, terminator_text and character_filters cannot
-        change on a running session (ZEGO spec §5.9): they must equal the current values or be unset.
+        """New TTS configuration (replaces the running one whole). filter_texts, terminator_text and
+        character_filters are fixed for the instance's life (ZEGO spec §5.9) and must be left unset;
+        ZEGO refuses a different vendor.
         """
 
     @_builtins.property
