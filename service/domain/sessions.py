@@ -326,13 +326,11 @@ class SessionService:
             return None
         if not await self._ledger.has_event(record.instance_id, EventType.CREATED):
             return None
-        current = await self._ledger.get_session(record.session_id)
-        if current is not None and current.terminal:
-            return current
+        # Subscribe first, then read: an end that lands in between is seen by one or the other.
         with self._events.bus.subscribe(
             EventFilter(session_ids=frozenset({record.session_id}), event_types=frozenset({EventType.ENDED}))
         ) as ended:
-            current = await self._ledger.get_session(record.session_id)  # it may have ended meanwhile
+            current = await self._ledger.get_session(record.session_id)
             if current is not None and current.terminal:
                 return current
             if await ended.next(self._end_confirm) is None:
