@@ -1,21 +1,21 @@
 """SQL of the session event log (table ``events``), kept apart from the session store.
 
-Every function takes an open connection inside the caller's transaction or read lock.
+Every function takes an open ``sqlite3`` connection and runs on the thread that owns it, inside
+the caller's transaction where it writes (see ``service.store._db``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
-
-import aiosqlite
 
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.store._query import label_clause, marks
 from service.store._rows import dump_labels
 
-__all__ = ["append", "attach", "bounds", "event_from_row", "events_after", "purge_before"]
+__all__ = ["append", "append_many", "attach", "bounds", "event_from_row", "events_after", "purge_before"]
 
 _COLUMNS = (
     "session_id",
@@ -81,36 +81,34 @@ def event_from_row(row: sqlite3.Row) -> Event:
     )
 
 
-async def append(conn: aiosqlite.Connection, event: NewEvent) -> Event | None:
+def append(conn: sqlite3.Connection, event: NewEvent) -> Event | None:
     """Insert ``event``; None when (instance, Sequence) is already stored."""
-    rows = list(await conn.execute_fetchall(_INSERT, _params(event)))  # one thread hop
+    rows = conn.execute(_INSERT, _params(event)).fetchall()  # fetchall: RETURNING must run to its end
     if not rows:
         return None
     return Event(**{**event.__dict__, "cursor": int(rows[0][0])})
 
 
-async def attach(
-    conn: aiosqlite.Connection, instance_id: str, session_id: str, labels: dict[str, str]
-) -> int:
+def append_many(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[Event | None]:
+    """``append`` each event in turn (inside the caller's one transaction: a group commit)."""
+    return [append(conn, event) for event in events]
+
+
+def attach(conn: sqlite3.Connection, instance_id: str, session_id: str, labels: dict[str, str]) -> int:
     """Give events that arrived before their session was known that session; returns how many."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "UPDATE events SET session_id = ?, labels = ? WHERE instance_id = ? AND session_id IS NULL",
         (session_id, dump_labels(labels), instance_id),
     )
-    try:
-        return int(cursor.rowcount)
-    finally:
-        await cursor.close()
+    return int(cursor.rowcount)
 
 
-async def bounds(conn: aiosqlite.Connection) -> tuple[int, int]:
+def bounds(conn: sqlite3.Connection) -> tuple[int, int]:
     """(purged_through, head): resumable cursors are those >= purged_through and <= head."""
-    rows = list(
-        await conn.execute_fetchall(
-            "SELECT (SELECT purged_through FROM event_log_meta WHERE id = 1),"
-            " (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
-        )
-    )
+    rows = conn.execute(
+        "SELECT (SELECT purged_through FROM event_log_meta WHERE id = 1),"
+        " (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
+    ).fetchall()
     purged, head = rows[0] if rows else (0, 0)
     return int(purged or 0), int(head or 0)
 
@@ -142,29 +140,21 @@ def _filter_sql(flt: EventFilter) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-async def events_after(conn: aiosqlite.Connection, after: int, limit: int, flt: EventFilter) -> list[Event]:
+def events_after(conn: sqlite3.Connection, after: int, limit: int, flt: EventFilter) -> list[Event]:
     """Matching delivered events with cursor > ``after``, in cursor order."""
     where, params = _filter_sql(flt)
     sql = f"SELECT * FROM events WHERE cursor > ? AND {' AND '.join(where)} ORDER BY cursor LIMIT ?"
-    rows = await conn.execute_fetchall(sql, (after, *params, limit))
+    rows = conn.execute(sql, (after, *params, limit)).fetchall()
     return [event_from_row(row) for row in rows]
 
 
-async def purge_before(conn: aiosqlite.Connection, received_before: float) -> int:
+def purge_before(conn: sqlite3.Connection, received_before: float) -> int:
     """Drop events received before the cut-off and remember how far the log was purged."""
-    async with conn.execute(
+    (through,) = conn.execute(
         "SELECT MAX(cursor) FROM events WHERE received_at < ?", (received_before,)
-    ) as cur:
-        row = await cur.fetchone()
-    through = row[0] if row else None
+    ).fetchall()[0]
     if through is None:
         return 0
-    cursor = await conn.execute("DELETE FROM events WHERE cursor <= ?", (through,))
-    try:
-        removed = int(cursor.rowcount)
-    finally:
-        await cursor.close()
-    await conn.execute(
-        "UPDATE event_log_meta SET purged_through = MAX(purged_through, ?) WHERE id = 1", (through,)
-    )
+    removed = int(conn.execute("DELETE FROM events WHERE cursor <= ?", (through,)).rowcount)
+    conn.execute("UPDATE event_log_meta SET purged_through = MAX(purged_through, ?) WHERE id = 1", (through,))
     return removed

@@ -6,7 +6,7 @@ store later without touching domain code. Every method is atomic on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -156,6 +156,9 @@ class Ledger(Protocol):
 
     async def append_event(self, event: NewEvent) -> Event | None:
         """Log one event with the next cursor; None when its (instance, Sequence) is already logged."""
+
+    async def append_events(self, events: Sequence[NewEvent]) -> list[Event | None]:
+        """``append_event`` for each, in order, in one transaction (all are stored, or none)."""
 
     async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
         """Assign a session to events logged before its instance id was known."""

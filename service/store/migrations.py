@@ -24,8 +24,6 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-import aiosqlite
-
 from service.store.base import StoreError
 
 __all__ = ["MIGRATIONS", "latest_version", "migrate", "split_statements"]
@@ -192,8 +190,8 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
-async def migrate(
-    conn: aiosqlite.Connection,
+def migrate(
+    conn: sqlite3.Connection,
     *,
     name: str,
     clock: Callable[[], float],
@@ -210,10 +208,8 @@ async def migrate(
         sqlite3.Error: a migration failed (it was rolled back).
     """
     newest_known = migrations[-1][0]
-    async with conn.execute(SCHEMA_MIGRATIONS_DDL):
-        pass
-    async with conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
+    conn.execute(SCHEMA_MIGRATIONS_DDL)
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
     newest = int(row[0]) if row is not None else 0
     if newest > newest_known:
         raise StoreError(
@@ -222,22 +218,21 @@ async def migrate(
         )
     for version, sql in migrations:
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             # Re-checked under the write lock: another process may have migrated meanwhile.
-            async with conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)) as cur:
-                done = await cur.fetchone() is not None
-            if not done:
+            done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone()
+            if done is None:
                 for statement in split_statements(sql):
-                    await conn.execute(statement)
-                await conn.execute(
+                    conn.execute(statement)
+                conn.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, clock())
                 )
-            await conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
             try:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             except sqlite3.Error as e:
                 log.debug("rollback failed: %s", e)
             raise
-        if not done:
+        if done is None:
             log.info("ledger %s migrated to schema version %d", name, version)

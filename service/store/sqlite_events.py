@@ -1,92 +1,96 @@
 """The event-log and turn methods of the SQLite ledger (a mixin of ``SqliteLedger``).
 
-They share the ledger's one connection and lock, so an event and a session transition can be
-written in one transaction; they live here to keep each module small.
+They share the ledger's database (``service.store._db``), so an event and a session transition
+can be written in one transaction; they live here to keep each module small.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import aiosqlite
 
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import SessionRecord, SessionState, Transition, TurnStats
 from service.store import _events, _rows
+from service.store import _sessions as _sql
+from service.store._db import Database, fetch_all, fetch_one
 from service.store.base import StoreError
 
 __all__ = ["EventLogMixin"]
 
+_SESSION_VIEW = (
+    f"SELECT {', '.join(_rows.SESSION_COLUMNS)},"
+    " (SELECT json_group_array(json_array(from_state, to_state, at, cause, detail))"
+    "  FROM (SELECT * FROM session_transitions t WHERE t.session_id = s.session_id ORDER BY t.id))"
+    "  AS view_transitions,"
+    " (SELECT json_group_array(json_array(outcome, latency_ms, budget_exceeded))"
+    "  FROM turns u WHERE u.session_id = s.session_id) AS view_turns"
+    " FROM sessions s WHERE s.session_id = ?"
+)
+
 
 class EventLogMixin:
-    """Event log, exceptions and turns; needs the host's ``_write``, ``_read`` and ``_get``."""
+    """Event log, exceptions and turns; needs the host's ``_db``."""
 
-    def _write(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    def _read(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    async def _get(self, conn: aiosqlite.Connection, session_id: str) -> SessionRecord | None:
-        raise NotImplementedError
-
-    async def _update(
-        self, conn: aiosqlite.Connection, current: SessionRecord, columns: Mapping[str, Any]
-    ) -> SessionRecord:
-        raise NotImplementedError
+    _db: Database
 
     # -- the event log --------------------------------------------------------------------------
 
     async def append_event(self, event: NewEvent) -> Event | None:
         """Log one event; None when ZEGO's (instance, Sequence) is already logged.
 
-        One statement is its own (autocommit) transaction: one thread hop instead of three, on
-        the path every callback takes.
+        One statement is its own (autocommit) transaction.
         """
-        async with self._read() as conn:  # a single INSERT: atomic on its own
-            return await _events.append(conn, event)
+        return await self._db.call(lambda conn: _events.append(conn, event))
+
+    async def append_events(self, events: Sequence[NewEvent]) -> list[Event | None]:
+        """Log several events in one transaction (a group commit), each as ``append_event`` would.
+
+        One transaction costs one thread hop and one WAL append for the whole group.
+        """
+        if len(events) == 1:
+            return [await self.append_event(events[0])]
+        return await self._db.write(lambda conn: _events.append_many(conn, events))
 
     async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
         """Assign a session to events logged before its instance id was known."""
-        async with self._write() as conn:
-            return await _events.attach(conn, instance_id, session_id, dict(labels))
+        return await self._db.call(lambda conn: _events.attach(conn, instance_id, session_id, dict(labels)))
 
     async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
         """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
-        async with self._read() as conn:
-            try:
-                return await _events.events_after(conn, after, limit, flt)
-            except ValueError as e:
-                raise StoreError(f"unreadable event: {e}") from e
+        try:
+            return await self._db.call(lambda conn: _events.events_after(conn, after, limit, flt))
+        except ValueError as e:
+            raise StoreError(f"unreadable event: {e}") from e
 
     async def event_bounds(self) -> tuple[int, int]:
         """(purged_through, head) of the event log."""
-        async with self._read() as conn:
-            return await _events.bounds(conn)
+        return self._db.read(_events.bounds)
 
     async def has_event(self, instance_id: str, event_type: EventType) -> bool:
         """Whether an event of this type was logged for the instance."""
-        async with self._read() as conn:
-            row = await _one(
+        row = self._db.read(
+            lambda conn: fetch_one(
                 conn,
                 "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
                 (instance_id, EventType(event_type).value),
             )
-            return row is not None
+        )
+        return row is not None
 
     async def record_exception(
         self, session_id: str, code: int, message: str, at: float
     ) -> SessionRecord | None:
         """Count an Exception callback on the session and keep the newest code and message."""
-        async with self._write() as conn:
-            current = await self._get(conn, session_id)
+
+        def record(conn: sqlite3.Connection) -> SessionRecord | None:
+            current = _sql.get(conn, session_id)
             if current is None:
                 return None
-            return await self._update(
+            return _sql.update_row(
                 conn,
                 current,
                 {
@@ -96,6 +100,8 @@ class EventLogMixin:
                     "updated_at": at,
                 },
             )
+
+        return await self._db.write(record)
 
     async def record_turn(
         self,
@@ -109,37 +115,28 @@ class EventLogMixin:
         at: float,
     ) -> None:
         """Keep one measured (or abandoned) turn of a session."""
-        async with self._write() as conn:
-            await _run(
-                conn,
+        params = (
+            session_id,
+            round_,
+            trigger,
+            outcome,
+            latency_ms,
+            1 if budget_exceeded else 0,
+            at,
+            session_id,
+        )
+        await self._db.call(
+            lambda conn: conn.execute(
                 "INSERT INTO turns (session_id, round, trigger, outcome, latency_ms, budget_exceeded, at)"
                 " SELECT ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = ?)",
-                (
-                    session_id,
-                    round_,
-                    trigger,
-                    outcome,
-                    latency_ms,
-                    1 if budget_exceeded else 0,
-                    at,
-                    session_id,
-                ),
+                params,
             )
+        )
 
     async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
-        """A session with its transitions and turn statistics, in one statement (one thread hop)."""
-        sql = (
-            f"SELECT {', '.join(_rows.SESSION_COLUMNS)},"
-            " (SELECT json_group_array(json_array(from_state, to_state, at, cause, detail))"
-            "  FROM (SELECT * FROM session_transitions t WHERE t.session_id = s.session_id ORDER BY t.id))"
-            "  AS view_transitions,"
-            " (SELECT json_group_array(json_array(outcome, latency_ms, budget_exceeded))"
-            "  FROM turns u WHERE u.session_id = s.session_id) AS view_turns"
-            " FROM sessions s WHERE s.session_id = ?"
-        )
-        async with self._read() as conn:
-            row = await _one(conn, sql, (session_id,))
+        """A session with its transitions and turn statistics, in one statement."""
+        row = self._db.read(lambda conn: fetch_one(conn, _SESSION_VIEW, (session_id,)))
         if row is None:
             return None
         try:
@@ -154,33 +151,18 @@ class EventLogMixin:
 
     async def turn_stats(self, session_id: str) -> TurnStats:
         """Count, p50, p95 and max latency, and budget breaches of a session's turns."""
-        async with self._read() as conn:
-            rows = await _all(
+        rows = self._db.read(
+            lambda conn: fetch_all(
                 conn,
                 "SELECT outcome, latency_ms, budget_exceeded FROM turns WHERE session_id = ?",
                 (session_id,),
             )
+        )
         return _stats([tuple(r) for r in rows])
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""
-        async with self._write() as conn:
-            return await _events.purge_before(conn, received_before)
-
-
-# One thread hop per statement (see service.store.sqlite).
-
-
-async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    return next(iter(await conn.execute_fetchall(sql, params)), None)
-
-
-async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    return list(await conn.execute_fetchall(sql, params))
-
-
-async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> None:
-    await conn.execute_fetchall(sql, params)
+        return await self._db.write(lambda conn: _events.purge_before(conn, received_before))
 
 
 def _stats(rows: Sequence[tuple[Any, ...]]) -> TurnStats:

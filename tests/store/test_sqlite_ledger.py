@@ -134,16 +134,21 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
 
 async def test_wal_mode_and_connection_pragmas(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
-    conn = ledger._conn
-    assert conn is not None
 
-    async def pragma(name: str) -> Any:
-        (row,) = await conn.execute_fetchall(f"PRAGMA {name}")
-        return row[0]
+    def pragma(conn: sqlite3.Connection, name: str) -> Any:
+        return conn.execute(f"PRAGMA {name}").fetchall()[0][0]
 
-    assert await pragma("synchronous") == 1  # NORMAL
-    assert await pragma("foreign_keys") == 1
-    assert await pragma("busy_timeout") == 5000
+    writer = await ledger._db.call(
+        lambda conn: {
+            n: pragma(conn, n) for n in ("synchronous", "foreign_keys", "busy_timeout", "query_only")
+        }
+    )
+    assert writer == {"synchronous": 1, "foreign_keys": 1, "busy_timeout": 5000, "query_only": 0}  # NORMAL
+    # The reader on the event loop: read-only, and never waits long.
+    reader = ledger._db.read(lambda conn: {n: pragma(conn, n) for n in ("busy_timeout", "query_only")})
+    assert reader == {"busy_timeout": 250, "query_only": 1}
+    with pytest.raises(StoreError, match=r"readonly"):
+        ledger._db.read(lambda conn: conn.execute("DELETE FROM sessions"))
 
 
 async def test_reopen_is_idempotent(db_path: pathlib.Path) -> None:
@@ -177,17 +182,18 @@ async def test_closed_ledger_raises_store_error(db_path: pathlib.Path) -> None:
         await store.get_session("s-0001")
 
 
-async def test_failed_migration_rolls_back_alone(tmp_path: pathlib.Path) -> None:
-    import aiosqlite
-
+def test_failed_migration_rolls_back_alone(tmp_path: pathlib.Path) -> None:
     broken = (MIGRATIONS[0], (2, "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);"))
-    async with aiosqlite.connect(tmp_path / "m.db", isolation_level=None) as conn:
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    try:
         with pytest.raises(sqlite3.OperationalError):
-            await migrate(conn, name="m.db", clock=lambda: T0, migrations=broken)
-        versions = [r[0] for r in await conn.execute_fetchall("SELECT version FROM schema_migrations")]
+            migrate(conn, name="m.db", clock=lambda: T0, migrations=broken)
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
         assert versions == [1]  # version 1 committed on its own, version 2 left no trace
-        tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
         assert "extra" not in tables and "sessions" in tables
+    finally:
+        conn.close()
 
 
 def test_migration_versions_are_consecutive_from_one() -> None:

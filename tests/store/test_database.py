@@ -1,0 +1,126 @@
+"""The ledger's connections: the writer thread's transactions, the on-loop reader, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sqlite3
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service.domain.events import EventFilter, EventType, NewEvent
+from service.store._db import Database
+from service.store.base import StoreError
+from service.store.sqlite import SqliteLedger
+from tests.store.test_sqlite_ledger import new, reserve
+
+S_ID = "s-0001"
+
+
+def event(sequence: int | None, instance: str = "i-1") -> NewEvent:
+    return NewEvent(
+        EventType.LLM_RESULT, S_ID, instance, "agent-a", "room-1", 1, 1.0, sequence, 1, {"n": sequence}
+    )
+
+
+@pytest.fixture
+async def ledger(tmp_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
+    store = SqliteLedger(tmp_path / "ledger.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_the_reader_sees_every_commit_that_returned(ledger: SqliteLedger) -> None:
+    # The reader is another connection: read-your-writes must hold for each awaited write.
+    for n in range(1, 51):
+        created = await reserve(ledger, new(n))
+        assert await ledger.get_session(created.session_id) == created
+        assert (await ledger.event_bounds())[1] == n - 1
+        await ledger.append_event(event(n))
+        assert await ledger.has_event("i-1", EventType.LLM_RESULT)
+
+
+async def test_group_commit_assigns_cursors_in_order_and_skips_duplicates(ledger: SqliteLedger) -> None:
+    first = await ledger.append_events([event(1), event(2), event(1), event(None), event(3)])
+    assert first[2] is None  # the repeated (instance, Sequence) is stored once
+    cursors = [e.cursor for e in first if e is not None]
+    assert cursors == sorted(set(cursors))  # strictly increasing (a skipped duplicate may use one up)
+    again = await ledger.append_events([event(3), event(4)])
+    assert again[0] is None and again[1] is not None and again[1].cursor > cursors[-1]
+    logged = await ledger.events_after(0, 100, _everything())
+    assert [e.sequence for e in logged] == [1, 2, None, 3, 4]
+    assert [e.cursor for e in logged] == [*cursors, again[1].cursor]
+
+
+async def test_a_failed_group_stores_none_of_it(ledger: SqliteLedger) -> None:
+    bad = event(7)
+    object.__setattr__(bad, "event_type", "not-a-type")  # fails inside the transaction
+    with pytest.raises(ValueError):
+        await ledger.append_events([event(5), event(6), bad])
+    assert await ledger.events_after(0, 100, _everything()) == []
+    assert [e and e.cursor for e in await ledger.append_events([event(5)])] == [1]
+
+
+async def test_a_cancelled_caller_does_not_tear_its_transaction(ledger: SqliteLedger) -> None:
+    # The transaction runs to its end on the writer thread; the caller just stops waiting.
+    task = asyncio.create_task(ledger.append_events([event(n) for n in range(1, 201)]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await ledger.append_event(event(1000))  # queued behind it: so it has finished
+    stored = await ledger.events_after(0, 1000, _everything())
+    assert len(stored) in (1, 201)  # all of the group, or (cancelled before it was queued) none
+    assert stored[-1].sequence == 1000
+
+
+async def test_concurrent_writers_are_serialised_without_loss(ledger: SqliteLedger) -> None:
+    async def writer(base: int) -> None:
+        for n in range(base, base + 25):
+            await ledger.append_event(event(n))
+
+    await asyncio.gather(*(writer(1000 * w) for w in range(1, 9)))
+    stored = await ledger.events_after(0, 1000, _everything())
+    assert len(stored) == 200
+    assert [e.cursor for e in stored] == list(range(1, 201))
+
+
+async def test_the_reader_cannot_write(ledger: SqliteLedger) -> None:
+    await reserve(ledger, new(1))
+    with pytest.raises(StoreError) as info:
+        ledger._db.read(lambda conn: conn.execute("DELETE FROM sessions"))
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    assert await ledger.get_session(S_ID) is not None
+
+
+async def test_memory_database_lives_in_a_private_file_removed_on_close() -> None:
+    db = Database(":memory:")
+    await db.open(lambda conn: conn.execute("CREATE TABLE t (x)").fetchall())
+    directory = db._tempdir
+    assert directory is not None and os.path.isdir(directory)  # noqa: ASYNC240 (a test)
+    await db.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount)
+    assert db.read(lambda conn: conn.execute("SELECT x FROM t").fetchall()[0][0]) == 1
+    await db.close()
+    assert not os.path.exists(directory)  # noqa: ASYNC240 (a test)
+    with pytest.raises(StoreError, match="not open"):
+        db.read(lambda conn: None)
+    with pytest.raises(StoreError, match="not open"):
+        await db.write(lambda conn: None)
+
+
+async def test_a_failing_prepare_closes_everything(tmp_path: pathlib.Path) -> None:
+    db = Database(tmp_path / "x.db")
+
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM missing_table")
+
+    with pytest.raises(StoreError, match="cannot open ledger"):
+        await db.open(prepare)
+    assert not db.is_open and db._executor is None
+
+
+def _everything() -> EventFilter:
+    return EventFilter(event_types=frozenset(EventType))
