@@ -1,8 +1,9 @@
 """The event log's write path and its in-process fan-out.
 
-``EventLog.append`` stores an event (the ledger assigns its cursor) and publishes it to the
-``EventBus`` under one lock, so subscribers receive live events in strictly increasing cursor
-order: a resuming subscriber can then join replay and live with no gap and no duplicate.
+``EventLog.append`` stores an event (the ledger assigns its cursor; concurrent appends share one
+transaction) and publishes it to the ``EventBus`` under one lock, so subscribers receive live
+events in strictly increasing cursor order: a resuming subscriber can then join replay and live
+with no gap and no duplicate.
 
 ``EventBus.publish`` never waits: each subscriber owns a bounded queue, and one that is full is
 cut off (``overflowed``) instead of slowing ingest or the other subscribers. It resumes by cursor.
@@ -24,6 +25,9 @@ from service.store.base import Ledger
 __all__ = ["BusObserver", "EventBus", "EventLog", "LogObserver", "Subscription"]
 
 log = logging.getLogger("agentgw.events")
+
+APPEND_GROUP_MAX = 64
+"""Most events stored in one transaction by ``EventLog.append``'s group commit."""
 
 
 class BusObserver(Protocol):
@@ -194,6 +198,8 @@ class EventLog:
         self.bus = bus
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._pending: list[tuple[NewEvent, asyncio.Future[Event | None]]] = []
+        self._flusher: asyncio.Future[None] | None = None
         self.on_event = on_event
         """Called with every delivered event after it is published (e.g. the latency tracker)."""
         self._observer: LogObserver = observer or _NullLogObserver()
@@ -214,12 +220,55 @@ class EventLog:
             log.exception("event observer failed")
 
     async def append(self, event: NewEvent) -> Event | None:
-        """Store and publish; None when it duplicates a stored ZEGO callback."""
-        async with self._lock:
-            stored = await self._ledger.append_event(event)
-            if stored is not None:
-                self._published(stored)
-            return stored
+        """Store and publish; None when it duplicates a stored ZEGO callback.
+
+        Appends that arrive while a write is under way are stored together in the next
+        transaction (a group commit): one ledger round trip for the group instead of one each,
+        and no added wait when there is no queue. The event is stored and published even if the
+        caller stops waiting; an error of the group's transaction reaches every caller in it.
+        """
+        waiter: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await waiter
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:APPEND_GROUP_MAX], self._pending[APPEND_GROUP_MAX:]
+            try:
+                async with self._lock:
+                    outcomes = await self._store([event for event, _ in group])
+                    for outcome in outcomes:
+                        if isinstance(outcome, Event):
+                            self._published(outcome)
+            except asyncio.CancelledError:  # shutdown: nobody may wait forever
+                for _, waiter in group + self._pending:
+                    waiter.cancel()
+                self._pending = []
+                raise
+            for (_, waiter), outcome in zip(group, outcomes, strict=True):
+                if waiter.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+
+    async def _store(self, events: list[NewEvent]) -> list[Event | Exception | None]:
+        try:
+            return list(await self._ledger.append_events(events))
+        except Exception as exc:
+            if len(events) == 1:
+                return [exc]
+        # One bad event must not fail the others: store them one by one to find it.
+        outcomes: list[Event | Exception | None] = []
+        for event in events:
+            try:
+                outcomes.append(await self._ledger.append_event(event))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def transition_with_event(
         self,
