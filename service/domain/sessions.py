@@ -199,17 +199,15 @@ class SessionService:
             self._observer.possible_leak(row.kind.value)
             raise
         self._observer.session_created(row.kind.value, "created")
-        record = await self._ledger.transition(
+        # Callbacks can beat ZEGO's answer to us: the same transaction claims what arrived for
+        # this instance meanwhile, and tells whether its AgentInstanceCreated was among it.
+        record, created_seen = await self._ledger.start_session(
             row.session_id,
-            S.STARTING,
-            expected=frozenset({S.PENDING}),
             at=self._clock(),
-            cause="zego_created",
-            updates={"instance_id": instance_id, "digital_human_config": dh_config},
+            instance_id=instance_id,
+            updates={"digital_human_config": dh_config},
         )
-        # Callbacks can beat ZEGO's answer to us: claim what arrived for this instance meanwhile.
-        await self._ledger.attach_events(instance_id, record.session_id, record.labels)
-        if await self._ledger.has_event(instance_id, EventType.CREATED):
+        if created_seen:
             record = await self.mark_active(record, "zego_created_callback")
         return record
 

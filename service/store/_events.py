@@ -15,7 +15,16 @@ from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.store._query import label_clause, marks
 from service.store._rows import dump_labels
 
-__all__ = ["append", "append_many", "attach", "bounds", "event_from_row", "events_after", "purge_before"]
+__all__ = [
+    "append",
+    "append_many",
+    "attach",
+    "bounds",
+    "event_from_row",
+    "events_after",
+    "has_type",
+    "purge_before",
+]
 
 _COLUMNS = (
     "session_id",
@@ -101,6 +110,16 @@ def attach(conn: sqlite3.Connection, instance_id: str, session_id: str, labels: 
         (session_id, dump_labels(labels), instance_id),
     )
     return int(cursor.rowcount)
+
+
+def has_type(conn: sqlite3.Connection, instance_id: str, event_type: EventType) -> bool:
+    """Whether an event of this type was logged for the instance."""
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
+            (instance_id, EventType(event_type).value),
+        ).fetchall()
+    )
 
 
 def bounds(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -102,6 +102,17 @@ class Ledger(Protocol):
             TransitionConflict: the session is missing or not in an expected state.
         """
 
+    async def start_session(
+        self, session_id: str, *, at: float, instance_id: str, updates: Mapping[str, Any] | None = None
+    ) -> tuple[SessionRecord, bool]:
+        """PENDING -> STARTING with ZEGO's instance id, in one transaction that also gives the
+        session the events logged for that instance before it was known (callbacks can beat
+        ZEGO's answer). Returns the record and whether an AgentInstanceCreated was among them.
+
+        Raises:
+            TransitionConflict: the session is missing or not PENDING.
+        """
+
     async def transition_with_event(
         self,
         session_id: str,

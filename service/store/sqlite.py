@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from service.domain.events import Event, NewEvent
+from service.domain.events import Event, EventType, NewEvent
 from service.domain.model import (
     IdempotencyRecord,
     NewSession,
@@ -121,6 +121,25 @@ class SqliteLedger(EventLogMixin):
         return await self._db.write(
             lambda conn: _sql.transition(conn, session_id, state, expected, at, cause, detail, columns)
         )
+
+    async def start_session(
+        self, session_id: str, *, at: float, instance_id: str, updates: Mapping[str, Any] | None = None
+    ) -> tuple[SessionRecord, bool]:
+        """PENDING -> STARTING, claim the instance's early events, and say whether it was created.
+
+        One transaction (see ``Ledger.start_session``).
+        """
+        columns = _rows.encode_updates({**(updates or {}), "instance_id": instance_id})
+        pending = frozenset({SessionState.PENDING})
+
+        def start(conn: sqlite3.Connection) -> tuple[SessionRecord, bool]:
+            record = _sql.transition(
+                conn, session_id, SessionState.STARTING, pending, at, "zego_created", "", columns
+            )
+            _events.attach(conn, instance_id, session_id, record.labels)
+            return record, _events.has_type(conn, instance_id, EventType.CREATED)
+
+        return await self._db.write(start)
 
     async def transition_with_event(
         self,

@@ -72,14 +72,7 @@ class EventLogMixin:
 
     async def has_event(self, instance_id: str, event_type: EventType) -> bool:
         """Whether an event of this type was logged for the instance."""
-        row = self._db.read(
-            lambda conn: fetch_one(
-                conn,
-                "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
-                (instance_id, EventType(event_type).value),
-            )
-        )
-        return row is not None
+        return self._db.read(lambda conn: _events.has_type(conn, instance_id, event_type))
 
     async def record_exception(
         self, session_id: str, code: int, message: str, at: float

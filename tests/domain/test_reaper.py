@@ -72,6 +72,11 @@ class FaultyLedger:
             raise ProcessDied(f"died before recording {to_state.value}")
         return await self.inner.transition(session_id, to_state, **kwargs)
 
+    async def start_session(self, session_id: str, **kwargs: Any) -> tuple[SessionRecord, bool]:
+        if self.fail_to is SessionState.STARTING and self.fail_session in ("", session_id):
+            raise ProcessDied("died before recording starting")
+        return await self.inner.start_session(session_id, **kwargs)
+
     async def sessions_in_states(self, states: frozenset[SessionState]) -> list[SessionRecord]:
         if self.fail_reads:
             self.fail_reads -= 1

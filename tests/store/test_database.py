@@ -124,3 +124,30 @@ async def test_a_failing_prepare_closes_everything(tmp_path: pathlib.Path) -> No
 
 def _everything() -> EventFilter:
     return EventFilter(event_types=frozenset(EventType))
+
+
+async def test_start_session_claims_early_events_in_the_same_transaction(ledger: SqliteLedger) -> None:
+    from service.domain.model import SessionState
+
+    await reserve(ledger, new(1))
+    early = NewEvent(EventType.CREATED, None, "i-9", "agent-a", "room-1", 1, 1.0, 1, None, {})
+    await ledger.append_event(early)
+    record, created_seen = await ledger.start_session(S_ID, at=5.0, instance_id="i-9")
+    assert created_seen and record.state is SessionState.STARTING and record.instance_id == "i-9"
+    claimed = await ledger.events_after(0, 10, EventFilter(session_ids=frozenset({S_ID})))
+    assert [e.event_type for e in claimed] == [EventType.CREATED]
+    # Not PENDING any more: a second start is a conflict and changes nothing.
+    from service.store.base import TransitionConflict
+
+    with pytest.raises(TransitionConflict):
+        await ledger.start_session(S_ID, at=6.0, instance_id="i-10")
+    assert [t.to_state for t in await ledger.transitions(S_ID)] == [
+        SessionState.PENDING,
+        SessionState.STARTING,
+    ]
+
+
+async def test_start_session_without_early_events(ledger: SqliteLedger) -> None:
+    await reserve(ledger, new(1))
+    record, created_seen = await ledger.start_session(S_ID, at=5.0, instance_id="i-1")
+    assert not created_seen and record.instance_id == "i-1"
