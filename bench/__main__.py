@@ -90,9 +90,11 @@ async def _run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agentgw-bench-") as tmp:
         procs = Processes(Path(tmp))
         try:
-            _, emulator_url = await start_emulator(procs)
+            emulator, emulator_url = await start_emulator(procs)
             await register_agent(emulator_url)
-            ctx = Context(params, procs, emulator_url, Path(tmp), report, args.profile, profiles)
+            ctx = Context(
+                params, procs, emulator_url, Path(tmp), report, args.profile, profiles, emulator.pid
+            )
             for number in chosen:
                 title, module = SCENARIOS[number]
                 print(f"\n== scenario {number}: {title}", flush=True)

@@ -41,6 +41,7 @@ class Context:
     report: Report
     profile: bool = False
     profiles: list[str] = field(default_factory=list)
+    emulator_pid: int | None = None
 
 
 def split(total: int, parts: int) -> list[int]:

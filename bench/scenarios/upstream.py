@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.processes import cpu_seconds
 from bench.report import Row
 from bench.scenarios.common import Context, gateway, profiled
 from bench.stats import summary
@@ -33,6 +34,11 @@ async def _measure(ctx: Context, mode: str, target: str, pid: int | None) -> dic
     }
     async with await WorkerPool.start(ctx.procs, "upstream", [spec]) as pool:
         await pool.ready()
+        # CPU per pair of whoever makes the two ZEGO calls (agentgw, or the direct client), and of
+        # the emulator answering them (warm-up pairs ran before "ready", so they are not counted).
+        caller = pid if pid is not None else pool.workers[0].proc.pid
+        watched = {"caller": caller, "emulator": ctx.emulator_pid}
+        before = {k: cpu_seconds(v) for k, v in watched.items() if v is not None}
         if pid is None:
             pool.broadcast("go")
             (result,) = await pool.results(120)
@@ -40,12 +46,17 @@ async def _measure(ctx: Context, mode: str, target: str, pid: int | None) -> dic
             async with profiled(ctx, pid, f"upstream-{mode}"):
                 pool.broadcast("go")
                 (result,) = await pool.results(120)
+        total_pairs = max(1, len(result["create_ms"]) + sum(result["errors"].values()))
+        cpu_us = {
+            k: 1e6 * (cpu_seconds(v) - before[k]) / total_pairs for k, v in watched.items() if v is not None
+        }
     pairs = [c + e for c, e in zip(result["create_ms"], result["end_ms"], strict=True)]
     return {
         "pair": summary(pairs),
         "create": summary(result["create_ms"]),
         "end": summary(result["end_ms"]),
         "throughput": len(pairs) / result["elapsed"],
+        "cpu_us": cpu_us,
         "errors": result["errors"],
     }
 
@@ -86,3 +97,20 @@ async def run(ctx: Context) -> None:
     add(Row(NAME, "create p50", ours["create"]["p50"], direct["create"]["p50"], "ms"))
     add(Row(NAME, "end p50", ours["end"]["p50"], direct["end"]["p50"], "ms"))
     add(Row(NAME, "pairs/s at c=10", ours["throughput"], direct["throughput"], "/s"))
+    # Where the time goes: agentgw's CPU per pair (gRPC + ledger + the same two signed ZEGO calls)
+    # beside the direct client's (just the two calls), and the emulator's under each.
+    add(
+        Row(
+            NAME,
+            "CPU per pair: agentgw / direct client",
+            ours["cpu_us"]["caller"],
+            direct["cpu_us"]["caller"],
+            "us",
+        )
+    )
+    if "emulator" in ours["cpu_us"]:
+        add(
+            Row(
+                NAME, "CPU per pair: emulator", ours["cpu_us"]["emulator"], direct["cpu_us"]["emulator"], "us"
+            )
+        )

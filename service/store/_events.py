@@ -112,11 +112,15 @@ def attach(conn: sqlite3.Connection, instance_id: str, session_id: str, labels: 
     return int(cursor.rowcount)
 
 
+HAS_TYPE = "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1"
+"""Whether an instance has an event of a type (index ``events_instance_type``, migration 4)."""
+
+
 def has_type(conn: sqlite3.Connection, instance_id: str, event_type: EventType) -> bool:
     """Whether an event of this type was logged for the instance."""
     return bool(
         conn.execute(
-            "SELECT 1 FROM events WHERE instance_id = ? AND event_type = ? LIMIT 1",
+            HAS_TYPE,
             (instance_id, EventType(event_type).value),
         ).fetchall()
     )

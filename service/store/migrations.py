@@ -162,7 +162,13 @@ CREATE TABLE turns (
 CREATE INDEX turns_session ON turns (session_id, id);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+_V4 = """
+-- "Was this instance's AgentInstanceCreated logged?" (every create and end asks). The partial
+-- events_dedupe index cannot answer it, so without this each ask scanned the whole log.
+CREATE INDEX events_instance_type ON events (instance_id, event_type);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 """Every schema version, in order. Append only."""
 
 

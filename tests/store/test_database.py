@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.domain.events import EventFilter, EventType, NewEvent
+from service.store import _events
 from service.store._db import Database
 from service.store.base import StoreError
 from service.store.sqlite import SqliteLedger
@@ -151,3 +152,11 @@ async def test_start_session_without_early_events(ledger: SqliteLedger) -> None:
     await reserve(ledger, new(1))
     record, created_seen = await ledger.start_session(S_ID, at=5.0, instance_id="i-1")
     assert not created_seen and record.instance_id == "i-1"
+
+
+async def test_the_created_check_uses_an_index_not_a_scan(ledger: SqliteLedger) -> None:
+    plan = ledger._db.read(
+        lambda conn: conn.execute(f"EXPLAIN QUERY PLAN {_events.HAS_TYPE}", ("i-1", "created")).fetchall()
+    )
+    details = " ".join(str(row[3]) for row in plan)
+    assert "USING COVERING INDEX events_instance_type" in details, details
