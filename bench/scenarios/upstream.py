@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.processes import cpu_seconds
 from bench.report import Row
-from bench.scenarios.common import Context, gateway, profiled
+from bench.scenarios.common import Context, baseline, gateway, profiled
 from bench.stats import summary
 from bench.workers import WorkerPool
 
@@ -61,11 +61,35 @@ async def _measure(ctx: Context, mode: str, target: str, pid: int | None) -> dic
     }
 
 
+async def _grpc_floor(ctx: Context) -> dict[str, Any]:
+    """What any gRPC gateway in Python adds here: the bare server's no-op unary at the same
+    concurrency (a create+end pair is two such round trips on top of the two ZEGO calls)."""
+    p = ctx.params
+    spec = {
+        "target": "",
+        "kind": "bare",
+        "session_id": "",
+        "concurrency": p.upstream_concurrency,
+        "seconds": 3.0,
+        "max_calls": 2 * p.upstream_pairs,
+        "warmup": 200,
+        "max_seconds": 120,
+    }
+    async with baseline(ctx) as bl:
+        spec["target"] = bl.grpc_target
+        async with await WorkerPool.start(ctx.procs, "unary", [spec]) as pool:
+            await pool.ready()
+            pool.broadcast("go")
+            (result,) = await pool.results(60)
+    return summary(result["latencies_ms"])
+
+
 async def run(ctx: Context) -> None:
     async with gateway(ctx, "upstream") as gw:
         ours = await _measure(ctx, "agentgw", gw.grpc_target, gw.pid)
         direct = await _measure(ctx, "direct", "", None)
-    ctx.report.details["upstream"] = {"agentgw": ours, "direct": direct}
+    floor = await _grpc_floor(ctx)
+    ctx.report.details["upstream"] = {"agentgw": ours, "direct": direct, "bare_noop_unary": floor}
     clean = not ours["errors"] and not direct["errors"]
     if not clean:
         print(f"  errors: agentgw {ours['errors']} direct {direct['errors']}")
@@ -97,6 +121,16 @@ async def run(ctx: Context) -> None:
     add(Row(NAME, "create p50", ours["create"]["p50"], direct["create"]["p50"], "ms"))
     add(Row(NAME, "end p50", ours["end"]["p50"], direct["end"]["p50"], "ms"))
     add(Row(NAME, "pairs/s at c=10", ours["throughput"], direct["throughput"], "/s"))
+    # The floor: direct + two no-op gRPC round trips at the same concurrency.
+    add(
+        Row(
+            NAME,
+            "floor: direct + 2 bare no-op gRPC p50",
+            direct["pair"]["p50"] + 2 * floor["p50"],
+            direct["pair"]["p50"],
+            "ms",
+        )
+    )
     # Where the time goes: agentgw's CPU per pair (gRPC + ledger + the same two signed ZEGO calls)
     # beside the direct client's (just the two calls), and the emulator's under each.
     add(
