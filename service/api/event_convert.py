@@ -11,8 +11,9 @@ from google.protobuf import timestamp_pb2
 from service.api.convert import dict_to_struct
 from service.api.session_convert import REASON_TO_PROTO
 from service.domain.events import Event, EventFilter, EventType
-from service.domain.model import EndReason
+from service.domain.model import EndReason, LabelRequirement
 from service.domain.validation import Violations, parse_label_selector
+from service.errors import InvalidArgument
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.gen.agentgw.v1 import session_pb2 as spb
@@ -131,19 +132,27 @@ def event_to_proto(event: Event, *, include_raw: bool = False) -> epb.SessionEve
     return msg
 
 
-def event_filter(flt: api.EventFilter, path: str = "filter") -> EventFilter:
-    """The domain filter for a request's EventFilter; InvalidArgument names bad fields."""
-    v = Violations()
+def event_filter(flt: api.EventFilter, path: str = "filter", v: Violations | None = None) -> EventFilter:
+    """The domain filter for a request's EventFilter; InvalidArgument names bad fields.
+
+    Pass ``v`` to report the request's other violations (already collected there) in the same error.
+    """
+    v = Violations() if v is None else v
     v.check(len(flt.session_ids) <= 100, f"{path}.session_ids", "at most 100 sessions can be watched at once")
     for i, sid in enumerate(flt.session_ids):
         v.check(0 < len(sid) <= 64, f"{path}.session_ids[{i}]", "is not a session id")
     for i, kind in enumerate(flt.event_types):
         v.check(kind in TYPE_FROM_PROTO, f"{path}.event_types[{i}]", "is not a known event type")
+    labels: tuple[LabelRequirement, ...] = ()
+    try:
+        labels = parse_label_selector(flt.label_selector, f"{path}.label_selector")
+    except InvalidArgument as e:
+        v.items.extend(e.violations)
     v.raise_if_any()
     return EventFilter(
         session_ids=frozenset(flt.session_ids),
         agent_id=flt.agent_id,
         room_id=flt.room_id,
         event_types=frozenset(TYPE_FROM_PROTO[t] for t in flt.event_types),
-        label_selector=parse_label_selector(flt.label_selector, f"{path}.label_selector"),
+        label_selector=labels,
     )
