@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from service.api.event_convert import event_filter, event_to_proto
+from service.api.event_convert import event_filter, event_to_proto, fill_event
 from service.api.paging import page_size
 from service.domain.event_log import EventBus
 from service.domain.events import Event, EventFilter, EventType
@@ -88,7 +88,8 @@ class EventServicer(rpc.EventServiceServicer):
         key = (event.cursor, include_raw)
         message = self._converted.get(key)
         if message is None:
-            message = api.WatchEventsResponse(event=event_to_proto(event, include_raw=include_raw))
+            message = api.WatchEventsResponse()
+            fill_event(message.event, event, include_raw=include_raw)
             self._converted[key] = message
             if len(self._converted) > _CONVERTED_CACHE:
                 self._converted.popitem(last=False)
