@@ -96,23 +96,30 @@ class EventServicer(rpc.EventServiceServicer):
         return message
 
     def _delivered(self, events: Sequence[Event]) -> None:
+        """Observe live events' delivery latency (callback arrival -> written to this stream)."""
         if self._on_delivered is not None:
             now = time.time()
             for event in events:
                 self._on_delivered(max(0.0, now - event.received_at))
 
     def _send(
-        self, events: Sequence[Event], batch_size: int, include_raw: bool
+        self, events: Sequence[Event], batch_size: int, include_raw: bool, *, live: bool
     ) -> Iterator[api.WatchEventsResponse]:
-        """The messages for ``events``: one each, or batches of at most ``batch_size``."""
+        """The messages for ``events``: one each, or batches of at most ``batch_size``.
+
+        Only ``live`` events count as deliveries in the latency histogram: a replayed event's age is
+        how far back the subscriber resumed, not how fast the gateway delivers.
+        """
         if batch_size <= 1:
             for event in events:
-                self._delivered((event,))
+                if live:
+                    self._delivered((event,))
                 yield self._message(event, include_raw)
             return
         for i in range(0, len(events), batch_size):
             chunk = events[i : i + batch_size]
-            self._delivered(chunk)
+            if live:
+                self._delivered(chunk)
             response = api.WatchEventsResponse()
             response.batch.events.extend([self._message(e, include_raw).event for e in chunk])
             yield response
@@ -134,7 +141,7 @@ class EventServicer(rpc.EventServiceServicer):
             async with contextlib.aclosing(self._pages(last, max(REPLAY_PAGE, batch_size), flt)) as pages:
                 async for page in pages:
                     events, ended = _until_end(page, single)
-                    for message in self._send(events, batch_size, include_raw):
+                    for message in self._send(events, batch_size, include_raw, live=False):
                         yield message
                     last = events[-1].cursor
                     if ended:
@@ -159,7 +166,7 @@ class EventServicer(rpc.EventServiceServicer):
                 events, ended = _until_end([e for e in ready if e.cursor > last], single)
                 if not events:
                     continue
-                for message in self._send(events, batch_size, include_raw):
+                for message in self._send(events, batch_size, include_raw, live=True):
                     yield message
                 last = events[-1].cursor
                 if ended:

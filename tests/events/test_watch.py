@@ -322,8 +322,14 @@ async def test_batched_live_events_already_queued_share_a_batch_and_heartbeats_g
 
 
 async def test_a_replay_of_many_pages_then_live(
-    stub: erpc.EventServiceStub, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    stub: erpc.EventServiceStub,
+    http: httpx.AsyncClient,
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    def delivered() -> float | None:
+        return gateway.metrics.registry.get_sample_value("agentgw_event_delivery_seconds_count")
+
     monkeypatch.setattr(events_api, "REPLAY_PAGE", 5)  # 20 events: 4 pages, each read ahead
     await post_llm(http, 20)
     call = stub.WatchEvents(batched(3, start=eapi.START_POSITION_OLDEST))
@@ -337,6 +343,7 @@ async def test_a_replay_of_many_pages_then_live(
     unbatched = stub.WatchEvents(eapi.WatchEventsRequest(start=eapi.START_POSITION_OLDEST))
     assert [e.llm_result.text for e in await collect(unbatched, 21)] == got
     unbatched.cancel()
+    assert delivered() == 1  # only the live event: a replayed one's age is not a delivery latency
 
 
 async def test_batches_never_wait_to_fill(stub: erpc.EventServiceStub, http: httpx.AsyncClient) -> None:
