@@ -127,7 +127,9 @@ def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False
     msg.sequence = event.sequence or 0
     msg.round = event.round or 0
     if event.labels:
-        msg.labels.update(event.labels)
+        labels = msg.labels
+        for key, value in event.labels.items():  # a loop: the map's update() is generic, 2x slower
+            labels[key] = value
     if include_raw and event.raw:
         msg.raw_json = event.raw
     _fill_payload(msg, event)
