@@ -12,11 +12,9 @@ queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a bat
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -137,15 +135,18 @@ class EventServicer(rpc.EventServiceServicer):
             last = await self._start_cursor(request.start, request.after_cursor)
             if single is not None and await self._already_over(single, last):
                 return
-            # Replay from the log, a page at a time (a batch never spans two pages).
-            async with contextlib.aclosing(self._pages(last, max(REPLAY_PAGE, batch_size), flt)) as pages:
-                async for page in pages:
+            page_size = max(REPLAY_PAGE, batch_size)
+            while True:  # replay from the log, a page at a time (a batch never spans two pages)
+                page = await self._ledger.events_after(last, page_size, flt)
+                if page:
                     events, ended = _until_end(page, single)
                     for message in self._send(events, batch_size, include_raw, live=False):
                         yield message
                     last = events[-1].cursor
                     if ended:
                         return
+                if len(page) < page_size:
+                    break
             while True:  # live
                 live = await sub.next()
                 if sub.overflowed:
@@ -172,28 +173,6 @@ class EventServicer(rpc.EventServiceServicer):
                 if ended:
                     return
 
-    async def _pages(self, after: int, size: int, flt: EventFilter) -> AsyncGenerator[list[Event], None]:
-        """Logged events after ``after``, in pages of ``size``, up to the log's end.
-
-        The next page is read while the current one is being sent: the ledger's thread runs the
-        query while the event loop converts and writes.
-        """
-        ahead: asyncio.Task[list[Event]] | None = None
-        try:
-            page = await self._ledger.events_after(after, size, flt)
-            while page:
-                full = len(page) == size
-                if full:
-                    ahead = asyncio.ensure_future(self._ledger.events_after(page[-1].cursor, size, flt))
-                yield page
-                if ahead is None:
-                    return
-                page, ahead = await ahead, None
-        finally:
-            if ahead is not None:  # the stream ended early: drop the read ahead, and its outcome
-                ahead.cancel()
-                ahead.add_done_callback(_discard)
-
     async def _already_over(self, session_id: str, after: int) -> bool:
         """A single-session watch starting after that session's end completes at once."""
         ended = await self._ledger.events_after(
@@ -218,11 +197,6 @@ class EventServicer(rpc.EventServiceServicer):
             next_cursor=next_cursor,
             head_cursor=head,
         )
-
-
-def _discard(task: asyncio.Task[list[Event]]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _until_end(events: list[Event], single: str | None) -> tuple[list[Event], bool]:

@@ -330,7 +330,7 @@ async def test_a_replay_of_many_pages_then_live(
     def delivered() -> float | None:
         return gateway.metrics.registry.get_sample_value("agentgw_event_delivery_seconds_count")
 
-    monkeypatch.setattr(events_api, "REPLAY_PAGE", 5)  # 20 events: 4 pages, each read ahead
+    monkeypatch.setattr(events_api, "REPLAY_PAGE", 5)  # 20 events: 4 pages
     await post_llm(http, 20)
     call = stub.WatchEvents(batched(3, start=eapi.START_POSITION_OLDEST))
     batches = await collect_batches(call, 20)
