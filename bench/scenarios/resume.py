@@ -37,7 +37,7 @@ from service.store import _events
 from service.store.sqlite import SqliteLedger
 
 NAME = "6 resume"
-BATCH = 500
+BATCH = 250
 """max_batch_size agentgw is asked for."""
 
 
