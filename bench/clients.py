@@ -131,21 +131,32 @@ async def watch(
             yield "event", _bare_text(message)
 
 
-async def replay_count(channel: grpc.aio.Channel, kind: Kind, count: int, payload: bytes) -> int:
+async def replay_count(
+    channel: grpc.aio.Channel, kind: Kind, count: int, payload: bytes, max_batch_size: int = 0
+) -> int:
     """Receive ``count`` replayed events (agentgw: from the oldest; bare: ``payload`` from memory).
 
-    Both sides parse every message as a ``WatchEventsResponse``, so the client's work is the same.
+    Both sides parse every message as a ``WatchEventsResponse``, so the client's work per message is
+    the same. agentgw is asked for ``max_batch_size`` events per message (0: one each) and the
+    events inside its batches are counted one by one; the bare server always sends one per message.
     """
     received = 0
     if kind == "agentgw":
         stub = events_rpc.EventServiceStub(channel)
-        call = stub.WatchEvents(events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST))
+        call = stub.WatchEvents(
+            events_api.WatchEventsRequest(
+                start=events_api.START_POSITION_OLDEST, max_batch_size=max_batch_size
+            )
+        )
         async for response in call:
-            if response.WhichOneof("item") == "event":
+            item = response.WhichOneof("item")
+            if item == "event":
                 received += 1
-                if received >= count:
-                    call.cancel()
-                    break
+            elif item == "batch":
+                received += len(response.batch.events)
+            if received >= count:
+                call.cancel()
+                break
         return received
     bare = channel.unary_stream(WATCH, request_serializer=None, response_deserializer=None)(
         b"replay:%d:%s" % (count, payload)

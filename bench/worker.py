@@ -220,7 +220,9 @@ async def replay(spec: Spec, ctl: Control) -> None:
         emit({"event": "ready"})
         await ctl.wait("go", 120)
         started = time.perf_counter()
-        received = await replay_count(channel, spec["kind"], int(spec["count"]), payload)
+        received = await replay_count(
+            channel, spec["kind"], int(spec["count"]), payload, int(spec.get("max_batch_size", 0))
+        )
         elapsed = time.perf_counter() - started
     emit({"event": "result", "received": received, "elapsed": elapsed})
 

@@ -216,7 +216,7 @@ class Metrics:
         )
         self.event_delivery = histogram(
             "agentgw_event_delivery_seconds",
-            "Callback arrival to the event being written to a subscriber's stream.",
+            "Callback arrival to a live event being written to a subscriber's stream (not replays).",
             _DELIVERY_BUCKETS,
         )
         self.event_subscribers = gauge("agentgw_event_subscribers", "Open WatchEvents subscriptions.")
@@ -350,7 +350,7 @@ class Metrics:
         self.events_appended.labels(_check(event_type, EVENT_TYPES, "event type")).inc()
 
     def event_delivered(self, seconds: float) -> None:
-        """Observe callback arrival -> written to one subscriber's stream."""
+        """Observe callback arrival -> written to one subscriber's stream (live events only)."""
         self.event_delivery.observe(seconds)
 
     def subscriber_added(self) -> None:

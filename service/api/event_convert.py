@@ -11,13 +11,14 @@ from google.protobuf import timestamp_pb2
 from service.api.convert import dict_to_struct
 from service.api.session_convert import REASON_TO_PROTO
 from service.domain.events import Event, EventFilter, EventType
-from service.domain.model import EndReason
+from service.domain.model import EndReason, LabelRequirement
 from service.domain.validation import Violations, parse_label_selector
+from service.errors import InvalidArgument
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.gen.agentgw.v1 import session_pb2 as spb
 
-__all__ = ["TYPE_FROM_PROTO", "event_filter", "event_to_proto"]
+__all__ = ["TYPE_FROM_PROTO", "event_filter", "event_to_proto", "fill_event"]
 
 TYPE_TO_PROTO = {t: getattr(epb, f"EVENT_TYPE_{t.name}") for t in EventType}
 TYPE_FROM_PROTO = {v: k for k, v in TYPE_TO_PROTO.items()}
@@ -41,12 +42,6 @@ _CATEGORIES = {
 def _ts_ms(ms: int) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromMilliseconds(int(ms))
-    return ts
-
-
-def _ts(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
     return ts
 
 
@@ -112,38 +107,62 @@ def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
             breach.stages[str(stage)] = float(seconds)
 
 
+def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False) -> None:
+    """Write a logged event into an empty ``SessionEvent`` in place.
+
+    In place, because a message set as a field is copied: the event-stream fills the one inside
+    its response directly (replay and fan-out convert every event, so this is their hot path).
+    """
+    msg.cursor = event.cursor
+    msg.session_id = event.session_id or ""
+    msg.agent_instance_id = event.instance_id or ""
+    msg.agent_id = event.agent_id
+    msg.room_id = event.room_id
+    # Timestamp's fields directly (as FromMilliseconds/FromNanoseconds would, at a fraction of the cost).
+    seconds, millis = divmod(int(event.event_time_ms), 1000)
+    stamp = msg.event_time
+    stamp.seconds, stamp.nanos = seconds, millis * 1_000_000
+    stamp = msg.receive_time
+    stamp.seconds, stamp.nanos = divmod(int(event.received_at * 1e9), 1_000_000_000)
+    msg.sequence = event.sequence or 0
+    msg.round = event.round or 0
+    if event.labels:
+        labels = msg.labels
+        for key, value in event.labels.items():  # a loop: the map's update() is generic, 2x slower
+            labels[key] = value
+    if include_raw and event.raw:
+        msg.raw_json = event.raw
+    _fill_payload(msg, event)
+
+
 def event_to_proto(event: Event, *, include_raw: bool = False) -> epb.SessionEvent:
     """The proto form of a logged event."""
-    msg = epb.SessionEvent(
-        cursor=event.cursor,
-        session_id=event.session_id or "",
-        agent_instance_id=event.instance_id or "",
-        agent_id=event.agent_id,
-        room_id=event.room_id,
-        event_time=_ts_ms(event.event_time_ms),
-        receive_time=_ts(event.received_at),
-        sequence=event.sequence or 0,
-        round=event.round or 0,
-        labels=event.labels,
-        raw_json=(event.raw or "") if include_raw else "",
-    )
-    _fill_payload(msg, event)
+    msg = epb.SessionEvent()
+    fill_event(msg, event, include_raw=include_raw)
     return msg
 
 
-def event_filter(flt: api.EventFilter, path: str = "filter") -> EventFilter:
-    """The domain filter for a request's EventFilter; InvalidArgument names bad fields."""
-    v = Violations()
+def event_filter(flt: api.EventFilter, path: str = "filter", v: Violations | None = None) -> EventFilter:
+    """The domain filter for a request's EventFilter; InvalidArgument names bad fields.
+
+    Pass ``v`` to report the request's other violations (already collected there) in the same error.
+    """
+    v = Violations() if v is None else v
     v.check(len(flt.session_ids) <= 100, f"{path}.session_ids", "at most 100 sessions can be watched at once")
     for i, sid in enumerate(flt.session_ids):
         v.check(0 < len(sid) <= 64, f"{path}.session_ids[{i}]", "is not a session id")
     for i, kind in enumerate(flt.event_types):
         v.check(kind in TYPE_FROM_PROTO, f"{path}.event_types[{i}]", "is not a known event type")
+    labels: tuple[LabelRequirement, ...] = ()
+    try:
+        labels = parse_label_selector(flt.label_selector, f"{path}.label_selector")
+    except InvalidArgument as e:
+        v.items.extend(e.violations)
     v.raise_if_any()
     return EventFilter(
         session_ids=frozenset(flt.session_ids),
         agent_id=flt.agent_id,
         room_id=flt.room_id,
         event_types=frozenset(TYPE_FROM_PROTO[t] for t in flt.event_types),
-        label_selector=parse_label_selector(flt.label_selector, f"{path}.label_selector"),
+        label_selector=labels,
     )

@@ -4,22 +4,27 @@ The no-gap, no-duplicate join works like this: the subscription is opened *befor
 read, so every event committed after that moment is in its queue; the replay reads the log up to
 its end; then live events are taken from the queue, skipping any cursor the replay already sent.
 Live events arrive in cursor order because the log publishes under the same lock it appends with.
+
+With ``max_batch_size`` >= 2 the same events go out in ``EventBatch`` messages: a replay page is
+cut into batches, and a live batch is the event that woke the stream plus whatever is already
+queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a batch.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from service.api.event_convert import event_filter, event_to_proto
+from service.api.event_convert import event_filter, event_to_proto, fill_event
 from service.api.paging import page_size
 from service.domain.event_log import EventBus
 from service.domain.events import Event, EventFilter, EventType
+from service.domain.validation import Violations
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, OutOfRange, SubscriberTooSlow
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
@@ -28,7 +33,9 @@ from service.store.base import Ledger
 __all__ = ["EventServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-REPLAY_BATCH = 500
+REPLAY_PAGE = 500
+"""Events read from the log per ledger call during a replay (more when max_batch_size is larger)."""
+MAX_BATCH_SIZE = 1000
 _CONVERTED_CACHE = 4096
 DEFAULT_LIST_PAGE = 100
 MAX_LIST_PAGE = 1000
@@ -74,35 +81,71 @@ class EventServicer(rpc.EventServiceServicer):
             raise OutOfRange("CURSOR_AHEAD", f"cursor {after} is ahead of the event log (head {head})")
         return after
 
-    def _deliver(self, event: Event, include_raw: bool) -> api.WatchEventsResponse:
-        if self._on_delivered is not None:
-            self._on_delivered(max(0.0, time.time() - event.received_at))
+    def _message(self, event: Event, include_raw: bool) -> api.WatchEventsResponse:
+        """The event's one-event message, converted once and shared by every stream that sends it."""
         key = (event.cursor, include_raw)
         message = self._converted.get(key)
         if message is None:
-            message = api.WatchEventsResponse(event=event_to_proto(event, include_raw=include_raw))
+            message = api.WatchEventsResponse()
+            fill_event(message.event, event, include_raw=include_raw)
             self._converted[key] = message
             if len(self._converted) > _CONVERTED_CACHE:
                 self._converted.popitem(last=False)
         return message
 
+    def _delivered(self, events: Sequence[Event]) -> None:
+        """Observe live events' delivery latency (callback arrival -> written to this stream)."""
+        if self._on_delivered is not None:
+            now = time.time()
+            for event in events:
+                self._on_delivered(max(0.0, now - event.received_at))
+
+    def _send(
+        self, events: Sequence[Event], batch_size: int, include_raw: bool, *, live: bool
+    ) -> Iterator[api.WatchEventsResponse]:
+        """The messages for ``events``: one each, or batches of at most ``batch_size``.
+
+        Only ``live`` events count as deliveries in the latency histogram: a replayed event's age is
+        how far back the subscriber resumed, not how fast the gateway delivers.
+        """
+        if batch_size <= 1:
+            for event in events:
+                if live:
+                    self._delivered((event,))
+                yield self._message(event, include_raw)
+            return
+        for i in range(0, len(events), batch_size):
+            chunk = events[i : i + batch_size]
+            if live:
+                self._delivered(chunk)
+            response = api.WatchEventsResponse()
+            response.batch.events.extend([self._message(e, include_raw).event for e in chunk])
+            yield response
+
     async def WatchEvents(
         self, request: api.WatchEventsRequest, context: Context
     ) -> AsyncIterator[api.WatchEventsResponse]:
-        flt = event_filter(request.filter)
+        v = Violations()
+        v.in_range("max_batch_size", request.max_batch_size, 0, MAX_BATCH_SIZE)
+        flt = event_filter(request.filter, v=v)
+        batch_size = max(1, request.max_batch_size)
+        include_raw = request.include_raw
         single = next(iter(flt.session_ids)) if len(flt.session_ids) == 1 else None
         with self._bus.subscribe(flt) as sub:
             last = await self._start_cursor(request.start, request.after_cursor)
             if single is not None and await self._already_over(single, last):
                 return
-            while True:  # replay from the log
-                batch = await self._ledger.events_after(last, REPLAY_BATCH, flt)
-                for event in batch:
-                    yield self._deliver(event, request.include_raw)
-                    last = event.cursor
-                    if _ends(event, single):
+            page_size = max(REPLAY_PAGE, batch_size)
+            while True:  # replay from the log, a page at a time (a batch never spans two pages)
+                page = await self._ledger.events_after(last, page_size, flt)
+                if page:
+                    events, ended = _until_end(page, single)
+                    for message in self._send(events, batch_size, include_raw, live=False):
+                        yield message
+                    last = events[-1].cursor
+                    if ended:
                         return
-                if len(batch) < REPLAY_BATCH:
+                if len(page) < page_size:
                     break
             while True:  # live
                 live = await sub.next()
@@ -118,11 +161,16 @@ class EventServicer(rpc.EventServiceServicer):
                     now.GetCurrentTime()
                     yield api.WatchEventsResponse(heartbeat=api.Heartbeat(cursor=cursor, time=now))
                     continue
-                if live.cursor <= last:
-                    continue  # already sent by the replay
-                yield self._deliver(live, request.include_raw)
-                last = live.cursor
-                if _ends(live, single):
+                # Whatever else is queued already goes in the same batch; nothing waits for more.
+                ready = [live, *sub.take_ready(batch_size - 1)] if batch_size > 1 else [live]
+                # Events the replay already sent (cursor <= last) are skipped.
+                events, ended = _until_end([e for e in ready if e.cursor > last], single)
+                if not events:
+                    continue
+                for message in self._send(events, batch_size, include_raw, live=True):
+                    yield message
+                last = events[-1].cursor
+                if ended:
                     return
 
     async def _already_over(self, session_id: str, after: int) -> bool:
@@ -151,5 +199,10 @@ class EventServicer(rpc.EventServiceServicer):
         )
 
 
-def _ends(event: Event, single: str | None) -> bool:
-    return single is not None and event.event_type is EventType.ENDED and event.session_id == single
+def _until_end(events: list[Event], single: str | None) -> tuple[list[Event], bool]:
+    """``events`` up to and including the watched session's ENDED, and whether it was among them."""
+    if single is not None:
+        for i, event in enumerate(events):
+            if event.event_type is EventType.ENDED and event.session_id == single:
+                return events[: i + 1], True
+    return events, False

@@ -113,6 +113,20 @@ class Subscription:
         except TimeoutError:
             return None
 
+    def take_ready(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events already queued, oldest first, without waiting.
+
+        Heartbeat ticks among them are dropped: a stream that is sending events is not idle. An
+        overflowed subscription yields nothing (its consumer ends the stream instead).
+        """
+        taken: list[Event] = []
+        queue = self.queue
+        while len(taken) < limit and not self.overflowed and not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                taken.append(item)
+        return taken
+
     def close(self) -> None:
         """Stop receiving events."""
         self._bus.drop(self, overflow=False)

@@ -102,3 +102,21 @@ async def test_concurrent_appends_publish_in_cursor_order(tmp_path: Path) -> Non
     # A ZEGO retry of a stored (instance, Sequence) is not stored or published again.
     assert await log.append(NewEvent(EventType.LLM_RESULT, None, "i", "a", "r", 0, 0.0, 7, None, {})) is None
     await ledger.close()
+
+
+async def test_take_ready_drains_queued_events_without_waiting() -> None:
+    bus = EventBus(queue_size=10)
+    sub = bus.subscribe(EventFilter())
+    assert sub.take_ready(5) == []  # nothing queued: returns at once
+    sub.tick()  # a heartbeat tick in the idle queue, then a burst of events behind it
+    for cursor in range(1, 5):
+        bus.publish(event(cursor))
+    assert [e.cursor for e in sub.take_ready(3)] == [1, 2, 3]  # the tick is dropped, the limit kept
+    assert [e.cursor for e in sub.take_ready(3)] == [4]
+    assert sub.queue.empty()
+    sub.close()
+    small = EventBus(queue_size=2)
+    full = small.subscribe(EventFilter())
+    for cursor in range(1, 4):
+        small.publish(event(cursor))
+    assert full.overflowed and full.take_ready(5) == []  # an overflowed subscriber gets nothing more

@@ -1,4 +1,5 @@
-"""WatchEvents and ListEvents: live, resume without gap or duplicate, heartbeats, expiry, overflow."""
+"""WatchEvents and ListEvents: live, resume without gap or duplicate, heartbeats, expiry, overflow;
+and the same guarantees with max_batch_size (events in EventBatch messages)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import grpc
 import httpx
 import pytest
 
+from service.api import events as events_api
+from service.domain.events import Event, EventType
 from service.gen.agentgw.v1 import event_service_pb2 as eapi
 from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from service.gen.agentgw.v1 import session_event_pb2 as epb
@@ -241,3 +244,150 @@ async def test_resume_after_a_gateway_restart(emulator: Emulator, tmp_path: Path
             rest = await collect(call, 5)
             call.cancel()
     assert [e.llm_result.text for e in got + rest] == [f"t{i}" for i in range(7)]
+
+
+# -- batched (max_batch_size >= 2) ----------------------------------------------------------------
+
+
+async def collect_batches(call: Any, want: int, *, timeout: float = 5.0) -> list[list[epb.SessionEvent]]:
+    """Read batches (skipping heartbeats) until ``want`` events arrived, bounded in time."""
+    batches: list[list[epb.SessionEvent]] = []
+    async with asyncio.timeout(timeout):
+        async for message in call:
+            assert not message.HasField("event"), "a batched watch sent a lone event"
+            if message.HasField("batch"):
+                assert len(message.batch.events) >= 1
+                batches.append(list(message.batch.events))
+                if sum(map(len, batches)) >= want:
+                    break
+    return batches
+
+
+def batched(max_batch_size: int, **fields: Any) -> eapi.WatchEventsRequest:
+    return eapi.WatchEventsRequest(max_batch_size=max_batch_size, **fields)
+
+
+async def test_batched_resume_has_no_gap_and_no_duplicate_under_concurrent_ingest(
+    stub: erpc.EventServiceStub, http: httpx.AsyncClient
+) -> None:
+    await post_llm(http, 20)
+    first = (await stub.ListEvents(eapi.ListEventsRequest(page_size=10), timeout=5)).events
+    call = stub.WatchEvents(batched(4, start=eapi.START_POSITION_AFTER_CURSOR, after_cursor=first[-1].cursor))
+    ingest = asyncio.create_task(post_llm(http, 60, start=20))
+    batches = await collect_batches(call, 70, timeout=15)
+    await ingest
+    call.cancel()
+    got = [e for batch in batches for e in batch]
+    assert [e.llm_result.text for e in got] == [f"t{i}" for i in range(10, 80)]  # no gap, no dup
+    assert all(a.cursor < b.cursor for a, b in itertools.pairwise(got))
+    assert all(1 <= len(batch) <= 4 for batch in batches)
+    assert len(batches[0]) == 4  # the replay's first page held at least 10 events
+
+
+async def test_batched_live_events_already_queued_share_a_batch_and_heartbeats_go_on(
+    stub: erpc.EventServiceStub, gateway: Gateway
+) -> None:
+    bus = gateway.core.bus
+    call = stub.WatchEvents(batched(3))
+    messages = aiter(call)
+    async with asyncio.timeout(5):
+        hello = await anext(messages)  # a heartbeat: the stream is live and idle
+    assert hello.heartbeat.cursor == bus.head
+    head = bus.head
+    for cursor in range(head + 1, head + 6):  # published at once: queued before the stream wakes
+        bus.publish(
+            Event(
+                event_type=EventType.LLM_RESULT,
+                session_id="s1",
+                instance_id=INSTANCE,
+                agent_id="helper-agent",
+                room_id="room_1",
+                event_time_ms=0,
+                received_at=time.time(),
+                sequence=cursor,
+                round=1,
+                data={"text": f"t{cursor}"},
+                cursor=cursor,
+            )
+        )
+    batches = await collect_batches(messages, 5)
+    assert [[e.cursor for e in batch] for batch in batches] == [
+        [head + 1, head + 2, head + 3],
+        [head + 4, head + 5],
+    ]
+    async with asyncio.timeout(5):
+        after = await anext(messages)
+    assert after.heartbeat.cursor == head + 5
+    call.cancel()
+
+
+async def test_a_replay_of_many_pages_then_live(
+    stub: erpc.EventServiceStub,
+    http: httpx.AsyncClient,
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def delivered() -> float | None:
+        return gateway.metrics.registry.get_sample_value("agentgw_event_delivery_seconds_count")
+
+    monkeypatch.setattr(events_api, "REPLAY_PAGE", 5)  # 20 events: 4 pages
+    await post_llm(http, 20)
+    call = stub.WatchEvents(batched(3, start=eapi.START_POSITION_OLDEST))
+    batches = await collect_batches(call, 20)
+    assert [len(b) for b in batches] == [3, 2] * 4  # a batch never spans two pages
+    await post_llm(http, 1, start=20)
+    batches += await collect_batches(call, 1)
+    call.cancel()
+    got = [e.llm_result.text for b in batches for e in b]
+    assert got == [f"t{i}" for i in range(21)]
+    unbatched = stub.WatchEvents(eapi.WatchEventsRequest(start=eapi.START_POSITION_OLDEST))
+    assert [e.llm_result.text for e in await collect(unbatched, 21)] == got
+    unbatched.cancel()
+    assert delivered() == 1  # only the live event: a replayed one's age is not a delivery latency
+
+
+async def test_batches_never_wait_to_fill(stub: erpc.EventServiceStub, http: httpx.AsyncClient) -> None:
+    await post_llm(http, 3)
+    call = stub.WatchEvents(batched(1000, start=eapi.START_POSITION_OLDEST))
+    replayed = await collect_batches(call, 3)
+    assert [[e.llm_result.text for e in b] for b in replayed] == [["t0", "t1", "t2"]]
+    await post_llm(http, 1, start=3)
+    live = await collect_batches(call, 1)
+    call.cancel()
+    assert [[e.llm_result.text for e in b] for b in live] == [["t3"]]
+
+
+async def test_batched_single_session_watch_completes_after_the_batch_with_its_end(
+    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    await register_agent(emulator)
+    sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
+    session = (await sessions.CreateSession(voice_request(), timeout=5)).session
+    only = eapi.EventFilter(session_ids=[session.session_id])
+    call = stub.WatchEvents(batched(10, filter=only))
+    await asyncio.sleep(0.05)  # the subscription is open once the handler runs
+    said = callback("LLMResult", session.agent_instance_id, {"Round": 1, "Text": "hello"})
+    assert (await post(http, said)).status_code == 200
+    await sessions.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
+    batches = await collect_batches(call, 10)  # the stream ends by itself
+    assert [e.WhichOneof("payload") for b in batches for e in b] == ["llm_result", "ended"]
+    assert await call.code() == grpc.StatusCode.OK
+    # Replayed from the oldest, both are in one page of the log: one batch, then OK.
+    again = stub.WatchEvents(batched(10, filter=only, start=eapi.START_POSITION_OLDEST))
+    replayed = await collect_batches(again, 10)
+    assert [[e.WhichOneof("payload") for e in b] for b in replayed] == [["llm_result", "ended"]]
+    assert await again.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("size", [-1, 1001])
+async def test_max_batch_size_out_of_range_is_invalid(stub: erpc.EventServiceStub, size: int) -> None:
+    call = stub.WatchEvents(batched(size))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect_batches(call, 1)
+    err = rich_error(info.value)
+    assert (err.code, err.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["max_batch_size"])
+    # Reported together with the filter's problems, in one error.
+    both = stub.WatchEvents(batched(size, filter=eapi.EventFilter(label_selector="bad key")))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect_batches(both, 1)
+    assert rich_error(info.value).field_paths == ["max_batch_size", "filter.label_selector"]

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentgw/v1/event_service.proto\x12\nagentgw.v1\x1a\x1e\x61gentgw/v1/session_event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n\x0b\x45ventFilter\x12\x19\n\x0bsession_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07room_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x30\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x15.agentgw.v1.EventTypeB\x04\xe2\x41\x01\x01\x12\x1c\n\x0elabel_selector\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"\xaa\x01\n\x12WatchEventsRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.agentgw.v1.EventFilterB\x04\xe2\x41\x01\x01\x12.\n\x05start\x18\x02 \x01(\x0e\x32\x19.agentgw.v1.StartPositionB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binclude_raw\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"E\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x13WatchEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.agentgw.v1.SessionEventH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.agentgw.v1.HeartbeatH\x00\x42\x06\n\x04item\"\x92\x01\n\x11ListEventsRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.agentgw.v1.EventFilterB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binclude_raw\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"h\n\x12ListEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.agentgw.v1.SessionEvent\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\x12\x13\n\x0bhead_cursor\x18\x03 \x01(\x03*\x83\x01\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_POSITION_NOW\x10\x01\x12\x1f\n\x1bSTART_POSITION_AFTER_CURSOR\x10\x02\x12\x19\n\x15START_POSITION_OLDEST\x10\x03\x32\xad\x01\n\x0c\x45ventService\x12P\n\x0bWatchEvents\x12\x1e.agentgw.v1.WatchEventsRequest\x1a\x1f.agentgw.v1.WatchEventsResponse0\x01\x12K\n\nListEvents\x12\x1d.agentgw.v1.ListEventsRequest\x1a\x1e.agentgw.v1.ListEventsResponseB2\n\x0e\x63om.agentgw.v1B\x11\x45ventServiceProtoP\x01\xaa\x02\nAgentgw.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentgw/v1/event_service.proto\x12\nagentgw.v1\x1a\x1e\x61gentgw/v1/session_event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n\x0b\x45ventFilter\x12\x19\n\x0bsession_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07room_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x30\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x15.agentgw.v1.EventTypeB\x04\xe2\x41\x01\x01\x12\x1c\n\x0elabel_selector\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"\xc8\x01\n\x12WatchEventsRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.agentgw.v1.EventFilterB\x04\xe2\x41\x01\x01\x12.\n\x05start\x18\x02 \x01(\x0e\x32\x19.agentgw.v1.StartPositionB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binclude_raw\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x1c\n\x0emax_batch_size\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01\"6\n\nEventBatch\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.agentgw.v1.SessionEvent\"E\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x13WatchEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.agentgw.v1.SessionEventH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.agentgw.v1.HeartbeatH\x00\x12\'\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x16.agentgw.v1.EventBatchH\x00\x42\x06\n\x04item\"\x92\x01\n\x11ListEventsRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.agentgw.v1.EventFilterB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binclude_raw\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"h\n\x12ListEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.agentgw.v1.SessionEvent\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\x12\x13\n\x0bhead_cursor\x18\x03 \x01(\x03*\x83\x01\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_POSITION_NOW\x10\x01\x12\x1f\n\x1bSTART_POSITION_AFTER_CURSOR\x10\x02\x12\x19\n\x15START_POSITION_OLDEST\x10\x03\x32\xad\x01\n\x0c\x45ventService\x12P\n\x0bWatchEvents\x12\x1e.agentgw.v1.WatchEventsRequest\x1a\x1f.agentgw.v1.WatchEventsResponse0\x01\x12K\n\nListEvents\x12\x1d.agentgw.v1.ListEventsRequest\x1a\x1e.agentgw.v1.ListEventsResponseB2\n\x0e\x63om.agentgw.v1B\x11\x45ventServiceProtoP\x01\xaa\x02\nAgentgw.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +53,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHEVENTSREQUEST'].fields_by_name['after_cursor']._serialized_options = b'\342A\001\001'
   _globals['_WATCHEVENTSREQUEST'].fields_by_name['include_raw']._loaded_options = None
   _globals['_WATCHEVENTSREQUEST'].fields_by_name['include_raw']._serialized_options = b'\342A\001\001'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['max_batch_size']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['max_batch_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTEVENTSREQUEST'].fields_by_name['filter']._loaded_options = None
   _globals['_LISTEVENTSREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\001'
   _globals['_LISTEVENTSREQUEST'].fields_by_name['after_cursor']._loaded_options = None
@@ -61,20 +63,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTEVENTSREQUEST'].fields_by_name['include_raw']._loaded_options = None
   _globals['_LISTEVENTSREQUEST'].fields_by_name['include_raw']._serialized_options = b'\342A\001\001'
-  _globals['_STARTPOSITION']._serialized_start=932
-  _globals['_STARTPOSITION']._serialized_end=1063
+  _globals['_STARTPOSITION']._serialized_start=1060
+  _globals['_STARTPOSITION']._serialized_end=1191
   _globals['_EVENTFILTER']._serialized_start=145
   _globals['_EVENTFILTER']._serialized_end=312
   _globals['_WATCHEVENTSREQUEST']._serialized_start=315
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=485
-  _globals['_HEARTBEAT']._serialized_start=487
-  _globals['_HEARTBEAT']._serialized_end=556
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=558
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=674
-  _globals['_LISTEVENTSREQUEST']._serialized_start=677
-  _globals['_LISTEVENTSREQUEST']._serialized_end=823
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=825
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=929
-  _globals['_EVENTSERVICE']._serialized_start=1066
-  _globals['_EVENTSERVICE']._serialized_end=1239
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=515
+  _globals['_EVENTBATCH']._serialized_start=517
+  _globals['_EVENTBATCH']._serialized_end=571
+  _globals['_HEARTBEAT']._serialized_start=573
+  _globals['_HEARTBEAT']._serialized_end=642
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=645
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=802
+  _globals['_LISTEVENTSREQUEST']._serialized_start=805
+  _globals['_LISTEVENTSREQUEST']._serialized_end=951
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=953
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1057
+  _globals['_EVENTSERVICE']._serialized_start=1194
+  _globals['_EVENTSERVICE']._serialized_end=1367
 # @@protoc_insertion_point(module_scope)

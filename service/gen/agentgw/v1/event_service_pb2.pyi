@@ -101,12 +101,19 @@ class WatchEventsRequest(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     INCLUDE_RAW_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     start: Global___StartPosition.ValueType
     """Where to start."""
     after_cursor: _builtins.int
     """With START_POSITION_AFTER_CURSOR: the last cursor you processed."""
     include_raw: _builtins.bool
     """Include ZEGO's raw callback JSON in each event (for debugging)."""
+    max_batch_size: _builtins.int
+    """0 or 1: one event per message (`event`). 2 to 1000: events come in `batch` messages of 1 to
+    max_batch_size events each, in cursor order: whatever is ready at once (a page of the replay,
+    live events already queued); the server never waits to fill a batch. Negative or above 1000:
+    INVALID_ARGUMENT. Batches make long replays several times faster.
+    """
     @_builtins.property
     def filter(self) -> Global___EventFilter:
         """Which events."""
@@ -118,14 +125,39 @@ class WatchEventsRequest(_message.Message):
         start: Global___StartPosition.ValueType = ...,
         after_cursor: _builtins.int = ...,
         include_raw: _builtins.bool = ...,
+        max_batch_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "include_raw", b"include_raw", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "include_raw", b"include_raw", "max_batch_size", b"max_batch_size", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class EventBatch(_message.Message):
+    """Events sent together, in cursor order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_session_event_pb2.SessionEvent]:
+        """One or more events, strictly increasing cursors."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_session_event_pb2.SessionEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
@@ -163,25 +195,31 @@ class WatchEventsResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _session_event_pb2.SessionEvent:
-        """An event."""
+        """An event (when max_batch_size is 0 or 1)."""
 
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
         """A heartbeat."""
+
+    @_builtins.property
+    def batch(self) -> Global___EventBatch:
+        """Events (when max_batch_size is 2 or more)."""
 
     def __init__(
         self,
         *,
         event: _session_event_pb2.SessionEvent | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        batch: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "heartbeat", "batch"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

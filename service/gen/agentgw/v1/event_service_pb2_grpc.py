@@ -65,7 +65,9 @@ class EventServiceServicer:
         FAILED_PRECONDITION (reason CURSOR_EXPIRED): list what you need, then watch from now. A
         cursor ahead of the log is OUT_OF_RANGE. A subscriber that falls too far behind is ended
         with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching a
-        single session completes with OK after its ENDED event.
+        single session completes with OK after its ENDED event (with batching: after the batch that
+        holds it). With max_batch_size >= 2, events come in EventBatch messages; order, cursors and the
+        guarantees above are the same.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

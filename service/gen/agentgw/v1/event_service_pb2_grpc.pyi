@@ -44,7 +44,9 @@ class EventServiceStub:
     FAILED_PRECONDITION (reason CURSOR_EXPIRED): list what you need, then watch from now. A
     cursor ahead of the log is OUT_OF_RANGE. A subscriber that falls too far behind is ended
     with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching a
-    single session completes with OK after its ENDED event.
+    single session completes with OK after its ENDED event (with batching: after the batch that
+    holds it). With max_batch_size >= 2, events come in EventBatch messages; order, cursors and the
+    guarantees above are the same.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_event_service_pb2.ListEventsRequest, _event_service_pb2.ListEventsResponse]
     """Pages through logged events after a cursor, for callers that cannot hold a stream."""
@@ -65,7 +67,9 @@ class EventServiceAsyncStub(EventServiceStub):
     FAILED_PRECONDITION (reason CURSOR_EXPIRED): list what you need, then watch from now. A
     cursor ahead of the log is OUT_OF_RANGE. A subscriber that falls too far behind is ended
     with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching a
-    single session completes with OK after its ENDED event.
+    single session completes with OK after its ENDED event (with batching: after the batch that
+    holds it). With max_batch_size >= 2, events come in EventBatch messages; order, cursors and the
+    guarantees above are the same.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_event_service_pb2.ListEventsRequest, _event_service_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Pages through logged events after a cursor, for callers that cannot hold a stream."""
@@ -89,7 +93,9 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (reason CURSOR_EXPIRED): list what you need, then watch from now. A
         cursor ahead of the log is OUT_OF_RANGE. A subscriber that falls too far behind is ended
         with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching a
-        single session completes with OK after its ENDED event.
+        single session completes with OK after its ENDED event (with batching: after the batch that
+        holds it). With max_batch_size >= 2, events come in EventBatch messages; order, cursors and the
+        guarantees above are the same.
         """
 
     @_abc_1.abstractmethod
