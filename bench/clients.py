@@ -110,25 +110,41 @@ def _bare_text(message: bytes) -> str:
 
 
 async def watch(
-    channel: grpc.aio.Channel, kind: Kind, *, oldest: bool = False
-) -> AsyncIterator[tuple[str, str]]:
-    """Yield ("event", LLMResult text) or ("heartbeat", "") for each message of one stream."""
+    channel: grpc.aio.Channel,
+    kind: Kind,
+    *,
+    oldest: bool = False,
+    max_batch_size: int = 0,
+    after_cursor: int | None = None,
+) -> AsyncIterator[tuple[str, str, int]]:
+    """Yield ("event", LLMResult text, cursor) or ("heartbeat", "", cursor) for each event or
+    heartbeat of one stream (the bare server has no cursors: 0). agentgw is asked for
+    ``max_batch_size`` events per message (0: one each), and resumes after ``after_cursor`` when
+    given; the events of a batch are yielded one by one. The bare server sends one per message."""
     if kind == "agentgw":
         stub = events_rpc.EventServiceStub(channel)
-        start = events_api.START_POSITION_OLDEST if oldest else events_api.START_POSITION_NOW
-        call = stub.WatchEvents(events_api.WatchEventsRequest(start=start))
-        async for response in call:
-            if response.WhichOneof("item") == "heartbeat":
-                yield "heartbeat", ""
+        request = events_api.WatchEventsRequest(max_batch_size=max_batch_size)
+        if after_cursor is not None:
+            request.start = events_api.START_POSITION_AFTER_CURSOR
+            request.after_cursor = after_cursor
+        else:
+            request.start = events_api.START_POSITION_OLDEST if oldest else events_api.START_POSITION_NOW
+        async for response in stub.WatchEvents(request):
+            item = response.WhichOneof("item")
+            if item == "heartbeat":
+                yield "heartbeat", "", response.heartbeat.cursor
+            elif item == "batch":
+                for event in response.batch.events:
+                    yield "event", event.llm_result.text, event.cursor
             else:
-                yield "event", response.event.llm_result.text
+                yield "event", response.event.llm_result.text, response.event.cursor
         return
     bare = channel.unary_stream(WATCH, request_serializer=None, response_deserializer=None)(b"sub")
     async for message in bare:
         if message == HEARTBEAT:
-            yield "heartbeat", ""
+            yield "heartbeat", "", 0
         else:
-            yield "event", _bare_text(message)
+            yield "event", _bare_text(message), 0
 
 
 async def replay_count(

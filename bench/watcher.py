@@ -6,12 +6,15 @@ subscription known to exist server-side), then records, per stream:
 
 * each measured event's latency, ``time.time()`` at receipt minus the send time in its text
   (events numbered below 0 are warm-ups and are ignored);
-* the ids received (with ``track_ids``), to verify that nothing was lost or duplicated;
+* the ids received (with ``track_ids``), to verify that nothing was lost (an id received again
+  after a resume is counted once);
 * heartbeat arrival times between ``go`` and ``stop``, for the largest gap.
 
-Streams open all at once, or ramped at ``open_rate`` streams/s. Commands: ``go`` (open the
-heartbeat window), ``expect`` (``n`` measured events per stream: the worker finishes once every
-stream has them), ``stop`` (finish now).
+With ``resume``, an agentgw stream cut off for falling behind (RESOURCE_EXHAUSTED) resumes after
+the last cursor it saw, as a real subscriber would. Streams open all at once, or ramped at
+``open_rate`` streams/s. Commands: ``go`` (open the heartbeat window), ``expect`` (``n``
+measured events per stream: the worker finishes once every stream has them), ``stop`` (finish
+now).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Stream:
     ids: set[tuple[str, int]] = field(default_factory=set)
     heartbeats: list[float] = field(default_factory=list)
     error: str | None = None
+    resumes: int = 0
 
 
 class _Watch:
@@ -52,6 +56,8 @@ class _Watch:
         self.all_first = asyncio.Event()
         self.window_start: float | None = None
         self.expect: int | None = spec.get("expect")
+        self.max_batch_size = int(spec.get("max_batch_size", 0))
+        self.resume = bool(spec.get("resume", False))
 
     def done(self) -> bool:
         if self.expect is None:
@@ -60,34 +66,52 @@ class _Watch:
 
     async def run(self, index: int, channel: grpc.aio.Channel) -> None:
         stream = self.streams[index]
-        try:
-            async for item, text in watch(channel, self.kind):
-                if not stream.seen_first:
-                    stream.seen_first = True
-                    self.first_count += 1
-                    if self.first_count == len(self.streams):
-                        self.all_first.set()
-                if item == "heartbeat":
-                    if self.window_start is not None:
-                        stream.heartbeats.append(time.monotonic())
+        cursor: int | None = None
+        while True:
+            try:
+                async for item, text, at in watch(
+                    channel, self.kind, max_batch_size=self.max_batch_size, after_cursor=cursor
+                ):
+                    cursor = at or cursor
+                    self._seen(stream, item, text)
+                return
+            except grpc.aio.AioRpcError as exc:
+                # A subscriber cut off for falling behind resumes after the last cursor it
+                # processed, as the API asks (at-least-once: repeats are counted once by id).
+                if self.resume and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and cursor:
+                    stream.resumes += 1
                     continue
-                received_at = time.time()
-                if text.count("|") != 2:
-                    continue  # not one of ours (e.g. a session's created or ended event)
-                tag, number, sent_at = parse_text(text)
-                if number < 0:
-                    continue
-                stream.count += 1
-                if self.keep_latencies:
-                    stream.latencies.append(received_at - sent_at)
-                if self.track_ids:
-                    stream.ids.add((tag, number))
-        except grpc.aio.AioRpcError as exc:
-            stream.error = exc.code().name
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            stream.error = type(exc).__name__
+                stream.error = exc.code().name
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                stream.error = type(exc).__name__
+                return
+
+    def _seen(self, stream: _Stream, item: str, text: str) -> None:
+        if not stream.seen_first:
+            stream.seen_first = True
+            self.first_count += 1
+            if self.first_count == len(self.streams):
+                self.all_first.set()
+        if item == "heartbeat":
+            if self.window_start is not None:
+                stream.heartbeats.append(time.monotonic())
+            return
+        received_at = time.time()
+        if text.count("|") != 2:
+            return  # not one of ours (e.g. a session's created or ended event)
+        tag, number, sent_at = parse_text(text)
+        if number < 0:
+            return
+        if self.track_ids:
+            if (tag, number) in stream.ids:
+                return  # redelivered after a resume
+            stream.ids.add((tag, number))
+        stream.count += 1
+        if self.keep_latencies:
+            stream.latencies.append(received_at - sent_at)
 
     def result(self, window_end: float) -> dict[str, Any]:
         gaps: list[float] = []
@@ -105,6 +129,7 @@ class _Watch:
             "errors": dict(errors),
             "hb_max_gap": [round(g, 4) for g in gaps],
             "hb_counts": [len(s.heartbeats) for s in self.streams],
+            "resumes": [s.resumes for s in self.streams],
             "window": (window_end - self.window_start) if self.window_start is not None else 0.0,
         }
 
