@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = ["summarize"]
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
+_ROOT = f"{Path(__file__).resolve().parents[1]}/"  # this checkout, wherever it lives
 _IDLE = ("select (selectors.py", "epoll", "_run_once (asyncio/base_events.py", "poll (")
 
 
@@ -24,7 +25,7 @@ def _short(frame: str) -> str:
     if not match:
         return frame.strip()
     path = match["file"]
-    for marker in ("/site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("/site-packages/", "/lib/python3.11/", _ROOT):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['func']} ({path})"

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr, each carrying the current request id.
 
-The request id lives in a context variable that the gRPC interceptor sets for every RPC, so any
-log line written while serving that RPC carries it without passing it around.
+The request id lives in a context variable that the gRPC handler wrapper (``service.api.interceptors``)
+sets for every RPC of our services, so any log line written while serving that RPC carries it
+without passing it around.
 """
 
 from __future__ import annotations

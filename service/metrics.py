@@ -15,7 +15,8 @@ Example::
     await metrics.refresh_from_ledger(ledger, {"voice": 10, "digital_human": 2})
     body = prometheus_client.generate_latest(metrics.registry)
 
-``service.api.metrics_interceptor`` feeds the ``grpc_server_*`` families (go-grpc-prometheus style).
+The handler wrapper of ``service.api.interceptors`` feeds the ``grpc_server_*`` families
+(go-grpc-prometheus style) through ``service.api.metrics_interceptor``.
 """
 
 from __future__ import annotations

@@ -29,14 +29,14 @@ from typing import Self
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from starlette.routing import Route
 
 from service import __version__
 from service.api.agents import AgentServicer
 from service.api.events import EventServicer
-from service.api.interceptors import RequestContextInterceptor
-from service.api.metrics_interceptor import MetricsInterceptor, preinitialize
+from service.api.interceptors import RpcHandlers
+from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
@@ -192,21 +192,20 @@ class Gateway:
         )
 
     def _grpc_server(self, settings: Settings, core: Core, metrics: Metrics) -> grpc.aio.Server:
-        # Metrics first: it must see the status the context interceptor maps exceptions to.
-        server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(metrics), RequestContextInterceptor()],
-            options=grpc_server_options(),
-        )
+        # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
+        handlers = RpcHandlers(metrics)
         # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
         # never the secret itself.
         assert settings.zego_server_secret is not None and settings.zego_app_id is not None
         token_key = hashlib.sha256(
             b"agentgw-page-tokens:" + settings.zego_server_secret.reveal().encode()
         ).digest()
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(core.agents, PageTokens(token_key, "agents")), server
+        handlers.register(
+            agent_service_pb2_grpc.add_AgentServiceServicer_to_server,
+            AgentServicer(core.agents, PageTokens(token_key, "agents")),
         )
-        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+        handlers.register(
+            session_service_pb2_grpc.add_SessionServiceServicer_to_server,
             SessionServicer(
                 core.sessions,
                 PageTokens(token_key, "sessions"),
@@ -214,20 +213,27 @@ class Gateway:
                 on_api_turn=core.latency.api_turn,
                 budget_seconds=settings.interaction_budget_seconds,
             ),
-            server,
         )
-        event_service_pb2_grpc.add_EventServiceServicer_to_server(
+        handlers.register(
+            event_service_pb2_grpc.add_EventServiceServicer_to_server,
             EventServicer(core.ledger, core.bus, on_delivered=metrics.event_delivered),
-            server,
         )
-        room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server(
-            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret), server
+        handlers.register(
+            room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,
+            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret),
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
+        # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
+        handlers.register(
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
+            reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            ),
         )
         preinitialize(metrics, [*SERVICES, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]])
+        server = grpc.aio.server(options=grpc_server_options())
+        server.add_generic_rpc_handlers((handlers,))
         return server
 
     async def _start_emulator(self, settings: Settings) -> Settings:

@@ -1,28 +1,53 @@
-"""The gRPC interceptor that gives every agentgw RPC a request id, a log line and rich errors.
+"""The one wrapper every RPC handler gets: request id, log line, error mapping and metrics.
 
-It wraps only our own services (``/agentgw.v1.*``): health and reflection are grpc's code, and
-health's ``Watch`` is a write-style stream handler that a yield-style wrapper would break.
+:class:`RpcHandlers` stands in for the server while servicers are registered (the generated
+``add_*Servicer_to_server`` functions call its ``add_registered_method_handlers`` and
+``add_generic_rpc_handlers``), wraps each method handler once, and is then installed on the
+``grpc.aio`` server as its only generic handler. A call pays for one wrapper with one ``try``: no
+``grpc.aio.ServerInterceptor`` chain (a few coroutines per call), and no registered method, each of
+which grpc.aio's serving loop would ``asyncio.wait`` on for every call.
 
-An exception escaping a handler is turned into a ``google.rpc.Status`` by ``service.api.status``
-and sent with ``abort_with_status``. ``AbortError`` (the handler aborted on its own) and
-cancellation pass through untouched, as grpc requires.
+Every method, health and reflection included, gets go-grpc-prometheus's metrics
+(``service.api.metrics_interceptor``), recorded after the error mapping below, so they see the
+status the caller gets. Our own services (``/agentgw.v1.*``) also get:
+
+* a request id: the caller's ``x-request-id`` if it is 1-64 printable characters, else a new one
+  (:func:`new_request_id`). It is set in ``service.logs.request_id_var`` for every log line of the
+  call and, for unary responses, sent back as trailing metadata ``x-request-id``;
+* one ``rpc ok`` log line per successful unary call, built only when INFO is enabled;
+* rich errors: an exception escaping the handler becomes a ``google.rpc.Status`` by
+  ``service.api.status``, sent with ``abort_with_status``. ``AbortError`` (the handler aborted on its
+  own) and cancellation pass through untouched, as grpc requires.
+
+Usage::
+
+    handlers = RpcHandlers(metrics)
+    handlers.register(session_service_pb2_grpc.add_SessionServiceServicer_to_server, servicer)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handlers,))
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
+import os
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
+from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.status import to_status
 from service.logs import request_id_var
+from service.metrics import Metrics
 
-__all__ = ["REQUEST_ID_HEADER", "RequestContextInterceptor"]
+__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "new_request_id"]
 
 log = logging.getLogger("agentgw.rpc")
 
@@ -30,11 +55,31 @@ REQUEST_ID_HEADER = "x-request-id"
 _OUR_PREFIX = "/agentgw.v1."
 _DEADLINE_SLACK_SECONDS = 0.1
 
-UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+S = TypeVar("S")
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+class _RequestIds:
+    """A random per-process prefix and a counter: 32 hex characters, unique, no syscall per id."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+new_request_id = _RequestIds()
+"""A new request id: ``new_request_id()``."""
+os.register_at_fork(after_in_child=new_request_id.reseed)  # a forked child must not repeat its parent's ids
+
+
+def _request_id(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if (
             key == REQUEST_ID_HEADER
@@ -43,10 +88,10 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
             and value.isprintable()
         ):
             return value
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
-async def _fail(exc: Exception, method: str, rid: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoReturn:
     remaining = context.time_remaining()
     spent = remaining is not None and remaining < _DEADLINE_SLACK_SECONDS
     status = to_status(exc, rid, deadline_spent=spent)
@@ -58,78 +103,167 @@ async def _fail(exc: Exception, method: str, rid: str, context: grpc.aio.Service
         )
     # grpc-stubs lacks the aio abort_with_status; it exists since grpcio 1.38.
     await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")  # it raises AbortError
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Sets the request id context, logs one line per RPC, and maps errors to rich statuses."""
+def _unary_response(
+    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+) -> Callable[[Any, Context], Any]:
+    """The wrapper of a unary-unary or stream-unary handler."""
 
-    def __init__(self) -> None:
-        # Handlers are registered once per method: wrap each once, not on every call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+    async def wrapper(request: Any, context: Context) -> Any:
+        rec.started.inc()
+        handler_context: Any = context
+        if streaming_request:
+            request, handler_context = counted(request, rec), CountingContext(context, rec)
+        else:
+            rec.received.inc()
+        started = time.perf_counter()
+        rid, token = "", None
+        if ours:
+            rid = _request_id(context)
+            token = request_id_var.set(rid)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        try:
+            try:
+                response = behavior(request, handler_context)
+                if inspect.isawaitable(response):
+                    response = await response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                if not ours:
+                    raise
+                await _fail(exc, method, rid, context)
+            if ours and log.isEnabledFor(logging.INFO):
+                ms = round((time.perf_counter() - started) * 1e3, 2)
+                log.info("rpc ok", extra={"method": method, "ms": ms})
+        except BaseException as exc:  # incl. AbortError and CancelledError: recorded, then re-raised
+            rec.finish(context, exc, started)
+            raise
+        finally:
+            if token is not None:
+                request_id_var.reset(token)
+        if rec.finish(context, None, started) == "OK":
+            rec.sent.inc()
+        return response
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
+    return wrapper
+
+
+def _stream_response(
+    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    """The wrapper of a unary-stream or stream-stream handler, yield-style or write-style."""
+
+    async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+        rec.started.inc()
+        if streaming_request:
+            request = counted(request, rec)
+        else:
+            rec.received.inc()
+        started = time.perf_counter()
+        rid, token = "", None
+        if ours:
+            rid = _request_id(context)
+            token = request_id_var.set(rid)
+        try:
+            try:
+                result = behavior(request, CountingContext(context, rec))
+                if inspect.isasyncgen(result):  # yield-style handler
+                    async with aclosing(result) as responses:
+                        async for response in responses:
+                            rec.sent.inc()
+                            yield response
+                elif inspect.isawaitable(result):  # write-style: its writes are counted by the context
+                    await result
+                elif isinstance(result, Iterable):  # a sync generator
+                    for response in result:
+                        rec.sent.inc()
+                        yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                if not ours:
+                    raise
+                await _fail(exc, method, rid, context)
+        except BaseException as exc:  # incl. AbortError, CancelledError, GeneratorExit: re-raised
+            rec.finish(context, exc, started)
+            raise
+        finally:
+            if token is not None:
+                request_id_var.reset(token)
+        rec.finish(context, None, started)
+
+    return wrapper
+
+
+def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
+    service, _, name = path.lstrip("/").partition("/")
+    rec = Recorder(metrics, rpc_type(handler.request_streaming, handler.response_streaming), service, name)
+    ours = path.startswith(_OUR_PREFIX)
+    codecs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_response(rec, handler.unary_unary, path, ours, False), **codecs
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary_response(rec, handler.stream_unary, path, ours, True), **codecs
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _stream_response(rec, handler.unary_stream, path, ours, False), **codecs
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _stream_response(rec, handler.stream_stream, path, ours, True), **codecs
+        )
+    return handler
+
+
+class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method handler of the server, each wrapped once; install it as the server's generic handler."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._methods: dict[str, Handler] = {}
+        self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
+        # Generic handlers are resolved per call: wrap what they return once per method, not per call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def register(self, add_to_server: Callable[[S, Any], None], servicer: S) -> None:
+        """Register ``servicer`` through its generated ``add_*Servicer_to_server`` function."""
+        add_to_server(servicer, self)
+
+    def add_registered_method_handlers(self, service: str, method_handlers: Mapping[str, Handler]) -> None:
+        """What ``grpc.aio.Server`` offers the generated code: the methods of ``service``, by name."""
+        for name, handler in method_handlers.items():
+            path = f"/{service}/{name}"
+            self._methods[path] = _wrap(handler, path, self._metrics)
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        """Handlers asked per call for methods not registered by name (the generated code adds both)."""
+        self._generic.extend(generic_rpc_handlers)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        """The wrapped handler of the called method; ``None`` (grpc answers UNIMPLEMENTED) if unknown."""
         method: str = handler_call_details.method
-        if handler is None or not method.startswith(_OUR_PREFIX):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler
-        if handler.unary_unary is not None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        elif handler.unary_stream is not None:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            rid = _request_id(context)
-            token = request_id_var.set(rid)
-            started = time.perf_counter()
-            try:
-                context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
-                response = await behavior(request, context)
-                log.info(
-                    "rpc ok", extra={"method": method, "ms": round((time.perf_counter() - started) * 1e3, 2)}
-                )
-                return response
-            except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                await _fail(exc, method, rid, context)
-            finally:
-                request_id_var.reset(token)
-
-        return wrapper
-
-    @staticmethod
-    def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            rid = _request_id(context)
-            token = request_id_var.set(rid)
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                await _fail(exc, method, rid, context)
-            finally:
-                request_id_var.reset(token)
-
-        return wrapper
+        found = self._methods.get(method)
+        if found is not None:
+            return found
+        for generic in self._generic:
+            handler = generic.service(handler_call_details)
+            if handler is not None:
+                cached = self._wrapped.get(method)
+                if cached is not None and cached[0] is handler:
+                    return cached[1]
+                wrapped = _wrap(handler, method, self._metrics)
+                self._wrapped[method] = (handler, wrapped)
+                return wrapped
+        return None  # unknown method: not counted, as in Go

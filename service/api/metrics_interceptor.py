@@ -1,8 +1,9 @@
-"""go-grpc-prometheus's server metrics for grpc.aio (conventions §3.4, §4.2).
+"""go-grpc-prometheus's server metrics for grpc.aio (conventions §3.4, §4.2): what the handler wrapper
+of ``service.api.interceptors`` records for every RPC.
 
-:class:`MetricsInterceptor` feeds the ``grpc_server_*`` families of :class:`service.metrics.Metrics`
-exactly as ``grpc-ecosystem/go-grpc-prometheus`` does, so dashboards and alerts written for Go and Java
-services work unchanged:
+It feeds the ``grpc_server_*`` families of :class:`service.metrics.Metrics` exactly as
+``grpc-ecosystem/go-grpc-prometheus`` does, so dashboards and alerts written for Go and Java services
+work unchanged:
 
 * ``started`` when the handler is entered; ``msg_received`` per request message; ``msg_sent`` per
   response message (a unary response counts only when the call succeeds);
@@ -14,23 +15,21 @@ a cancellation with no code is ``DeadlineExceeded`` once the deadline has passed
 any other escaping exception is ``Unknown``. Exceptions are always re-raised, never swallowed.
 
 Stream handlers come in two styles: async generators that ``yield`` and coroutines that ``await
-context.write(msg)`` (grpc_health's ``Watch``). Both are supported: the wrapper branches on
-``inspect.isasyncgen`` and hands the handler a context proxy that counts ``write`` and ``read``.
+context.write(msg)`` (grpc_health's ``Watch``). The wrapper counts the first as it forwards them and
+hands the handler a :class:`CountingContext`, which counts ``write`` and ``read``.
 
-Install it **before** ``RequestContextInterceptor`` (interceptors run outermost first), so it sees the
-status that interceptor maps an exception to, not the raw exception::
+A :class:`Recorder` holds one method's label children, resolved once when the method is registered,
+``handled`` for every code included: a call does no ``.labels()`` lookup. :func:`preinitialize` creates
+every method's series at zero from the service descriptors, as Go's ``preRegisterMethod`` does::
 
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), RequestContextInterceptor()])
     preinitialize(metrics, [agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"], ...])
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 import grpc
@@ -40,7 +39,16 @@ from grpc_health.v1 import health_pb2
 
 from service.metrics import Metrics
 
-__all__ = ["GRPC_CODES", "GRPC_TYPES", "MetricsInterceptor", "preinitialize"]
+__all__ = [
+    "GRPC_CODES",
+    "GRPC_TYPES",
+    "CountingContext",
+    "Recorder",
+    "counted",
+    "final_code",
+    "preinitialize",
+    "rpc_type",
+]
 
 GRPC_TYPES: Final = ("unary", "client_stream", "server_stream", "bidi_stream")
 
@@ -67,10 +75,10 @@ GRPC_CODES: Final[Mapping[grpc.StatusCode, str]] = {
 _BY_NUMBER: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]]"
 
 
-def _rpc_type(client_streaming: bool, server_streaming: bool) -> str:
+def rpc_type(client_streaming: bool, server_streaming: bool) -> str:
+    """go-grpc-prometheus's ``grpc_type`` label value."""
     if client_streaming:
         return "bidi_stream" if server_streaming else "client_stream"
     return "server_stream" if server_streaming else "unary"
@@ -81,13 +89,13 @@ def _current_code(context: Context) -> grpc.StatusCode | None:
         code: object = context.code()
     except Exception:  # code() is experimental; a context without it just has no code to report
         return None
-    if isinstance(code, grpc.StatusCode):
+    if code is None or isinstance(code, grpc.StatusCode):
         return code
     return _BY_NUMBER.get(code) if isinstance(code, int) else None
 
 
-def _final_code(context: Context, exc: BaseException | None) -> str:
-    """grpc-go's name of the status the client receives."""
+def final_code(context: Context, exc: BaseException | None) -> str:
+    """grpc-go's name of the status the client receives, once the handler returned or raised ``exc``."""
     code = _current_code(context)
     if exc is None:
         return GRPC_CODES[code] if code is not None else "OK"
@@ -100,34 +108,33 @@ def _final_code(context: Context, exc: BaseException | None) -> str:
     return "Unknown"  # what grpc sends for an exception escaping the handler
 
 
-class _Recorder:
-    """The label children of one method, resolved once instead of per message."""
+class Recorder:
+    """The label children of one method, resolved once instead of per call."""
 
-    __slots__ = ("_handled", "_handling", "_labels", "received", "sent", "started")
+    __slots__ = ("handled", "handling", "received", "sent", "started")
 
     def __init__(self, metrics: Metrics, rpc_type: str, service: str, method: str) -> None:
         labels = (rpc_type, service, method)
-        self._labels = labels
-        self._handled = metrics.grpc_handled
         self.started = metrics.grpc_started.labels(*labels)
         self.received = metrics.grpc_msg_received.labels(*labels)
         self.sent = metrics.grpc_msg_sent.labels(*labels)
-        self._handling = metrics.grpc_handling_seconds.labels(*labels) if rpc_type == "unary" else None
-        for code in GRPC_CODES.values():
-            self._handled.labels(*labels, code)
+        self.handling = metrics.grpc_handling_seconds.labels(*labels) if rpc_type == "unary" else None
+        #: ``grpc_server_handled_total`` by grpc-go code name; creating them all is the pre-initialisation.
+        self.handled = {code: metrics.grpc_handled.labels(*labels, code) for code in GRPC_CODES.values()}
 
     def finish(self, context: Context, exc: BaseException | None, started: float) -> str:
-        code = _final_code(context, exc)
-        self._handled.labels(*self._labels, code).inc()
-        if self._handling is not None:
-            self._handling.observe(time.perf_counter() - started)
+        """Count the call as handled (``exc``: what escaped the handler) and return its code's name."""
+        code = final_code(context, exc)
+        self.handled[code].inc()
+        if self.handling is not None:
+            self.handling.observe(time.perf_counter() - started)
         return code
 
 
-class _CountingContext:
+class CountingContext:
     """Delegates to the real context, counting ``write`` (sent) and ``read`` (received) messages."""
 
-    def __init__(self, context: Context, recorder: _Recorder) -> None:
+    def __init__(self, context: Context, recorder: Recorder) -> None:
         self._context = context
         self._recorder = recorder
 
@@ -145,118 +152,11 @@ class _CountingContext:
         return message
 
 
-async def _counted(requests: AsyncIterable[Any], recorder: _Recorder) -> AsyncIterator[Any]:
+async def counted(requests: AsyncIterable[Any], recorder: Recorder) -> AsyncIterator[Any]:
+    """The request stream, counting each message received."""
     async for request in requests:
         recorder.received.inc()
         yield request
-
-
-def _wrap_unary_response(rec: _Recorder, behavior: Callable[..., Any], streaming_request: bool) -> Any:
-    async def wrapper(request: Any, context: Context) -> Any:
-        rec.started.inc()
-        handler_context: Any = context
-        if streaming_request:
-            request, handler_context = _counted(request, rec), _CountingContext(context, rec)
-        else:
-            rec.received.inc()
-        started, exc = time.perf_counter(), None
-        try:
-            response = behavior(request, handler_context)
-            return (await response) if inspect.isawaitable(response) else response
-        except BaseException as e:  # incl. AbortError and CancelledError: recorded, then re-raised
-            exc = e
-            raise
-        finally:
-            if rec.finish(context, exc, started) == "OK":
-                rec.sent.inc()
-
-    return wrapper
-
-
-def _wrap_stream_response(rec: _Recorder, behavior: Callable[..., Any], streaming_request: bool) -> Any:
-    async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-        rec.started.inc()
-        if streaming_request:
-            request = _counted(request, rec)
-        else:
-            rec.received.inc()
-        started, exc = time.perf_counter(), None
-        try:
-            result = behavior(request, _CountingContext(context, rec))
-            if inspect.isasyncgen(result):  # yield-style handler
-                async with aclosing(result) as responses:
-                    async for response in responses:
-                        rec.sent.inc()
-                        yield response
-            elif inspect.isawaitable(result):  # write-style handler: its writes are counted by the proxy
-                await result
-            elif isinstance(result, Iterable):  # a sync generator
-                for response in result:
-                    rec.sent.inc()
-                    yield response
-        except BaseException as e:  # incl. AbortError, CancelledError, GeneratorExit: re-raised
-            exc = e
-            raise
-        finally:
-            rec.finish(context, exc, started)
-
-    return wrapper
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Records go-grpc-prometheus's ``grpc_server_*`` metrics for every RPC with a registered handler."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        # Keyed by the registered method path, so bounded by the services we serve.
-        self._recorders: dict[tuple[str, str], _Recorder] = {}
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
-
-    def _recorder(self, path: str, rpc_type: str) -> _Recorder:
-        recorder = self._recorders.get((path, rpc_type))
-        if recorder is None:
-            service, _, method = path.lstrip("/").partition("/")
-            recorder = self._recorders[(path, rpc_type)] = _Recorder(self._metrics, rpc_type, service, method)
-        return recorder
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; Go does not count these either
-            return handler
-        # Handlers are registered once per method: wrap each once, not on every call.
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, handler_call_details.method)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
-        rpc_type = _rpc_type(handler.request_streaming, handler.response_streaming)
-        rec = self._recorder(method, rpc_type)
-        codecs: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(rec, handler.unary_unary, False), **codecs
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(rec, handler.stream_unary, True), **codecs
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(rec, handler.unary_stream, False), **codecs
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream_response(rec, handler.stream_stream, True), **codecs
-            )
-        return handler
 
 
 def preinitialize(metrics: Metrics, services: Iterable[ServiceDescriptor]) -> None:
@@ -274,5 +174,9 @@ def preinitialize(metrics: Metrics, services: Iterable[ServiceDescriptor]) -> No
             continue
         done.add(service.full_name)
         for method in service.methods:
-            rpc_type = _rpc_type(method.client_streaming, method.server_streaming)
-            _Recorder(metrics, rpc_type, service.full_name, method.name)
+            Recorder(
+                metrics,
+                rpc_type(method.client_streaming, method.server_streaming),
+                service.full_name,
+                method.name,
+            )

@@ -1,4 +1,9 @@
-"""Ledger records -> protobuf sessions, and the enum tables between the two."""
+"""Ledger records -> protobuf sessions, and the enum tables between the two.
+
+The ``*_fields`` functions return a message's constructor arguments, sub-messages as nested dicts:
+protobuf builds the whole message from them in one call, without a Python object per sub-message
+(a Timestamp each) to build and then copy in. GetSession builds its response that way.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,9 @@ import base64
 import binascii
 import json
 import logging
+from typing import Any, TypeAlias
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
-from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState, Transition
+from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState, Transition, TurnStats
 from service.gen.agentgw.v1 import session_pb2 as spb
 
 __all__ = [
@@ -17,9 +21,12 @@ __all__ = [
     "KIND_FROM_PROTO",
     "KIND_TO_PROTO",
     "STATE_FROM_PROTO",
+    "Fields",
     "decode_digital_human_config",
+    "session_fields",
     "session_to_proto",
-    "transition_to_proto",
+    "transition_fields",
+    "turn_stats_fields",
 ]
 
 log = logging.getLogger("agentgw.api")
@@ -39,13 +46,18 @@ STATE_TO_PROTO = {state: getattr(spb, f"SESSION_STATE_{state.value}") for state 
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 REASON_TO_PROTO = {reason: getattr(spb, f"END_REASON_{reason.value}") for reason in EndReason}
 
+Fields: TypeAlias = dict[str, Any]
+"""A message's constructor arguments; a sub-message may be given as a nested dict."""
 
-def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+_NANOS = 1_000_000_000
+
+
+def _timestamp(seconds: float | None) -> Fields | None:
+    """A ``google.protobuf.Timestamp``'s fields (``None``: left unset), as ``FromNanoseconds`` sets them."""
     if seconds is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+    whole, nanos = divmod(int(seconds * 1e9), _NANOS)
+    return {"seconds": whole, "nanos": nanos}
 
 
 def decode_digital_human_config(raw: str) -> spb.DigitalHumanConfig:
@@ -75,48 +87,66 @@ def decode_digital_human_config(raw: str) -> spb.DigitalHumanConfig:
     return config
 
 
+def session_fields(record: SessionRecord) -> Fields:
+    """The ``Session`` fields of a ledger row (``turn_stats`` is GetSession's to add)."""
+    fields: Fields = {
+        "session_id": record.session_id,
+        "kind": KIND_TO_PROTO[record.kind],
+        "state": STATE_TO_PROTO[record.state],
+        "agent_id": record.agent_id,
+        "user_id": record.user_id,
+        "room_id": record.room_id,
+        "agent_user_id": record.agent_user_id,
+        "agent_stream_id": record.agent_stream_id,
+        "user_stream_id": record.user_stream_id,
+        "cdn_url": record.cdn_url or "",
+        "agent_instance_id": record.instance_id or "",
+        "labels": record.labels,
+        "max_duration": {"seconds": record.max_duration_seconds},
+        "create_time": _timestamp(record.created_at),
+        "start_time": _timestamp(record.started_at),
+        "end_time": _timestamp(record.ended_at),
+        "update_time": _timestamp(record.updated_at),
+        "end_reason": REASON_TO_PROTO[record.end_reason] if record.end_reason else spb.END_REASON_UNSPECIFIED,
+        "end_detail": record.end_detail,
+        "zego_code": record.zego_code or 0,
+        "possible_leak": record.possible_leak,
+        "request_id": record.request_id or "",
+        "exception_count": record.exception_count,
+        "last_exception_code": record.last_exception_code or 0,
+        "last_exception_message": record.last_exception_message,
+    }
+    if record.digital_human_config:
+        fields["digital_human_config"] = decode_digital_human_config(record.digital_human_config)
+    return fields
+
+
 def session_to_proto(record: SessionRecord) -> spb.Session:
     """The proto view of a ledger row."""
-    msg = spb.Session(
-        session_id=record.session_id,
-        kind=KIND_TO_PROTO[record.kind],
-        state=STATE_TO_PROTO[record.state],
-        agent_id=record.agent_id,
-        user_id=record.user_id,
-        room_id=record.room_id,
-        agent_user_id=record.agent_user_id,
-        agent_stream_id=record.agent_stream_id,
-        user_stream_id=record.user_stream_id,
-        cdn_url=record.cdn_url or "",
-        agent_instance_id=record.instance_id or "",
-        labels=record.labels,
-        max_duration=duration_pb2.Duration(seconds=record.max_duration_seconds),
-        create_time=_timestamp(record.created_at),
-        start_time=_timestamp(record.started_at),
-        end_time=_timestamp(record.ended_at),
-        update_time=_timestamp(record.updated_at),
-        end_reason=REASON_TO_PROTO[record.end_reason] if record.end_reason else spb.END_REASON_UNSPECIFIED,
-        end_detail=record.end_detail,
-        zego_code=record.zego_code or 0,
-        possible_leak=record.possible_leak,
-        request_id=record.request_id or "",
-        exception_count=record.exception_count,
-        last_exception_code=record.last_exception_code or 0,
-        last_exception_message=record.last_exception_message,
-    )
-    if record.digital_human_config:
-        msg.digital_human_config.CopyFrom(decode_digital_human_config(record.digital_human_config))
-    return msg
+    return spb.Session(**session_fields(record))
 
 
-def transition_to_proto(transition: Transition) -> spb.SessionTransition:
-    """One recorded state change."""
-    return spb.SessionTransition(
-        from_state=STATE_TO_PROTO[transition.from_state]
+def transition_fields(transition: Transition) -> Fields:
+    """The ``SessionTransition`` fields of one recorded state change."""
+    return {
+        "from_state": STATE_TO_PROTO[transition.from_state]
         if transition.from_state
         else spb.SESSION_STATE_UNSPECIFIED,
-        to_state=STATE_TO_PROTO[transition.to_state],
-        time=_timestamp(transition.at),
-        cause=transition.cause,
-        detail=transition.detail,
-    )
+        "to_state": STATE_TO_PROTO[transition.to_state],
+        "time": _timestamp(transition.at),
+        "cause": transition.cause,
+        "detail": transition.detail,
+    }
+
+
+def turn_stats_fields(stats: TurnStats, budget_seconds: float) -> Fields:
+    """The ``TurnStats`` fields of a session's measured turns against ``budget_seconds``."""
+    return {
+        "turns": stats.turns,
+        "abandoned": stats.abandoned,
+        "p50_latency_seconds": stats.p50_ms / 1000,
+        "p95_latency_seconds": stats.p95_ms / 1000,
+        "max_latency_seconds": stats.max_ms / 1000,
+        "budget_breaches": stats.budget_breaches,
+        "budget_seconds": budget_seconds,
+    }

@@ -21,8 +21,11 @@ from service.api.session_convert import (
     KIND_FROM_PROTO,
     KIND_TO_PROTO,
     STATE_FROM_PROTO,
+    Fields,
+    session_fields,
     session_to_proto,
-    transition_to_proto,
+    transition_fields,
+    turn_stats_fields,
 )
 from service.api.session_requests import chat_messages, create_spec, validate_request_id, whole_seconds
 from service.domain.model import SessionFilter, SessionKind
@@ -106,21 +109,11 @@ class SessionServicer(rpc.SessionServiceServicer):
         _session_id(v, request.session_id)
         v.raise_if_any()
         record, transitions, stats = await self._sessions.view(request.session_id)
-        session = session_to_proto(record)
-        session.turn_stats.CopyFrom(
-            spb.TurnStats(
-                turns=stats.turns,
-                abandoned=stats.abandoned,
-                p50_latency_seconds=stats.p50_ms / 1000,
-                p95_latency_seconds=stats.p95_ms / 1000,
-                max_latency_seconds=stats.max_ms / 1000,
-                budget_breaches=stats.budget_breaches,
-                budget_seconds=self._budget,
-            )
-        )
-        return api.GetSessionResponse(
-            session=session, transitions=[transition_to_proto(t) for t in transitions]
-        )
+        session = session_fields(record)
+        session["turn_stats"] = turn_stats_fields(stats, self._budget)
+        # One constructor call builds the whole response from the nested fields.
+        response: Fields = {"session": session, "transitions": [transition_fields(t) for t in transitions]}
+        return api.GetSessionResponse(**response)
 
     async def ListSessions(
         self, request: api.ListSessionsRequest, context: Context
