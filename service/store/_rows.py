@@ -136,44 +136,39 @@ def new_session_params(new: NewSession, state: SessionState) -> dict[str, Any]:
     }
 
 
-def session_from_row(row: sqlite3.Row) -> SessionRecord:
-    """A SessionRecord from a row selected with :data:`SESSION_SELECT`.
+_KINDS = {k.value: k for k in SessionKind}
+_STATES = {s.value: s for s in SessionState}
+_REASONS = {r.value: r for r in EndReason}
+_AT = {name: i for i, name in enumerate(SESSION_COLUMNS)}
+_KIND, _STATE, _LABELS = _AT["kind"], _AT["state"], _AT["labels"]
+_END_REASON, _POSSIBLE_LEAK = _AT["end_reason"], _AT["possible_leak"]
+_WIDTH = len(SESSION_COLUMNS)
+
+
+def _member(members: Mapping[Any, Any], value: Any, what: str) -> Any:
+    # A dict lookup: EnumType.__call__ costs several times more, on every row read.
+    try:
+        return members[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{value!r} is not a valid {what}") from None
+
+
+def session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> SessionRecord:
+    """A SessionRecord from a row whose first columns are :data:`SESSION_COLUMNS`, in order (as
+    :data:`SESSION_SELECT` selects them).
 
     Raises:
         ValueError: the row holds a value this code does not know (e.g. an enum value written
             by a newer release); the store reports it as a StoreError.
     """
-    end_reason = row["end_reason"]
-    return SessionRecord(
-        session_id=row["session_id"],
-        kind=SessionKind(row["kind"]),
-        state=SessionState(row["state"]),
-        agent_id=row["agent_id"],
-        user_id=row["user_id"],
-        room_id=row["room_id"],
-        agent_user_id=row["agent_user_id"],
-        agent_stream_id=row["agent_stream_id"],
-        user_stream_id=row["user_stream_id"],
-        labels=dict(json.loads(row["labels"])),
-        max_duration_seconds=row["max_duration_seconds"],
-        request_id=row["request_id"],
-        request_hash=row["request_hash"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        cdn_url=row["cdn_url"],
-        instance_id=row["instance_id"],
-        digital_human_config=row["digital_human_config"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        end_reason=None if end_reason is None else EndReason(end_reason),
-        end_detail=row["end_detail"],
-        zego_code=row["zego_code"],
-        possible_leak=bool(row["possible_leak"]),
-        exception_count=row["exception_count"],
-        last_exception_code=row["last_exception_code"],
-        last_exception_message=row["last_exception_message"],
-        version=row["version"],
-    )
+    values = list(row[:_WIDTH])
+    values[_KIND] = _member(_KINDS, values[_KIND], "SessionKind")
+    values[_STATE] = _member(_STATES, values[_STATE], "SessionState")
+    values[_LABELS] = dict(json.loads(values[_LABELS]))
+    reason = values[_END_REASON]
+    values[_END_REASON] = None if reason is None else _member(_REASONS, reason, "EndReason")
+    values[_POSSIBLE_LEAK] = bool(values[_POSSIBLE_LEAK])
+    return SessionRecord(*values)
 
 
 def transition_from_row(row: sqlite3.Row) -> Transition:

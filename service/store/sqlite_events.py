@@ -21,6 +21,8 @@ from service.store.base import StoreError
 
 __all__ = ["EventLogMixin"]
 
+_STATES = {s.value: s for s in SessionState}
+
 _SESSION_VIEW = (
     f"SELECT {', '.join(_rows.SESSION_COLUMNS)},"
     " (SELECT json_group_array(json_array(from_state, to_state, at, cause, detail))"
@@ -135,12 +137,12 @@ class EventLogMixin:
         try:
             record = _rows.session_from_row(row)
             transitions = [
-                Transition(session_id, SessionState(f) if f else None, SessionState(t), at, cause, detail)
+                Transition(session_id, _STATES[f] if f else None, _STATES[t], at, cause, detail)
                 for f, t, at, cause, detail in json.loads(row["view_transitions"])
             ]
-        except ValueError as e:
+        except (ValueError, KeyError) as e:
             raise StoreError(f"unreadable session {session_id!r}: {e}") from e
-        return record, transitions, _stats([tuple(r) for r in json.loads(row["view_turns"])])
+        return record, transitions, _stats(json.loads(row["view_turns"]))
 
     async def turn_stats(self, session_id: str) -> TurnStats:
         """Count, p50, p95 and max latency, and budget breaches of a session's turns."""
@@ -151,15 +153,17 @@ class EventLogMixin:
                 (session_id,),
             )
         )
-        return _stats([tuple(r) for r in rows])
+        return _stats(rows)
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""
         return await self._db.write(lambda conn: _events.purge_before(conn, received_before))
 
 
-def _stats(rows: Sequence[tuple[Any, ...]]) -> TurnStats:
+def _stats(rows: Sequence[Sequence[Any]]) -> TurnStats:
     """TurnStats from (outcome, latency_ms, budget_exceeded) rows."""
+    if not rows:
+        return _NO_TURNS
     latencies = sorted(float(r[1]) for r in rows if r[0] == "spoken" and r[1] is not None)
     return TurnStats(
         turns=len(latencies),
@@ -169,6 +173,9 @@ def _stats(rows: Sequence[tuple[Any, ...]]) -> TurnStats:
         max_ms=latencies[-1] if latencies else 0.0,
         budget_breaches=sum(int(r[2]) for r in rows),
     )
+
+
+_NO_TURNS = TurnStats(turns=0, abandoned=0, p50_ms=0.0, p95_ms=0.0, max_ms=0.0, budget_breaches=0)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
