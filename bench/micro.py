@@ -1,11 +1,11 @@
 """``python -m bench.micro``: the ledger's hot paths in isolation (no gRPC, no HTTP).
 
-Evidence for the report's hot-path findings, and a check for a fix: it counts writer-thread
-round trips per operation (``service.store._db``) and times
+Evidence for the report's hot-path findings, and a check for a fix: it counts ledger
+transactions per operation (``service.store._db``) and times
 
-* GetSession's read (``session_view``: one statement on the event loop's reader), 1 and 50 at a time;
+* GetSession's read (``session_view``: one statement), 1 and 50 at a time;
 * a CreateSession's ledger work (reserve + STARTING) and an EndSession's (ENDING + ENDED with its
-  event), one transaction and one thread hop each;
+  event), one transaction each;
 * one callback's ledger work: find_by_instance_id + append_event, and appends in groups of 20
   (what ``EventLog.append``'s group commit does under load).
 """
@@ -25,19 +25,19 @@ from service.domain.model import NewSession, SessionKind, SessionState
 from service.store._db import Database
 from service.store.sqlite import SqliteLedger
 
-_hops = [0]
-_original_on_thread = Database._on_thread
+_transactions = [0]
+_original_transaction = Database.transaction
 
 
-async def _counting_on_thread(self: Database, fn: Any, *args: Any) -> Any:
-    _hops[0] += 1
-    return await _original_on_thread(self, fn, *args)
+def _counting_transaction(self: Database, fn: Any) -> Any:
+    _transactions[0] += 1
+    return _original_transaction(self, fn)
 
 
 async def _timed(name: str, op: Callable[[], Awaitable[object]], n: int, concurrency: int = 1) -> None:
     for _ in range(50):
         await op()
-    _hops[0] = 0
+    _transactions[0] = 0
     started = time.perf_counter()
     cpu = time.process_time()
 
@@ -51,7 +51,7 @@ async def _timed(name: str, op: Callable[[], Awaitable[object]], n: int, concurr
     done = (n // concurrency) * concurrency
     print(
         f"  {name:<52} {1e6 * elapsed / done:8.1f} us/op {1e6 * cpu / done:8.1f} us CPU/op"
-        f"  {done / elapsed:8.0f} ops/s  {_hops[0] / done:4.1f} hops/op"
+        f"  {done / elapsed:8.0f} ops/s  {_transactions[0] / done:4.1f} transactions/op"
     )
 
 
@@ -75,7 +75,7 @@ def _new(n: int, now: float) -> NewSession:
 
 
 async def main() -> None:
-    Database._on_thread = _counting_on_thread  # type: ignore[method-assign]
+    Database.transaction = _counting_transaction  # type: ignore[method-assign]
     S = SessionState
     with tempfile.TemporaryDirectory() as tmp:
         ledger = SqliteLedger(Path(tmp) / "ledger.db")

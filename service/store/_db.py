@@ -1,48 +1,58 @@
-"""The ledger's two SQLite connections and where each runs.
+"""The ledger's SQLite connection, run on the event loop, and its background checkpointer.
 
-* **The writer** lives on one dedicated thread. Every write is one Python function that runs a
-  whole ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction there, so a transaction costs one thread
-  hop however many statements it holds (a hop, ~80 µs of CPU here, costs ten times the SQL of a
-  typical ledger statement). One thread also serialises the transactions: no lock is needed, and
-  no other statement can interleave with a transaction.
-* **The reader** runs small, indexed reads (a session by id, an event-exists check) directly on
-  the event loop, where they take microseconds instead of a hop. WAL mode lets it read beside the
-  writer without waiting: it never sees an uncommitted write, and it sees every commit whose
-  ``await`` has returned. Reads that can be long (listings, replay pages, scans) run on the writer
-  thread instead, so they never stall the loop.
+Every ledger statement runs synchronously on the event loop, and every write is one Python
+function run as one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction. Measured against the obvious
+alternative, a writer thread (``python -m bench``, scenario 2, and ``python -m bench.micro``):
 
-aiosqlite (which this replaces) hops once per statement and has no way to run a function on its
-thread, which is why the ledger owns its thread here.
+* a thread hop costs ~80-110 µs of CPU, more than the SQL of a typical ledger transaction;
+* worse, a thread that runs SQLite hands the GIL back and forth with a busy event loop, and each
+  hand-over can wait out the interpreter's 5 ms switch interval: under load a two-statement
+  transaction took tens of milliseconds (EndSession p50 41 ms on a thread, 17 ms on the loop;
+  CPU per Create+End 5.8 ms on a thread, 3.9 ms on the loop).
 
-A caller cancelled while its transaction runs does not stop it: the function runs to its commit or
-rollback, and the caller must treat the outcome as unknown (as with any remote commit).
+On the loop, a transaction is a few tens of microseconds of CPU plus one ``write()`` of its pages
+to the WAL (``synchronous=NORMAL``: no fsync on commit). What could block the loop for longer is
+a checkpoint (it copies the WAL into the database and fsyncs), so automatic checkpoints are off on
+this connection and a **checkpointer thread** with its own connection runs ``PASSIVE``
+checkpoints every second: they never block the writer or readers, and that thread spends its time
+inside SQLite with the GIL released.
+
+Consequences: a ledger call cannot be cancelled halfway (it has no await inside); transactions
+never interleave (the loop runs one at a time), so no lock is needed; and the database belongs to
+this one process: another process may read it (a backup), but a second writer would make this one
+wait on the loop, up to ``busy_timeout``.
+
+Long reads (listings, replay pages) are bounded by their callers' page sizes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import pathlib
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from service.store.base import StoreError
 
-__all__ = ["Database", "fetch_all", "fetch_one"]
+__all__ = ["CHECKPOINT_SECONDS", "Database", "fetch_all", "fetch_one"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-WRITER_PRAGMAS = (
-    # Wait for a lock held by another process (a backup tool, sqlite3 shell) instead of failing.
-    "PRAGMA busy_timeout=5000",
-    # WAL lets readers run beside the writer and makes a commit a single sequential append.
+CHECKPOINT_SECONDS = 1.0
+"""How often the checkpointer copies the WAL into the database."""
+
+PRAGMAS = (
+    # The database is this process's; a wait happens only if another process writes to it, and it
+    # would stall the event loop, so it is kept short.
+    "PRAGMA busy_timeout=2000",
+    # WAL lets readers (a backup) run beside the writer and makes a commit a sequential append.
     "PRAGMA journal_mode=WAL",
     # In WAL mode NORMAL is durable across process crashes (a committed transaction is in the
     # WAL file, which the OS keeps even if we die); only an OS crash or power loss may lose the
@@ -50,13 +60,8 @@ WRITER_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     # Transitions reference their session; per connection, off by default.
     "PRAGMA foreign_keys=ON",
-)
-READER_PRAGMAS = (
-    # The reader runs on the event loop: it must never wait long. In WAL mode a reader only
-    # waits in rare moments (another process recovering the WAL index), so a short wait is enough.
-    "PRAGMA busy_timeout=250",
-    # Belt and braces: nothing on the loop may write.
-    "PRAGMA query_only=ON",
+    # Checkpoints fsync: the checkpointer thread runs them, never a commit on the loop.
+    "PRAGMA wal_autocheckpoint=0",
 )
 
 
@@ -76,28 +81,26 @@ def fetch_all(
 
 def _connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: sqlite3 must not open transactions behind our back.
-    # check_same_thread=False: each connection is used by one thread at a time by construction
-    # (the writer only on its thread; the reader only on the loop), but close() may run elsewhere.
+    # check_same_thread=False: the checkpointer's connection is opened here and used on its thread.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     return conn
 
 
 class Database:
-    """A writer thread and an on-loop reader over one SQLite file.
+    """One SQLite file: a connection used on the event loop, and a checkpointer thread.
 
-    ``":memory:"`` is a private file in a temporary directory, removed on close: the reader needs
-    a second connection to the same database, which a true in-memory database cannot give
-    without shared-cache mode (whose table locks would make the reader wait).
+    ``":memory:"`` is a private file in a temporary directory, removed on close: WAL mode and
+    the checkpointer need a file (and the code path stays the one production runs).
     """
 
-    def __init__(self, path: pathlib.Path | str) -> None:
+    def __init__(self, path: pathlib.Path | str, *, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self._memory = str(path) == ":memory:"
         self._path = path
+        self._checkpoint_seconds = checkpoint_seconds
         self._tempdir: str | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     @property
     def name(self) -> str:
@@ -107,16 +110,16 @@ class Database:
     @property
     def is_open(self) -> bool:
         """Whether :meth:`open` succeeded and :meth:`close` has not run."""
-        return self._reader is not None
+        return self._conn is not None
 
-    async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
-        """Open both connections; ``prepare`` (the migrations) runs first on the writer thread.
+    def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
+        """Open the database and run ``prepare`` (the migrations), then start the checkpointer.
 
         Raises:
             StoreError: the file cannot be opened, is not a database, or ``prepare`` failed
                 with a sqlite3 error. Other exceptions of ``prepare`` pass through.
         """
-        if self._reader is not None:
+        if self._conn is not None:
             return
         if self._memory:
             self._tempdir = tempfile.mkdtemp(prefix="agentgw-ledger-")
@@ -128,79 +131,57 @@ class Database:
             except OSError as e:
                 raise StoreError(f"cannot open ledger {self.name}: {e}") from e
             path = str(file)
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentgw-ledger")
+        conn: sqlite3.Connection | None = None
         try:
-            self._writer = await self._on_thread(self._open_writer, path, prepare)
-            self._reader = _connect(path)
-            for pragma in READER_PRAGMAS:
-                self._reader.execute(pragma).fetchall()
-        except BaseException as e:
-            await self._shutdown()
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"cannot open ledger {self.name}: {e}") from e
-            raise
-
-    def _open_writer(self, path: str, prepare: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
-        conn = _connect(path)
-        try:
-            for pragma in WRITER_PRAGMAS:
+            conn = _connect(path)
+            for pragma in PRAGMAS:
                 conn.execute(pragma).fetchall()
             mode = fetch_one(conn, "PRAGMA journal_mode")
             if mode is None or str(mode[0]).lower() != "wal":
                 log.warning("ledger %s is not in WAL mode (journal_mode=%s)", self.name, mode and mode[0])
             prepare(conn)
-        except BaseException:
-            conn.close()
+            self._checkpointer = _Checkpointer(_connect(path), self._checkpoint_seconds, self.name)
+        except BaseException as e:
+            if conn is not None:
+                conn.close()
+            self._remove_tempdir()
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"cannot open ledger {self.name}: {e}") from e
             raise
-        return conn
+        self._conn = conn
+        self._checkpointer.start()
 
-    async def close(self) -> None:
-        """Wait for queued work, optimise, close both connections (the last close checkpoints)."""
-        if self._reader is None and self._executor is None:
-            return
-        await self._shutdown()
+    def close(self) -> None:
+        """Stop the checkpointer, optimise, and close (the last close checkpoints the WAL)."""
+        conn, self._conn = self._conn, None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+        try:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize").fetchall()
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot close ledger {self.name}: {e}") from e
+        finally:
+            self._remove_tempdir()
 
-    async def _shutdown(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
-        writer, self._writer = self._writer, None
-        error: sqlite3.Error | None = None
-        if writer is not None:
-            try:
-                await self._on_thread(_close_writer, writer)
-            except sqlite3.Error as e:
-                error = e
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            # Queued work finishes first; waiting happens off the loop.
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+    def _remove_tempdir(self) -> None:
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
-        if error is not None:
-            raise StoreError(f"cannot close ledger {self.name}: {error}") from error
 
-    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise StoreError("ledger is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return self._conn
 
-    def _writer_conn(self) -> sqlite3.Connection:
-        if self._writer is None:
-            raise StoreError("ledger is not open")
-        return self._writer
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` as one ``BEGIN IMMEDIATE`` transaction on the writer thread.
-
-        Committed when ``fn`` returns, rolled back when it raises. sqlite3 errors become
-        :class:`StoreError` (original as ``__cause__``); other exceptions pass through.
-        """
-        return await self._on_thread(self._transaction, fn)
-
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._writer_conn()
+    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled
+        back when it raises. sqlite3 errors become :class:`StoreError` (original as
+        ``__cause__``); other exceptions pass through."""
+        conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = fn(conn)
@@ -213,31 +194,63 @@ class Database:
             _rollback(conn)
             raise
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer thread outside a transaction: long reads, or one statement
-        (in autocommit mode a single statement is its own atomic transaction)."""
-        return await self._on_thread(self._plain, fn)
-
-    def _plain(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` outside a transaction: reads, or one statement (in autocommit mode a single
+        statement is its own atomic transaction)."""
+        conn = self._connection()
         try:
-            return fn(self._writer_conn())
+            return fn(conn)
         except sqlite3.Error as e:
-            raise StoreError(f"ledger read failed: {e}") from e
+            raise StoreError(f"ledger statement failed: {e}") from e
 
-    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a short read on the event loop's own connection, now."""
-        if self._reader is None:
-            raise StoreError("ledger is not open")
+    def checkpoint_now(self) -> None:
+        """Ask the checkpointer for a checkpoint without waiting for its next tick (for tests)."""
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints the checkpointer has run."""
+        return 0 if self._checkpointer is None else self._checkpointer.done
+
+
+class _Checkpointer:
+    """A thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection."""
+
+    def __init__(self, conn: sqlite3.Connection, every: float, name: str) -> None:
+        self._conn = conn
+        self._every = every
+        self._name = name
+        self._wake = threading.Event()
+        self._stopping = False
+        self.done = 0
+        self._thread = threading.Thread(target=self._run, name="agentgw-ledger-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
         try:
-            return fn(self._reader)
-        except sqlite3.Error as e:
-            raise StoreError(f"ledger read failed: {e}") from e
-
-
-def _close_writer(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA optimize").fetchall()
-    conn.close()
+            while not self._stopping:
+                self._wake.wait(self._every)
+                self._wake.clear()
+                if self._stopping:
+                    break
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.done += 1
+                except sqlite3.Error as e:  # e.g. busy: the next tick tries again
+                    log.warning("ledger %s checkpoint failed: %s", self._name, e)
+        finally:
+            self._conn.close()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -1,6 +1,6 @@
 """SQL of the session event log (table ``events``), kept apart from the session store.
 
-Every function takes an open ``sqlite3`` connection and runs on the thread that owns it, inside
+Every function takes the ledger's open ``sqlite3`` connection and runs synchronously, inside
 the caller's transaction where it writes (see ``service.store._db``).
 """
 

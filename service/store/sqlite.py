@@ -3,15 +3,13 @@
 ZEGO cannot list the instances we created, so this file is the only inventory of paid, capped
 resources. Everything here favours not losing or tearing data over speed:
 
-* WAL mode; one writer connection on its own thread, one reader on the event loop
-  (``service.store._db`` says why and which read runs where).
+* WAL mode, one connection used on the event loop, checkpoints on a thread of their own
+  (``service.store._db`` says why, with the measurements).
 * Every mutating method is one function run as one ``BEGIN IMMEDIATE`` ... ``COMMIT``
-  transaction on the writer thread, so it takes the write lock up front and a check (capacity,
-  expected state) cannot be invalidated before its write; the single thread serialises them.
+  transaction, so it takes the write lock up front and a check (capacity, expected state) cannot
+  be invalidated before its write. It runs whole, with no await inside: transactions never
+  interleave and a cancelled caller cannot stop one halfway.
 * sqlite3 errors surface as :class:`StoreError` with the original as ``__cause__``.
-
-A caller cancelled while its transaction runs does not stop the transaction: it commits or rolls
-back as a whole, and the cancelled caller must treat the outcome as unknown.
 """
 
 from __future__ import annotations
@@ -65,11 +63,11 @@ class SqliteLedger(EventLogMixin):
             StoreError: the file cannot be opened, is not a database, fails to migrate, or has a
                 schema newer than this code knows.
         """
-        await self._db.open(lambda conn: migrate(conn, name=self._db.name, clock=self._clock))
+        self._db.open(lambda conn: migrate(conn, name=self._db.name, clock=self._clock))
 
     async def close(self) -> None:
-        """Wait for queued transactions, then close (the last close checkpoints the WAL)."""
-        await self._db.close()
+        """Stop the checkpointer and close (the last close checkpoints the WAL)."""
+        self._db.close()
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -94,7 +92,7 @@ class SqliteLedger(EventLogMixin):
             capacity = Capacity(pool, limit, capacity.in_use + 1, capacity.pending + 1)
             return ReserveOutcome(session=created, created=True, capacity=capacity)
 
-        return await self._db.write(reserve)
+        return self._db.transaction(reserve)
 
     async def transition(
         self,
@@ -118,7 +116,7 @@ class SqliteLedger(EventLogMixin):
         """
         columns = _rows.encode_updates(updates or {})
         state = SessionState(to_state)
-        return await self._db.write(
+        return self._db.transaction(
             lambda conn: _sql.transition(conn, session_id, state, expected, at, cause, detail, columns)
         )
 
@@ -139,7 +137,7 @@ class SqliteLedger(EventLogMixin):
             _events.attach(conn, instance_id, session_id, record.labels)
             return record, _events.has_type(conn, instance_id, EventType.CREATED)
 
-        return await self._db.write(start)
+        return self._db.transaction(start)
 
     async def transition_with_event(
         self,
@@ -167,7 +165,7 @@ class SqliteLedger(EventLogMixin):
                 raise DuplicateEvent(f"event for {session_id!r} was already stored")
             return record, appended
 
-        return await self._db.write(both)
+        return self._db.transaction(both)
 
     async def update_session(self, session_id: str, updates: Mapping[str, Any], at: float) -> SessionRecord:
         """Change fields without a state change; bumps the version but records no transition.
@@ -184,15 +182,15 @@ class SqliteLedger(EventLogMixin):
                 raise TransitionConflict(None)
             return _sql.update_row(conn, current, columns)
 
-        return await self._db.write(update)
+        return self._db.transaction(update)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """One session by id."""
-        return self._db.read(lambda conn: _sql.get(conn, session_id))
+        return self._db.run(lambda conn: _sql.get(conn, session_id))
 
     async def find_by_instance_id(self, instance_id: str) -> SessionRecord | None:
         """The session of a ZEGO AgentInstanceId (the newest, should ZEGO ever reuse one)."""
-        row = self._db.read(
+        row = self._db.run(
             lambda conn: fetch_one(
                 conn,
                 f"{_rows.SESSION_SELECT} WHERE instance_id = ?"
@@ -204,7 +202,7 @@ class SqliteLedger(EventLogMixin):
 
     async def find_by_agent_user(self, room_id: str, agent_user_id: str) -> SessionRecord | None:
         """The newest session with these generated ids."""
-        row = self._db.read(
+        row = self._db.run(
             lambda conn: fetch_one(
                 conn,
                 f"{_rows.SESSION_SELECT} WHERE room_id = ? AND agent_user_id = ?"
@@ -221,7 +219,7 @@ class SqliteLedger(EventLogMixin):
         if limit <= 0:
             return []
         sql, params = list_sessions_query(flt, limit, after)
-        rows = await self._db.call(lambda conn: fetch_all(conn, sql, params))
+        rows = self._db.run(lambda conn: fetch_all(conn, sql, params))
         return [_sql.session(row) for row in rows]
 
     async def sessions_in_states(self, states: frozenset[SessionState]) -> list[SessionRecord]:
@@ -230,12 +228,12 @@ class SqliteLedger(EventLogMixin):
             return []
         values = sorted(SessionState(s).value for s in states)
         sql = f"{_rows.SESSION_SELECT} WHERE state IN ({marks(values)}) ORDER BY created_at, session_id"
-        rows = await self._db.call(lambda conn: fetch_all(conn, sql, values))
+        rows = self._db.run(lambda conn: fetch_all(conn, sql, values))
         return [_sql.session(row) for row in rows]
 
     async def transitions(self, session_id: str) -> list[Transition]:
         """A session's recorded transitions, in commit order."""
-        rows = self._db.read(
+        rows = self._db.run(
             lambda conn: fetch_all(
                 conn, "SELECT * FROM session_transitions WHERE session_id = ? ORDER BY id", (session_id,)
             )
@@ -247,12 +245,11 @@ class SqliteLedger(EventLogMixin):
 
     async def capacity(self, pool: str, limit: int) -> Capacity:
         """Current use of one pool ("voice" or "digital_human"); ValueError for another name."""
-        # Counting scans the holding sessions of a pool (an index range): off the loop.
-        return await self._db.call(lambda conn: _sql.capacity(conn, pool, limit))
+        return self._db.run(lambda conn: _sql.capacity(conn, pool, limit))
 
     async def count_by_kind_state(self) -> dict[tuple[SessionKind, SessionState], int]:
         """Sessions per (kind, state); combinations without sessions are absent."""
-        rows = await self._db.call(
+        rows = self._db.run(
             lambda conn: fetch_all(conn, "SELECT kind, state, COUNT(*) FROM sessions GROUP BY kind, state")
         )
         try:
@@ -264,7 +261,7 @@ class SqliteLedger(EventLogMixin):
 
     async def get_idempotent(self, method: str, request_id: str) -> IdempotencyRecord | None:
         """A stored result of a mutating call."""
-        row = self._db.read(lambda conn: fetch_one(conn, _IDEMPOTENCY_SELECT, (method, request_id)))
+        row = self._db.run(lambda conn: fetch_one(conn, _IDEMPOTENCY_SELECT, (method, request_id)))
         return None if row is None else _rows.idempotency_from_row(row)
 
     async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
@@ -280,7 +277,7 @@ class SqliteLedger(EventLogMixin):
             assert row is not None  # inserted or already there, in this transaction
             return _rows.idempotency_from_row(row)
 
-        return await self._db.write(put)
+        return self._db.transaction(put)
 
     async def purge(self, *, idempotency_before: float, sessions_ended_before: float) -> int:
         """Delete old idempotency keys and terminal sessions with their transitions.
@@ -303,4 +300,4 @@ class SqliteLedger(EventLogMixin):
             sessions = conn.execute(f"DELETE FROM sessions WHERE {doomed}", doomed_params).rowcount
             return int(keys + transitions + sessions)
 
-        return await self._db.write(purge)
+        return self._db.transaction(purge)

@@ -46,35 +46,35 @@ class EventLogMixin:
 
         One statement is its own (autocommit) transaction.
         """
-        return await self._db.call(lambda conn: _events.append(conn, event))
+        return self._db.run(lambda conn: _events.append(conn, event))
 
     async def append_events(self, events: Sequence[NewEvent]) -> list[Event | None]:
         """Log several events in one transaction (a group commit), each as ``append_event`` would.
 
-        One transaction costs one thread hop and one WAL append for the whole group.
+        One transaction costs one BEGIN/COMMIT and one WAL append for the whole group.
         """
         if len(events) == 1:
             return [await self.append_event(events[0])]
-        return await self._db.write(lambda conn: _events.append_many(conn, events))
+        return self._db.transaction(lambda conn: _events.append_many(conn, events))
 
     async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
         """Assign a session to events logged before its instance id was known."""
-        return await self._db.call(lambda conn: _events.attach(conn, instance_id, session_id, dict(labels)))
+        return self._db.run(lambda conn: _events.attach(conn, instance_id, session_id, dict(labels)))
 
     async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
         """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
         try:
-            return await self._db.call(lambda conn: _events.events_after(conn, after, limit, flt))
+            return self._db.run(lambda conn: _events.events_after(conn, after, limit, flt))
         except ValueError as e:
             raise StoreError(f"unreadable event: {e}") from e
 
     async def event_bounds(self) -> tuple[int, int]:
         """(purged_through, head) of the event log."""
-        return self._db.read(_events.bounds)
+        return self._db.run(_events.bounds)
 
     async def has_event(self, instance_id: str, event_type: EventType) -> bool:
         """Whether an event of this type was logged for the instance."""
-        return self._db.read(lambda conn: _events.has_type(conn, instance_id, event_type))
+        return self._db.run(lambda conn: _events.has_type(conn, instance_id, event_type))
 
     async def record_exception(
         self, session_id: str, code: int, message: str, at: float
@@ -96,7 +96,7 @@ class EventLogMixin:
                 },
             )
 
-        return await self._db.write(record)
+        return self._db.transaction(record)
 
     async def record_turn(
         self,
@@ -120,7 +120,7 @@ class EventLogMixin:
             at,
             session_id,
         )
-        await self._db.call(
+        self._db.run(
             lambda conn: conn.execute(
                 "INSERT INTO turns (session_id, round, trigger, outcome, latency_ms, budget_exceeded, at)"
                 " SELECT ?, ?, ?, ?, ?, ?, ?"
@@ -131,7 +131,7 @@ class EventLogMixin:
 
     async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
         """A session with its transitions and turn statistics, in one statement."""
-        row = self._db.read(lambda conn: fetch_one(conn, _SESSION_VIEW, (session_id,)))
+        row = self._db.run(lambda conn: fetch_one(conn, _SESSION_VIEW, (session_id,)))
         if row is None:
             return None
         try:
@@ -146,7 +146,7 @@ class EventLogMixin:
 
     async def turn_stats(self, session_id: str) -> TurnStats:
         """Count, p50, p95 and max latency, and budget breaches of a session's turns."""
-        rows = self._db.read(
+        rows = self._db.run(
             lambda conn: fetch_all(
                 conn,
                 "SELECT outcome, latency_ms, budget_exceeded FROM turns WHERE session_id = ?",
@@ -157,7 +157,7 @@ class EventLogMixin:
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""
-        return await self._db.write(lambda conn: _events.purge_before(conn, received_before))
+        return self._db.transaction(lambda conn: _events.purge_before(conn, received_before))
 
 
 def _stats(rows: Sequence[Sequence[Any]]) -> TurnStats:
