@@ -161,8 +161,20 @@ class EventServicer(rpc.EventServiceServicer):
                     now.GetCurrentTime()
                     yield api.WatchEventsResponse(heartbeat=api.Heartbeat(cursor=cursor, time=now))
                     continue
+                if batch_size == 1:
+                    # One event per message: the path every event takes to every such subscriber
+                    # (1,000 subscribers = 1,000 passes per event), so it builds nothing it can skip.
+                    if live.cursor <= last:
+                        continue  # already sent by the replay
+                    if self._on_delivered is not None:
+                        self._on_delivered(max(0.0, time.time() - live.received_at))
+                    yield self._message(live, include_raw)
+                    last = live.cursor
+                    if single is not None and _is_end(live, single):
+                        return
+                    continue
                 # Whatever else is queued already goes in the same batch; nothing waits for more.
-                ready = [live, *sub.take_ready(batch_size - 1)] if batch_size > 1 else [live]
+                ready = [live, *sub.take_ready(batch_size - 1)]
                 # Events the replay already sent (cursor <= last) are skipped.
                 events, ended = _until_end([e for e in ready if e.cursor > last], single)
                 if not events:
@@ -199,10 +211,14 @@ class EventServicer(rpc.EventServiceServicer):
         )
 
 
+def _is_end(event: Event, single: str) -> bool:
+    return event.event_type is EventType.ENDED and event.session_id == single
+
+
 def _until_end(events: list[Event], single: str | None) -> tuple[list[Event], bool]:
     """``events`` up to and including the watched session's ENDED, and whether it was among them."""
     if single is not None:
         for i, event in enumerate(events):
-            if event.event_type is EventType.ENDED and event.session_id == single:
+            if _is_end(event, single):
                 return events[: i + 1], True
     return events, False
