@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,29 @@ def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
     return RichError(exc.code(), status.message, unpack_details(status))
+
+
+@contextlib.asynccontextmanager
+async def serve_handlers(handlers: grpc.GenericRpcHandler) -> AsyncIterator[grpc.aio.Channel]:  # type: ignore[type-arg]
+    """A loopback grpc.aio server with these generic handlers, and a channel to it."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield channel
+    finally:
+        await channel.close(None)
+        await server.stop(None)
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Server-side bookkeeping that lands shortly after the client has its answer: after a
+    cancellation, and after an abort, which sends the status before its AbortError leaves the
+    handler. Polls ``check`` every 10 ms for up to ``seconds``."""
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never recorded it")

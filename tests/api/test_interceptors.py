@@ -3,9 +3,8 @@ mapping, and metrics on every outcome; then the same wrapper inside the real gat
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,7 +20,7 @@ from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.logs import current_request_id
 from service.metrics import Metrics
 from service.server import Gateway
-from tests.conftest import rich_error
+from tests.conftest import eventually, rich_error, serve_handlers
 
 Context = grpc.aio.ServicerContext[Any, Any]
 OURS = "agentgw.v1.Probe"
@@ -79,25 +78,8 @@ async def probe() -> AsyncIterator[Probe]:
             "StreamThenMissing": grpc.unary_stream_rpc_method_handler(stream_then_missing, **codec),
         },
     )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handlers,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serve_handlers(handlers) as channel:
         yield Probe(channel, metrics)
-    finally:
-        await channel.close(None)
-        await server.stop(None)
-
-
-async def eventually(check: Callable[[], bool]) -> None:
-    """An abort sends the status before the wrapper records it: wait for the bookkeeping."""
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never recorded")
 
 
 async def _answer_and_trailer(probe: Probe, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[str, str]:

@@ -8,7 +8,7 @@ Prometheus would see them, with go-grpc-prometheus's label values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from service import errors
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
 from service.metrics import Metrics
+from tests.conftest import eventually, serve_handlers
 
 Context = grpc.aio.ServicerContext[Any, Any]
 PROBE = "test.v1.Probe"
@@ -133,26 +134,8 @@ async def env() -> AsyncIterator[Env]:
     handlers.add_generic_rpc_handlers(_handlers())
     servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     handlers.register(health_pb2_grpc.add_HealthServicer_to_server, servicer)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handlers,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serve_handlers(handlers) as channel:
         yield Env(channel, metrics, servicer)
-    finally:
-        await channel.close(None)
-        await server.stop(None)
-
-
-async def eventually(check: Callable[[], bool]) -> None:
-    """Server-side bookkeeping that lands shortly after the client has its answer: after a
-    cancellation, and after an abort, which sends the status before its AbortError leaves the handler."""
-    for _ in range(int(TIMEOUT / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the server never recorded it")
 
 
 async def test_unary_ok(env: Env) -> None:
