@@ -29,7 +29,7 @@ from typing import Final, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.domain.model import EndReason, SessionKind, SessionState
-from service.zego.client import Action
+from service.zego.actions import Action
 
 __all__ = [
     "CALLBACK_EVENTS",
@@ -379,7 +379,7 @@ class Metrics:
 
 
 class ZegoMetricsObserver:
-    """``service.zego.client.ClientObserver`` recording into :class:`Metrics`; never raises."""
+    """``service.zego.actions.ClientObserver`` recording into :class:`Metrics`; never raises."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics

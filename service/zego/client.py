@@ -28,15 +28,16 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Generator
-from enum import StrEnum
+from collections.abc import Callable, Collection
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
 from service.zego import models as m
+from service.zego.actions import READ_ONLY_ACTIONS, Action, ClientObserver, NullObserver
+from service.zego.auth import ZegoSignatureAuth, install_httpx_log_filter
 from service.zego.exceptions import (
     ZegoApiError,
     ZegoConnectError,
@@ -51,9 +52,8 @@ from service.zego.exceptions import (
 )
 from service.zego.ratelimit import RateLimiter
 from service.zego.regions import resolve_base_url
-from service.zego.signing import api_signature, new_nonce
 
-__all__ = ["READ_ONLY_ACTIONS", "Action", "ClientObserver", "NullObserver", "ZegoClient", "ZegoSignatureAuth"]
+__all__ = ["ZegoClient"]
 
 logger = logging.getLogger("agentgw.zego")
 
@@ -62,124 +62,6 @@ DEADLINE_MARGIN_SECONDS: Final = 0.05
 
 _T = TypeVar("_T")
 _DataT = TypeVar("_DataT", bound=m.WireModel)
-
-
-class Action(StrEnum):
-    """The 19 ZEGO Actions (spec §4); the value is the wire name, also used as a metrics label."""
-
-    REGISTER_AGENT = "RegisterAgent"
-    UNREGISTER_AGENT = "UnregisterAgent"
-    UPDATE_AGENT = "UpdateAgent"
-    LIST_AGENTS = "ListAgents"
-    QUERY_AGENTS = "QueryAgents"
-    CREATE_AGENT_INSTANCE = "CreateAgentInstance"
-    CREATE_DIGITAL_HUMAN_AGENT_INSTANCE = "CreateDigitalHumanAgentInstance"
-    CREATE_LIVE_DIGITAL_HUMAN_AGENT_INSTANCE = "CreateLiveDigitalHumanAgentInstance"
-    UPDATE_AGENT_INSTANCE = "UpdateAgentInstance"
-    DELETE_AGENT_INSTANCE = "DeleteAgentInstance"
-    SEND_AGENT_INSTANCE_LLM = "SendAgentInstanceLLM"
-    SEND_AGENT_INSTANCE_TTS = "SendAgentInstanceTTS"
-    QUERY_AGENT_INSTANCE_STATUS = "QueryAgentInstanceStatus"
-    INTERRUPT_AGENT_INSTANCE = "InterruptAgentInstance"
-    GET_AGENT_INSTANCE_MSG_LIST = "GetAgentInstanceMsgList"
-    RESET_AGENT_INSTANCE_MSG_LIST = "ResetAgentInstanceMsgList"
-    ADD_AGENT_INSTANCE_MSG = "AddAgentInstanceMsg"
-    START_LISTENING = "StartListening"
-    STOP_LISTENING = "StopListening"
-
-
-#: The only actions safe to repeat after a transport failure.
-READ_ONLY_ACTIONS: Final = frozenset(
-    {
-        Action.LIST_AGENTS,
-        Action.QUERY_AGENTS,
-        Action.QUERY_AGENT_INSTANCE_STATUS,
-        Action.GET_AGENT_INSTANCE_MSG_LIST,
-    }
-)
-
-
-class ClientObserver(Protocol):
-    """Hooks for metrics, so the client needs no metrics library. Implementations must be fast and must
-    not raise: they run inline on every call.
-    """
-
-    def request_finished(self, action: str, outcome: str, seconds: float) -> None:
-        """One HTTP attempt ended. ``outcome``: the ZEGO code (``"0"`` = success), or ``"timeout"``,
-        ``"connect_error"``, ``"protocol_error"``, ``"deadline_exceeded"``. ``seconds``: that attempt.
-        """
-
-    def rate_limit_waited(self, action: str, seconds: float) -> None:
-        """The local rate limiter delayed an attempt by ``seconds`` (only reported when > 0)."""
-
-    def retried(self, action: str) -> None:
-        """A read-only action is about to be attempted again after a transport failure."""
-
-
-class NullObserver:
-    """The default observer: ignores everything."""
-
-    def request_finished(self, action: str, outcome: str, seconds: float) -> None:
-        """Ignore."""
-
-    def rate_limit_waited(self, action: str, seconds: float) -> None:
-        """Ignore."""
-
-    def retried(self, action: str) -> None:
-        """Ignore."""
-
-
-class ZegoSignatureAuth(httpx.Auth):
-    """Adds ZEGO's signed common query parameters (spec §1.3, §1.4) to each request it sees.
-
-    httpx runs this once per ``send``, so every attempt, retries included, gets a fresh nonce and
-    timestamp. The query order follows ZEGO's samples: ``Action`` (set by the caller), then ``AppId``,
-    ``SignatureNonce``, ``Timestamp``, ``Signature``, ``SignatureVersion``.
-    """
-
-    def __init__(self, app_id: int, server_secret: str, clock: Callable[[], float] = time.time) -> None:
-        self._app_id = app_id
-        self._server_secret = server_secret
-        self._clock = clock
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Sign ``request`` in place and send it once."""
-        nonce = new_nonce()
-        timestamp = int(self._clock())
-        signature = api_signature(self._app_id, nonce, self._server_secret, timestamp)
-        request.url = request.url.copy_merge_params(
-            {
-                "AppId": str(self._app_id),
-                "SignatureNonce": nonce,
-                "Timestamp": str(timestamp),
-                "Signature": signature,
-                "SignatureVersion": "2.0",
-            }
-        )
-        yield request
-
-    def __repr__(self) -> str:
-        return f"ZegoSignatureAuth(app_id={self._app_id}, server_secret='***')"
-
-
-class _HideSignature(logging.Filter):
-    """httpx logs every request URL at INFO; strip our ``Signature`` (a 10-minute replay token) from it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and any(
-            isinstance(a, httpx.URL) and "Signature" in a.params for a in args
-        ):
-            record.args = tuple(
-                a.copy_remove_param("Signature") if isinstance(a, httpx.URL) else a for a in args
-            )
-        return True
-
-
-def _install_httpx_log_filter() -> None:
-    httpx_logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _HideSignature) for f in httpx_logger.filters):
-        httpx_logger.addFilter(_HideSignature())
 
 
 class ZegoClient:
@@ -237,7 +119,7 @@ class ZegoClient:
         self._observer: ClientObserver = observer if observer is not None else NullObserver()
         self._limiter = RateLimiter(rate_per_second, rate_burst)
         self._jitter = random.Random()
-        _install_httpx_log_filter()
+        install_httpx_log_filter()
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             auth=ZegoSignatureAuth(app_id, server_secret, clock),

@@ -28,7 +28,7 @@ from service.metrics import (
     ZegoMetricsObserver,
 )
 from service.store.sqlite import SqliteLedger
-from service.zego.client import Action, ClientObserver
+from service.zego.actions import Action, ClientObserver
 
 T0 = 1_700_000_000.0
 

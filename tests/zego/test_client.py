@@ -17,7 +17,9 @@ import pytest
 
 from service.zego import exceptions as exc
 from service.zego import models as m
-from service.zego.client import READ_ONLY_ACTIONS, Action, ZegoClient, ZegoSignatureAuth
+from service.zego.actions import READ_ONLY_ACTIONS, Action
+from service.zego.auth import ZegoSignatureAuth
+from service.zego.client import ZegoClient
 from service.zego.ratelimit import RateLimiter
 from service.zego.regions import REGION_BASE_URLS, resolve_base_url
 from service.zego.signing import verify_api_signature
@@ -154,7 +156,7 @@ async def test_request_is_signed_and_shaped(zego: ZegoClient, recorder: Recorder
 async def test_official_vector_through_the_client(
     monkeypatch: pytest.MonkeyPatch, recorder: Recorder
 ) -> None:
-    monkeypatch.setattr("service.zego.client.new_nonce", lambda: "4fd24687296dd9f3")
+    monkeypatch.setattr("service.zego.auth.new_nonce", lambda: "4fd24687296dd9f3")
     async with make_client(recorder, clock=lambda: 1615186943.7) as zego:
         await zego.register_agent(m.RegisterAgentRequest(agent_id="a"))
     params = recorder.requests[0].url.params
