@@ -236,10 +236,12 @@ class EventLog:
     async def append(self, event: NewEvent) -> Event | None:
         """Store and publish; None when it duplicates a stored ZEGO callback.
 
-        Appends that arrive while a write is under way are stored together in the next
-        transaction (a group commit): one ledger round trip for the group instead of one each,
-        and no added wait when there is no queue. The event is stored and published even if the
-        caller stops waiting; an error of the group's transaction reaches every caller in it.
+        Appends queue up until the flusher task runs (the rest of this turn of the event loop,
+        or while it waits for the log's lock) and are stored together in one transaction (a group
+        commit): one BEGIN/COMMIT and one WAL write for the group instead of one each, and no added
+        wait when nothing else is queued. The event is stored and published even if the caller
+        stops waiting. A group whose transaction fails is retried event by event, so an error
+        reaches only the caller whose event caused it.
         """
         waiter: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
         self._pending.append((event, waiter))
