@@ -171,9 +171,6 @@ class Ledger(Protocol):
     async def append_events(self, events: Sequence[NewEvent]) -> list[Event | None]:
         """``append_event`` for each, in order, in one transaction (all are stored, or none)."""
 
-    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
-        """Assign a session to events logged before its instance id was known."""
-
     async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
         """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
 
@@ -203,9 +200,6 @@ class Ledger(Protocol):
 
     async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
         """A session, its transitions and its turn statistics, read together."""
-
-    async def turn_stats(self, session_id: str) -> TurnStats:
-        """A session's turn statistics."""
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import SessionRecord, SessionState, Transition, TurnStats
 from service.store import _events, _rows
 from service.store import _sessions as _sql
-from service.store._db import Database, fetch_all, fetch_one
+from service.store._db import Database, fetch_one
 from service.store.base import StoreError
 
 __all__ = ["EventLogMixin"]
@@ -56,10 +56,6 @@ class EventLogMixin:
         if len(events) == 1:
             return [await self.append_event(events[0])]
         return self._db.transaction(lambda conn: _events.append_many(conn, events))
-
-    async def attach_events(self, instance_id: str, session_id: str, labels: Mapping[str, str]) -> int:
-        """Assign a session to events logged before its instance id was known."""
-        return self._db.run(lambda conn: _events.attach(conn, instance_id, session_id, dict(labels)))
 
     async def events_after(self, after: int, limit: int, flt: EventFilter) -> list[Event]:
         """Delivered events with cursor > ``after`` matching ``flt``, oldest first."""
@@ -143,17 +139,6 @@ class EventLogMixin:
         except (ValueError, KeyError) as e:
             raise StoreError(f"unreadable session {session_id!r}: {e}") from e
         return record, transitions, _stats(json.loads(row["view_turns"]))
-
-    async def turn_stats(self, session_id: str) -> TurnStats:
-        """Count, p50, p95 and max latency, and budget breaches of a session's turns."""
-        rows = self._db.run(
-            lambda conn: fetch_all(
-                conn,
-                "SELECT outcome, latency_ms, budget_exceeded FROM turns WHERE session_id = ?",
-                (session_id,),
-            )
-        )
-        return _stats(rows)
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""

@@ -11,7 +11,7 @@ import pytest
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.latency import LatencyTracker
-from service.domain.model import NewSession, SessionKind
+from service.domain.model import NewSession, SessionKind, TurnStats
 from service.store.sqlite import SqliteLedger
 
 SID = "s1"
@@ -86,7 +86,7 @@ async def test_user_turns_are_measured_from_speech_end_to_speaking(
         ("digital_human", "user_speech", 0.9, False),
         ("digital_human", "user_speech", 2.1, True),
     ]
-    stats = await ledger.turn_stats(SID)
+    stats = await turn_stats(ledger)
     assert (stats.turns, stats.budget_breaches, stats.max_ms, stats.p50_ms) == (2, 1, 2100.0, 900.0)
     breaches = await ledger.events_after(
         0, 10, EventFilter(event_types=frozenset({EventType.LATENCY_BUDGET_EXCEEDED}))
@@ -109,7 +109,7 @@ async def test_barge_in_and_interruptions_abandon_turns(
     await tracker.drain()
     assert recorder.turns == []
     assert recorder.abandoned == [("digital_human", "user_speech")] * 2
-    assert (await ledger.turn_stats(SID)).abandoned == 2
+    assert (await turn_stats(ledger)).abandoned == 2
 
 
 async def test_api_turns_match_their_round_even_when_speaking_comes_first(
@@ -137,3 +137,10 @@ async def test_session_end_abandons_pending_turns_and_reports_zego_stages(
     await tracker.drain()
     assert recorder.abandoned == [("digital_human", "user_speech")]
     assert recorder.stages == [("llm_ttft", 0.613), ("tts_first_frame", 0.783), ("total", 1.693)]
+
+
+async def turn_stats(ledger: SqliteLedger) -> TurnStats:
+    """The session's turn statistics, as GetSession reads them."""
+    view = await ledger.session_view(SID)
+    assert view is not None
+    return view[2]
