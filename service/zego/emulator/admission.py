@@ -31,7 +31,7 @@ def _check_capacity(config: EmulatorConfig, instances: list[Instance], kind: str
     # Interactive and live digital humans share one pool (spec §5.8 [INFER]).
     if sum(1 for i in instances if i.kind != VOICE) >= config.digital_human_instance_limit:
         raise ZegoError(
-            errors.DH_CONCURRENCY_LIMIT,
+            config.digital_human_concurrency_code,
             f"digital-human concurrency limit ({config.digital_human_instance_limit}) reached",
         )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .digital_humans import DEFAULT_AVATARS, DEFAULT_TIMBRES, Avatar, Timbre
+
 __all__ = [
     "DEFAULT_AUTO_TURN_UTTERANCES",
     "DEFAULT_RATE_LIMIT_CODE",
@@ -66,6 +68,20 @@ class EmulatorConfig:
 
     digital_human_instance_limit: int = 10
     """Concurrent digital-human instances per AppId, shared by interactive and live ones (``410001031``)."""
+
+    digital_human_concurrency_code: int = 410001031
+    """Code for a create beyond :attr:`digital_human_instance_limit`. ZEGO's docs say ``410001031``; ZEGO's
+    sample server falls back to voice on ``410001025`` (spec §15.11), so both can be emulated."""
+
+    digital_humans: tuple[Avatar, ...] = DEFAULT_AVATARS
+    """The Digital Human API catalogue: public, private and another app's avatars."""
+
+    timbres: tuple[Timbre, ...] = DEFAULT_TIMBRES
+    """Timbres: public ones, and private ones bound to an avatar."""
+
+    check_digital_human_ids: bool = True
+    """Create*DigitalHumanAgentInstance refuses ids outside :attr:`digital_humans` (410001027, or 410001048
+    for another app's avatar). False accepts any id, as the emulator did before it had a catalogue."""
 
     rate_limit_per_second: float = 10.0
     """Token-bucket rate per action (ZEGO: 10 requests/second per action)."""
@@ -131,6 +147,8 @@ class EmulatorConfig:
             raise ValueError("rate_limit_per_second must be positive")
         if self.voice_instance_limit < 0 or self.digital_human_instance_limit < 0:
             raise ValueError("instance limits must not be negative")
+        if self.digital_human_concurrency_code not in (410001025, 410001031):
+            raise ValueError("digital_human_concurrency_code must be 410001031 (docs) or 410001025 (sample)")
         if self.signature_skew_seconds < 0:
             raise ValueError("signature_skew_seconds must not be negative")
         self._check_conversation()

@@ -19,6 +19,7 @@ from .admission import check_admission
 from .agents import AgentRegistry
 from .config import EmulatorConfig
 from .conversation import Conversation
+from .digital_humans import Catalogue, check_create_id
 from .errors import ZegoError, invalid
 from .events import EventSink, RecordingEventSink
 from .ids import RoundAllocator, SnowflakeIds
@@ -63,6 +64,8 @@ class EmulatorState:
         self.latencies = LatencySampler(config)
         self.conversation = Conversation(self)
         """Simulated user turns, automatic turns and reported exceptions."""
+        self.catalogue = Catalogue(config.app_id, config.digital_humans, config.timbres, clock=time.time)
+        """The Digital Human API's avatars and timbres (wall clock: AvatarUrl expiries are real times)."""
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -162,6 +165,8 @@ class EmulatorState:
             raise invalid("LLM is required: neither the agent nor the request sets it")
         if not body.disable_tts and tts is None:
             raise invalid("TTS is required: neither the agent nor the request sets it")
+        if body.digital_human is not None and self.config.check_digital_human_ids:
+            check_create_id(self.catalogue, body.digital_human.digital_human_id)
         check_admission(self.config, self.instances.values(), body)
         now = self._clock()
         default_idle = (
