@@ -73,6 +73,12 @@ class EmulatorConfig:
     """Code for a create beyond :attr:`digital_human_instance_limit`. ZEGO's docs say ``410001031``; ZEGO's
     sample server falls back to voice on ``410001025`` (spec §15.11), so both can be emulated."""
 
+    rtc_conflicts: str = "async"
+    """How reused RTC identities behave (spec §6.1). ``async`` (ZEGO's documented behaviour): the create
+    succeeds, then an Exception callback and the instance's end (1206 for the later instance on a reused
+    AgentStreamId; 1203 for the earlier one on a reused AgentUserId, and for the new one when AgentUserId
+    equals UserId). ``strict``: refuse the create at once with 410000003 naming the field."""
+
     digital_humans: tuple[Avatar, ...] = DEFAULT_AVATARS
     """The Digital Human API catalogue: public, private and another app's avatars."""
 
@@ -149,6 +155,8 @@ class EmulatorConfig:
             raise ValueError("instance limits must not be negative")
         if self.digital_human_concurrency_code not in (410001025, 410001031):
             raise ValueError("digital_human_concurrency_code must be 410001031 (docs) or 410001025 (sample)")
+        if self.rtc_conflicts not in ("async", "strict"):
+            raise ValueError("rtc_conflicts must be async or strict")
         if self.signature_skew_seconds < 0:
             raise ValueError("signature_skew_seconds must not be negative")
         self._check_conversation()
