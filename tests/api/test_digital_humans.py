@@ -247,3 +247,28 @@ async def test_explicit_digital_human_host_setting(emulator: Emulator, tmp_path:
             stub = rpc.DigitalHumanServiceStub(ch)  # type: ignore[no-untyped-call]
             page = await stub.ListVoices(api.ListVoicesRequest(), timeout=5)
             assert page.total_size == 3
+
+
+@pytest.fixture
+def emulator_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.mark.parametrize(
+    "emulator_overrides",
+    [
+        {"digital_human_instance_limit": 0, "digital_human_concurrency_code": 410001031},
+        {"digital_human_instance_limit": 0, "digital_human_concurrency_code": 410001025},
+    ],
+    indirect=True,
+)
+async def test_both_digital_human_concurrency_codes_map_to_resource_exhausted(
+    sessions: srpc.SessionServiceStub, emulator_overrides: dict[str, Any]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await sessions.CreateSession(dh_request(PUBLIC_AVATAR), timeout=5)
+    err = rich_error(info.value)
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.reason == "UPSTREAM_CONCURRENCY_LIMIT"
+    assert err.get(error_details_pb2.ErrorInfo).metadata["zego_code"] == str(
+        emulator_overrides["digital_human_concurrency_code"]
+    )

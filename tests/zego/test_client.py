@@ -370,6 +370,19 @@ async def test_every_action(
     assert json.loads(sent.content) == request_model.to_wire()
 
 
+@pytest.mark.parametrize("with_data", [False, True])
+async def test_error_envelope_with_or_without_data(recorder: Recorder, with_data: bool) -> None:
+    """ZEGO's docs disagree on whether an error carries Data; both forms give the same error."""
+    body: dict[str, Any] = {"Code": 410001002, "Message": "gone", "RequestId": REQUEST_ID}
+    if with_data:
+        body["Data"] = None
+    recorder.outcomes = [httpx.Response(200, json=body)]
+    async with make_client(recorder) as zego:
+        with pytest.raises(exc.ZegoInstanceNotFound) as info:
+            await zego.delete_agent_instance(m.DeleteAgentInstanceRequest(agent_instance_id="1"))
+    assert info.value.request_id == REQUEST_ID
+
+
 async def test_data_keys_for_no_data_actions_are_ignored(zego: ZegoClient, recorder: Recorder) -> None:
     recorder.outcomes = [answer(data={"Whatever": 1})]
     await zego.delete_agent_instance(m.DeleteAgentInstanceRequest(agent_instance_id="1"))

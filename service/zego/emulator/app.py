@@ -142,7 +142,9 @@ def check_gateway(
     if abs(now - timestamp) > config.signature_skew_seconds:
         raise ZegoError(errors.SIGNATURE_EXPIRED, "signature expired: Timestamp is too far from now")
     # The nonce format is not checked: ZEGO's own sample sends base36, not 16 hex characters (§1.3).
-    if not verify_api_signature(app_id, nonce, config.server_secret, timestamp, signature):
+    if not verify_api_signature(
+        app_id, nonce, config.server_secret, timestamp, signature, case_sensitive=config.signature_case_sensitive
+    ):
         raise ZegoError(errors.SIGNATURE_WRONG, "signature error")
     return action
 
@@ -247,7 +249,7 @@ async def _api(request: Request) -> Response:
         state.advance()
         data = operation(state)
     except ZegoError as exc:
-        return _envelope(exc.code, exc.message, request_id)
+        return _envelope(exc.code, exc.message, request_id, with_data=emulator.config.error_envelope_data)
     return _envelope(0, "Succeed", request_id, data, with_data=True)
 
 
@@ -267,7 +269,7 @@ async def _digital_human_api(request: Request) -> Response:
         _check_rate(emulator, action)
         data = emulator.state.catalogue.run(action, body)
     except ZegoError as exc:
-        return _envelope(exc.code, exc.message, request_id)
+        return _envelope(exc.code, exc.message, request_id, with_data=emulator.config.error_envelope_data)
     return _envelope(0, "success", request_id, data, with_data=True)
 
 

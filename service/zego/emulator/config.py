@@ -60,6 +60,15 @@ class EmulatorConfig:
     callback_max_pending: int = 10_000
     """Callbacks queued per instance before the oldest is dropped (a dead receiver must not grow memory)."""
 
+    signature_case_sensitive: bool = True
+    """ZEGO specifies the signature as lowercase hex (spec §1.4) and says nothing of other cases; [INFER] a
+    server comparing strings refuses an uppercase one, so it gets ``100000005``. False accepts any case."""
+
+    error_envelope_data: bool = False
+    """Whether an error envelope carries ``"Data": null``. ZEGO's common-response table lists Data for every
+    answer, its ErrorResponse schema has only Code, Message and RequestId (spec §2); the emulator follows the
+    schema (False), and True produces the other form, which agentgw's client must parse the same."""
+
     signature_skew_seconds: int = 600
     """Maximum ``|now - Timestamp|`` before ``100000004`` (ZEGO: 10 minutes)."""
 
