@@ -85,7 +85,7 @@ async def turn_over(idle: asyncio.Queue[None]) -> None:
     await asyncio.wait_for(idle.get(), timeout=30)
 
 
-async def pick_avatar(stub: digital_human_service_pb2_grpc.DigitalHumanServiceStub) -> str:
+async def pick_avatar(stub: digital_human_service_pb2_grpc.DigitalHumanServiceAsyncStub) -> str:
     """List the digital humans (every page), print them, and pick ZEGO's public test avatar if present."""
     avatars: list[dapi.DigitalHuman] = []
     token = ""
