@@ -1,10 +1,11 @@
 """``make demo``: a live digital-human call on the bundled emulator, its events printed as they come.
 
 It starts a gateway (with its emulator) in this process on free loopback ports, registers an agent,
-lists the digital humans the app may use and picks one (with its voices), starts a digital-human session, watches the session's event stream, has the simulated user speak a
-few times (the emulator's admin endpoint plays the user), makes the agent speak once through the
-API, ends the session, and prints the session's turn latency. Nothing here is needed in production:
-it is a tour of the API.
+lists the digital humans the app may use and picks one (with its voices), starts a digital-human
+session, watches the session's event stream, has the simulated user speak a few times (the
+emulator's admin endpoint plays the user), makes the agent speak once through the API, ends the
+session, and prints the session's turn latency. Nothing here is needed in production: it is a tour
+of the API.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ async def pick_avatar(stub: digital_human_service_pb2_grpc.DigitalHumanServiceAs
         kind = "public" if avatar.public else "private"
         print(f"  {avatar.digital_human_id}  {kind:<7}  {avatar.name}")
     chosen = next((a for a in avatars if a.digital_human_id == AVATAR), avatars[0]).digital_human_id
-    details = (await stub.GetDigitalHuman(dapi.GetDigitalHumanRequest(digital_human_id=chosen), timeout=10)).digital_human
+    details = (
+        await stub.GetDigitalHuman(dapi.GetDigitalHumanRequest(digital_human_id=chosen), timeout=10)
+    ).digital_human
     voices = (await stub.ListVoices(dapi.ListVoicesRequest(), timeout=10)).voices
     actions = ", ".join(a.name for a in details.actions) or "none"
     print(f"picked {details.name!r} ({chosen}); actions: {actions}; {len(voices)} public voices")

@@ -106,7 +106,9 @@ class SessionServicer(rpc.SessionServiceServicer):
         spec = create_spec(request, max_duration_cap_seconds=self._cap, request_hash=fingerprint(request))
         if spec.digital_human is not None and self._digital_humans is not None:
             # Before any reservation or create: an unknown avatar is NOT_FOUND and spends nothing.
-            await self._digital_humans.require(spec.digital_human.digital_human_id, timeout=time_budget(context))
+            await self._digital_humans.require(
+                spec.digital_human.digital_human_id, timeout=time_budget(context)
+            )
         record = await self._sessions.create(spec, timeout=time_budget(context))
         return api.CreateSessionResponse(session=session_to_proto(record))
 

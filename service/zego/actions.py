@@ -1,5 +1,5 @@
-"""ZEGO's 19 AI Agent Actions, the 3 Digital Human API asset Actions, and the client's observer hooks (kept apart so metrics need not import the
-HTTP client)."""
+"""ZEGO's 19 AI Agent Actions, the 3 Digital Human API asset Actions, and the client's observer hooks
+(kept apart so metrics need not import the HTTP client)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ __all__ = ["DIGITAL_HUMAN_ACTIONS", "READ_ONLY_ACTIONS", "Action", "ClientObserv
 
 
 class Action(StrEnum):
-    """The ZEGO Actions (spec §4, and the Digital Human API's asset actions); the value is the wire name, also used as a metrics label."""
+    """The ZEGO Actions (spec §4, and the Digital Human API's asset actions); the value is the wire
+    name, also used as a metrics label."""
 
     REGISTER_AGENT = "RegisterAgent"
     UNREGISTER_AGENT = "UnregisterAgent"

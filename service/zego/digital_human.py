@@ -78,7 +78,9 @@ def resolve_digital_human_base(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         known = ", ".join(sorted(DIGITAL_HUMAN_BASE_URLS))
-        raise ValueError(f"unknown Digital Human API host {value!r}: use one of {known}, or an http(s):// URL")
+        raise ValueError(
+            f"unknown Digital Human API host {value!r}: use one of {known}, or an http(s):// URL"
+        )
     return resolve_base_url(value)
 
 

@@ -36,7 +36,13 @@ def api_signature(app_id: int, nonce: str, server_secret: str, timestamp: int) -
 
 
 def verify_api_signature(
-    app_id: int, nonce: str, server_secret: str, timestamp: int, signature: str, *, case_sensitive: bool = False
+    app_id: int,
+    nonce: str,
+    server_secret: str,
+    timestamp: int,
+    signature: str,
+    *,
+    case_sensitive: bool = False,
 ) -> bool:
     """Constant-time check of an API request signature.
 

@@ -58,7 +58,9 @@ async def test_list_pages_through_every_avatar(stub: rpc.DigitalHumanServiceStub
     seen: list[str] = []
     token = ""
     for _ in range(10):  # bounded: the catalogue has 5
-        page = await stub.ListDigitalHumans(api.ListDigitalHumansRequest(page_size=2, page_token=token), timeout=5)
+        page = await stub.ListDigitalHumans(
+            api.ListDigitalHumansRequest(page_size=2, page_token=token), timeout=5
+        )
         assert page.total_size == 5 and len(page.digital_humans) <= 2
         seen += [d.digital_human_id for d in page.digital_humans]
         token = page.next_page_token
@@ -77,7 +79,10 @@ async def test_list_by_scope_and_inference_mode(stub: rpc.DigitalHumanServiceStu
     )
     assert all(d.public and d.public_known for d in public.digital_humans)
     assert all(not d.public and d.public_known for d in private.digital_humans)
-    assert {d.digital_human_id for d in private.digital_humans} == {PRIVATE_ID, "0d6f3b1e-6a7c-4c1e-9d0b-5b1f2a3c4d5e"}
+    assert {d.digital_human_id for d in private.digital_humans} == {
+        PRIVATE_ID,
+        "0d6f3b1e-6a7c-4c1e-9d0b-5b1f2a3c4d5e",
+    }
     advanced = await stub.ListDigitalHumans(
         api.ListDigitalHumansRequest(inference_mode=api.INFERENCE_MODE_ADVANCED), timeout=5
     )
@@ -101,7 +106,9 @@ async def test_page_token_is_bound_to_its_filters(stub: rpc.DigitalHumanServiceS
 
 
 async def test_get_digital_human(stub: rpc.DigitalHumanServiceStub) -> None:
-    got = (await stub.GetDigitalHuman(api.GetDigitalHumanRequest(digital_human_id=PUBLIC_AVATAR), timeout=5)).digital_human
+    got = (
+        await stub.GetDigitalHuman(api.GetDigitalHumanRequest(digital_human_id=PUBLIC_AVATAR), timeout=5)
+    ).digital_human
     assert got.digital_human_id == PUBLIC_AVATAR and got.public and got.public_known
     assert [a.name for a in got.actions] == ["wave", "nod"]
     assert got.avatar_url.startswith("https://")
@@ -149,7 +156,9 @@ async def test_list_voices(stub: rpc.DigitalHumanServiceStub) -> None:
         ("my_cloned_voice", False, PRIVATE_ID)
     ]
     paged = await stub.ListVoices(api.ListVoicesRequest(page_size=2), timeout=5)
-    rest = await stub.ListVoices(api.ListVoicesRequest(page_size=2, page_token=paged.next_page_token), timeout=5)
+    rest = await stub.ListVoices(
+        api.ListVoicesRequest(page_size=2, page_token=paged.next_page_token), timeout=5
+    )
     assert len(paged.voices) == 2 and len(rest.voices) == 1 and not rest.next_page_token
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.ListVoices(api.ListVoicesRequest(digital_human_id="nope"), timeout=5)

@@ -17,7 +17,9 @@ class FakeZego:
     """Answers the three Digital Human API calls from a dict; counts calls; can fail or stall."""
 
     def __init__(self) -> None:
-        self.avatars = {"a": dh.DigitalHumanInfo(digital_human_id="a", name="A", avatar_url="https://x/a.png")}
+        self.avatars = {
+            "a": dh.DigitalHumanInfo(digital_human_id="a", name="A", avatar_url="https://x/a.png")
+        }
         self.calls: list[tuple[str, Any]] = []
         self.fail: Exception | None = None
         self.gate: asyncio.Event | None = None

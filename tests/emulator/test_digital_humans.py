@@ -140,7 +140,11 @@ async def test_rate_limit_per_action(start_emulator: StartEmulator) -> None:
 @pytest.mark.parametrize("action", ["CreateDigitalHumanAgentInstance", "CreateLiveDigitalHumanAgentInstance"])
 async def test_create_with_unknown_or_foreign_avatar(zego: Zego, action: str, dh_id: str, code: int) -> None:
     live = action.startswith("CreateLive")
-    body: dict[str, Any] = {"AgentId": "agent_1", "RTC": zego.rtc(live=live), "DigitalHuman": {"DigitalHumanId": dh_id}}
+    body: dict[str, Any] = {
+        "AgentId": "agent_1",
+        "RTC": zego.rtc(live=live),
+        "DigitalHuman": {"DigitalHumanId": dh_id},
+    }
     if not live:
         body["UserId"] = "user_1"
     envelope = await zego.call(action, body)
@@ -163,7 +167,9 @@ async def test_id_check_can_be_switched_off(start_emulator: StartEmulator) -> No
 async def test_custom_catalogue(start_emulator: StartEmulator) -> None:
     avatars, timbres = catalogue_from_json(
         {
-            "avatars": [{"digital_human_id": "mine", "name": "Mine", "public": False, "actions": [["bow", "u"]]}],
+            "avatars": [
+                {"digital_human_id": "mine", "name": "Mine", "public": False, "actions": [["bow", "u"]]}
+            ],
             "timbres": [{"timbre_id": "t1", "name": "Voice", "digital_human_id": "mine"}],
         }
     )
@@ -174,9 +180,17 @@ async def test_custom_catalogue(start_emulator: StartEmulator) -> None:
     assert [d["DigitalHumanId"] for d in listing["DigitalHumans"]] == ["mine"]
     assert (await dh_ok(zego, "GetTimbreList"))["Total"] == 0
     await zego.register()
-    assert (await zego.call("CreateDigitalHumanAgentInstance", {
-        "AgentId": "agent_1", "UserId": "u", "RTC": zego.rtc(), "DigitalHuman": {"DigitalHumanId": DH_ID}
-    }))["Code"] == 410001027
+    assert (
+        await zego.call(
+            "CreateDigitalHumanAgentInstance",
+            {
+                "AgentId": "agent_1",
+                "UserId": "u",
+                "RTC": zego.rtc(),
+                "DigitalHuman": {"DigitalHumanId": DH_ID},
+            },
+        )
+    )["Code"] == 410001027
 
 
 def test_bad_catalogue_json_is_a_value_error() -> None:

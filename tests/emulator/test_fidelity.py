@@ -12,12 +12,19 @@ from .conftest import DH_ID, SECRET, StartEmulator, Zego
 
 
 @pytest.mark.parametrize("code", [410001031, 410001025])
-async def test_digital_human_concurrency_code_is_configurable(start_emulator: StartEmulator, code: int) -> None:
+async def test_digital_human_concurrency_code_is_configurable(
+    start_emulator: StartEmulator, code: int
+) -> None:
     """ZEGO's docs say 410001031; ZEGO's sample server falls back to voice only on 410001025."""
     zego = await start_emulator(digital_human_instance_limit=1, digital_human_concurrency_code=code)
     await zego.register()
     await zego.create_dh()
-    body = {"AgentId": "agent_1", "UserId": "u2", "RTC": zego.rtc(), "DigitalHuman": {"DigitalHumanId": DH_ID}}
+    body = {
+        "AgentId": "agent_1",
+        "UserId": "u2",
+        "RTC": zego.rtc(),
+        "DigitalHuman": {"DigitalHumanId": DH_ID},
+    }
     assert await zego.code("CreateDigitalHumanAgentInstance", body) == code
     # The sample's fallback, a voice instance, still works: voice has its own pool.
     await zego.create_voice(user="u2")

@@ -48,7 +48,11 @@ async def test_reused_agent_user_id_kicks_the_earlier_instance(zego: Zego) -> No
 
 async def test_agent_user_id_equal_to_the_user_ends_the_new_instance(zego: Zego) -> None:
     instance = await create(zego, "u3", {**zego.rtc(), "AgentUserId": "u3"})
-    assert await outcome(zego, instance, 1203) == ["AgentInstanceCreated", "Exception", "AgentInstanceDeleted"]
+    assert await outcome(zego, instance, 1203) == [
+        "AgentInstanceCreated",
+        "Exception",
+        "AgentInstanceDeleted",
+    ]
 
 
 async def test_digital_human_stream_clash_is_still_the_documented_api_error(zego: Zego) -> None:

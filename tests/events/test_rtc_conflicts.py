@@ -28,6 +28,12 @@ async def ended(stub: rpc.SessionServiceStub, session_id: str, within: float = 1
             await asyncio.sleep(0.05)
 
 
+async def create(stub: rpc.SessionServiceStub, user: str, room: str, **rtc: str) -> spb.Session:
+    """A voice session with explicit agent RTC ids (agentgw generates unique ones otherwise)."""
+    spec = api.RtcSpec(room_id=room, user_stream_id=f"{user}_s", **rtc)
+    return (await stub.CreateSession(voice_request(user, room, rtc=spec), timeout=5)).session
+
+
 async def payloads(channel: grpc.aio.Channel, session_id: str) -> list[str]:
     stub = erpc.EventServiceStub(channel)  # type: ignore[no-untyped-call]
     listed = await stub.ListEvents(
@@ -46,18 +52,15 @@ async def test_kicked_and_failed_sessions_end_with_their_reasons(
     response.raise_for_status()
     stub = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
 
-    first = (await stub.CreateSession(voice_request("u1", "room_a", rtc=api.RtcSpec(
-        room_id="room_a", user_stream_id="u1_s", agent_user_id="shared_agent", agent_stream_id="a1")), timeout=5)).session  # fmt: skip
+    first = await create(stub, "u1", "room_a", agent_user_id="shared_agent", agent_stream_id="a1")
     # The same agent user id: ZEGO lets the create through and kicks the earlier instance (1203).
-    second = (await stub.CreateSession(voice_request("u2", "room_b", rtc=api.RtcSpec(
-        room_id="room_b", user_stream_id="u2_s", agent_user_id="shared_agent", agent_stream_id="a2")), timeout=5)).session  # fmt: skip
+    second = await create(stub, "u2", "room_b", agent_user_id="shared_agent", agent_stream_id="a2")
     kicked = await ended(stub, first.session_id)
     assert kicked.end_reason == spb.END_REASON_AGENT_KICKED and kicked.zego_code == 1203
     assert (await payloads(channel, first.session_id))[-2:] == ["exception", "ended"]
 
     # The same agent stream id: the later instance fails to publish (1206).
-    third = (await stub.CreateSession(voice_request("u3", "room_c", rtc=api.RtcSpec(
-        room_id="room_c", user_stream_id="u3_s", agent_stream_id="a2")), timeout=5)).session  # fmt: skip
+    third = await create(stub, "u3", "room_c", agent_stream_id="a2")
     failed = await ended(stub, third.session_id)
     assert failed.end_reason == spb.END_REASON_UPSTREAM_RTC_ERROR and failed.zego_code == 1206
     assert (await payloads(channel, third.session_id))[-2:] == ["exception", "ended"]

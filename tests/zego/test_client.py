@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from service.zego import digital_human as dh
 from service.zego import exceptions as exc
 from service.zego import models as m
-from service.zego.actions import READ_ONLY_ACTIONS, Action
+from service.zego.actions import DIGITAL_HUMAN_ACTIONS, READ_ONLY_ACTIONS, Action
 from service.zego.auth import ZegoSignatureAuth
 from service.zego.client import ZegoClient
 from service.zego.ratelimit import RateLimiter
-from service.zego import digital_human as dh
-from service.zego.actions import DIGITAL_HUMAN_ACTIONS
 from service.zego.regions import REGION_BASE_URLS, resolve_base_url
 from service.zego.signing import verify_api_signature
 
@@ -289,14 +288,19 @@ CASES: list[tuple[str, m.WireModel, Any, Any]] = [
         dh.GetDigitalHumanListRequest(fetch_mode=dh.FETCH_PUBLIC, offset=0, limit=20),
         {"Total": 1, "DigitalHumans": [{"DigitalHumanId": "d", "Name": "n", "AvatarUrl": "https://x/a.png"}]},
         dh.GetDigitalHumanListData(
-            total=1, digital_humans=[dh.DigitalHumanSummary(digital_human_id="d", name="n", avatar_url="https://x/a.png")]
+            total=1,
+            digital_humans=[
+                dh.DigitalHumanSummary(digital_human_id="d", name="n", avatar_url="https://x/a.png")
+            ],
         ),
     ),
     (
         "get_digital_human_info",
         dh.GetDigitalHumanInfoRequest(digital_human_id="d"),
         {"DigitalHumanId": "d", "IsPublic": True, "Actions": [{"Action": "wave", "PreviewUrl": "u"}]},
-        dh.DigitalHumanInfo(digital_human_id="d", is_public=True, actions=[dh.AvatarAction(action="wave", preview_url="u")]),
+        dh.DigitalHumanInfo(
+            digital_human_id="d", is_public=True, actions=[dh.AvatarAction(action="wave", preview_url="u")]
+        ),
     ),
     (
         "get_timbre_list",
@@ -354,7 +358,9 @@ async def test_digital_human_actions_share_the_per_action_limiter(recorder: Reco
     async with make_client(recorder, rate_per_second=1.0) as zego:
         await zego.get_digital_human_info(dh.GetDigitalHumanInfoRequest(digital_human_id="d"))
         with pytest.raises(exc.ZegoDeadlineExceeded):
-            await zego.get_digital_human_info(dh.GetDigitalHumanInfoRequest(digital_human_id="d"), timeout=0.2)
+            await zego.get_digital_human_info(
+                dh.GetDigitalHumanInfoRequest(digital_human_id="d"), timeout=0.2
+            )
     assert len(recorder.requests) == 1
 
 

@@ -22,7 +22,8 @@ Behaviour ZEGO does not document, chosen here ([INFER] in docs/zego-ai-agent-api
 
 * Every answer is HTTP 200 with the envelope; ``Data`` is ``null`` on success without data and absent on
   errors (``error_envelope_data`` adds ``"Data": null`` to errors). Signatures must be lowercase hex
-  (``signature_case_sensitive``). Empty query values count as missing; a doubled ``?`` is tolerated; GET is accepted like POST.
+  (``signature_case_sensitive``). Empty query values count as missing; a doubled ``?`` is tolerated; GET
+  is accepted like POST.
 * The per-action rate limit answers ``rate_limit_code`` (default 410001029) and is checked after the body
   schema, as spec §16 orders it. Injected faults apply after the signature checks.
 * Unknown body fields are ignored; ``null`` is absent everywhere; ``RtcInfo`` is an alias of ``RTC``; TTS and

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--catalogue",
         default=_env("CATALOGUE"),
-        help='JSON file of digital humans and timbres: {"avatars": [...], "timbres": [...]} (built-in if omitted)',
+        help='JSON file {"avatars": [...], "timbres": [...]} of digital humans and timbres',
     )
     p.add_argument(
         "--rtc-conflicts",

@@ -36,7 +36,9 @@ class RtcConflict:
     message: str
 
 
-def check_admission(config: EmulatorConfig, running: Iterable[Instance], body: CreateBody) -> list[RtcConflict]:
+def check_admission(
+    config: EmulatorConfig, running: Iterable[Instance], body: CreateBody
+) -> list[RtcConflict]:
     """Raise the ZegoError a create would get from ZEGO; else return the RTC clashes to play out later."""
     instances = list(running)
     _check_capacity(config, instances, body.kind)
@@ -52,7 +54,9 @@ def _conflicts(instances: list[Instance], body: CreateBody) -> list[RtcConflict]
         return []
     found: list[RtcConflict] = []
     if body.user_id is not None and rtc.agent_user_id == body.user_id:
-        found.append(RtcConflict(NEW_INSTANCE, KICKED, f"AgentUserId {rtc.agent_user_id} is the user's own UserId"))
+        found.append(
+            RtcConflict(NEW_INSTANCE, KICKED, f"AgentUserId {rtc.agent_user_id} is the user's own UserId")
+        )
     for other in instances:
         if other.agent_stream_id == rtc.agent_stream_id:
             if body.kind != VOICE:
@@ -61,7 +65,9 @@ def _conflicts(instances: list[Instance], body: CreateBody) -> list[RtcConflict]
                     f"RTC.AgentStreamId {rtc.agent_stream_id} is already used by a running instance",
                 )
             found.append(
-                RtcConflict(NEW_INSTANCE, PUBLISH_FAILED, f"stream {rtc.agent_stream_id} is already published")
+                RtcConflict(
+                    NEW_INSTANCE, PUBLISH_FAILED, f"stream {rtc.agent_stream_id} is already published"
+                )
             )
         if other.agent_user_id == rtc.agent_user_id:
             found.append(

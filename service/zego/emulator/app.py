@@ -143,7 +143,12 @@ def check_gateway(
         raise ZegoError(errors.SIGNATURE_EXPIRED, "signature expired: Timestamp is too far from now")
     # The nonce format is not checked: ZEGO's own sample sends base36, not 16 hex characters (§1.3).
     if not verify_api_signature(
-        app_id, nonce, config.server_secret, timestamp, signature, case_sensitive=config.signature_case_sensitive
+        app_id,
+        nonce,
+        config.server_secret,
+        timestamp,
+        signature,
+        case_sensitive=config.signature_case_sensitive,
     ):
         raise ZegoError(errors.SIGNATURE_WRONG, "signature error")
     return action

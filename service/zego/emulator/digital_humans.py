@@ -209,10 +209,13 @@ def check_create_id(catalogue: Catalogue, digital_human_id: str) -> None:
         if avatar.digital_human_id == digital_human_id:
             if avatar.owner_app_id not in (None, catalogue.app_id):
                 raise ZegoError(
-                    errors.DH_NOT_OWNED, f"DigitalHuman.DigitalHumanId {digital_human_id[:64]} is not this app's"
+                    errors.DH_NOT_OWNED,
+                    f"DigitalHuman.DigitalHumanId {digital_human_id[:64]} is not this app's",
                 )
             return
-    raise ZegoError(errors.DH_ID_INCORRECT, f"DigitalHuman.DigitalHumanId {digital_human_id[:64]} is incorrect")
+    raise ZegoError(
+        errors.DH_ID_INCORRECT, f"DigitalHuman.DigitalHumanId {digital_human_id[:64]} is incorrect"
+    )
 
 
 def catalogue_from_json(payload: Any) -> tuple[tuple[Avatar, ...], tuple[Timbre, ...]]:
