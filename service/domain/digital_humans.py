@@ -301,7 +301,13 @@ class DigitalHumanCatalog:
 
             task = asyncio.ensure_future(run())
             self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+
+            def finished(t: asyncio.Future[Any]) -> None:
+                self._inflight.pop(key, None)
+                if not t.cancelled():
+                    t.exception()  # retrieved: a failure every waiter gave up on must not log as lost
+
+            task.add_done_callback(finished)
         # Shielded: one caller giving up must not cancel the lookup the others are waiting for.
         return await asyncio.shield(task)
 

@@ -1,7 +1,9 @@
-"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5).
+"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5), and for the three asset
+actions of ZEGO's Digital Human API, which live on their own host (docs/zego-digital-human-api.md).
 
-One ``ZegoClient`` per process wraps one pooled ``httpx.AsyncClient``. Each action is a typed method that
-takes a request model from ``service.zego.models`` and returns its ``Data`` model (or ``None``).
+One ``ZegoClient`` per process wraps two pooled ``httpx.AsyncClient`` (one per host). Each action is a typed
+method that takes a request model from ``service.zego.models`` (or ``service.zego.digital_human``) and
+returns its ``Data`` model (or ``None``).
 
 Per call the client:
 

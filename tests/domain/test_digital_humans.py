@@ -213,3 +213,17 @@ async def test_require_refuses_unknown_ids(policy: str) -> None:
 def test_unknown_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="validation"):
         catalog(FakeZego(), Clock(), validation="maybe")
+
+
+async def test_a_failure_nobody_waits_for_is_not_reported_as_lost(caplog: pytest.LogCaptureFixture) -> None:
+    zego, clock = FakeZego(), Clock()
+    zego.gate = asyncio.Event()
+    zego.fail = zx.ZegoConnectError("GetDigitalHumanInfo", "refused")
+    cat = catalog(zego, clock)
+    waiter = asyncio.ensure_future(cat.get("a"))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    zego.gate.set()
+    await asyncio.sleep(0.01)
+    assert "never retrieved" not in caplog.text
+    assert not cat._inflight
