@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -198,3 +200,24 @@ def test_bad_catalogue_json_is_a_value_error() -> None:
         catalogue_from_json([])
     with pytest.raises(ValueError, match="bad catalogue entry"):
         catalogue_from_json({"avatars": [{"name": "no id"}]})
+
+
+def test_cli_loads_a_catalogue_file(tmp_path: Path) -> None:
+    from service.zego.emulator import __main__ as cli
+
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps({"avatars": [{"digital_human_id": "x", "public": True}], "timbres": []}))
+    loaded = cli._catalogue(str(path))
+    assert loaded == {"digital_humans": (Avatar("x", "", public=True),), "timbres": ()}
+    assert cli._catalogue(None) == {}
+
+
+def test_cli_refuses_a_bad_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.zego.emulator import __main__ as cli
+
+    secrets = ["--server-secret", "s" * 32, "--callback-secret", "c"]
+    assert cli.main([*secrets, "--catalogue", str(tmp_path / "missing.json")]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"avatars": [{"name": "no id"}]}')
+    assert cli.main([*secrets, "--catalogue", str(bad)]) == 2
+    assert "invalid configuration" in capsys.readouterr().err
