@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.zego.digital_human import resolve_digital_human_base
 from service.zego.regions import resolve_base_url
 
 __all__ = ["ConfigError", "Secret", "Settings", "load_settings"]
@@ -116,6 +117,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _validation_policy(raw: str) -> str:
+    policy = raw.strip().lower()
+    if policy not in {"strict", "fail_open", "off"}:
+        raise ValueError("must be one of strict, fail_open, off")
+    return policy
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -139,6 +147,32 @@ class Settings:
         "ZEGO API host: a region name (unified, sha, hkg, fra, lax, bom, sgp) or a URL.",
     )
     """Base URL of the ZEGO AI Agent API (spec §1.1)."""
+
+    zego_digital_human_api_base: str | None = _setting(
+        None,
+        resolve_digital_human_base,
+        "ZEGO Digital Human API host: unified, sample, or a URL. Unset: derived from zego_api_base.",
+    )
+    """Base URL of ZEGO's Digital Human API (docs/zego-digital-human-api.md §1). ZEGO's docs say
+    ``aigc-digitalhuman-api.zegotech.cn`` (``unified``), its sample server ``aigc-digital-human-api``
+    (``sample``). Unset: the documented host for a ZEGO region, ``<zego_api_base>/digitalhuman`` for
+    any other URL (the emulator serves both APIs) [INFER]."""
+
+    digital_human_cache_seconds: float = _setting(
+        300.0, _non_negative_float, "How long digital-human lookups are cached."
+    )
+    """Cache lifetime of avatar and voice answers; never past the avatar URL's 24 h validity."""
+
+    digital_human_not_found_cache_seconds: float = _setting(
+        10.0, _non_negative_float, "How long an unknown digital_human_id is remembered."
+    )
+    """A short negative cache, so a retried typo does not spend ZEGO's 10 requests/s."""
+
+    digital_human_validation: str = _setting(
+        "fail_open", _validation_policy, "CreateSession's digital_human_id check: strict, fail_open, off."
+    )
+    """``fail_open``: unknown ids are NOT_FOUND before any create, but if the Digital Human API cannot
+    answer the create proceeds; ``strict`` fails it then; ``off`` never looks the id up [INFER]."""
 
     zego_rate_per_second: float = _setting(10.0, _positive_float, "Client-side limit per ZEGO action.")
     """Requests per second per action; ZEGO documents 10."""

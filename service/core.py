@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from service.config import Settings
 from service.domain.agents import AgentService
+from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.event_log import EventBus, EventLog
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyTracker
@@ -45,6 +46,7 @@ class Core:
     latency: LatencyTracker
     ingestor: CallbackIngestor
     limits: dict[str, int]
+    digital_humans: DigitalHumanCatalog
 
 
 class _ReaperMetrics:
@@ -74,6 +76,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         app_id=settings.zego_app_id,
         server_secret=settings.zego_server_secret.reveal(),
         base_url=settings.zego_api_base,
+        digital_human_base_url=settings.zego_digital_human_api_base,
         timeout_seconds=settings.zego_timeout_seconds,
         rate_per_second=settings.zego_rate_per_second,
         max_retries=settings.zego_max_retries,
@@ -120,7 +123,13 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         skew_seconds=settings.callback_skew_seconds,
     )
     agents = AgentService(zego, ledger)
-    return Core(ledger, zego, bus, events, agents, sessions, latency, ingestor, limits)
+    digital_humans = DigitalHumanCatalog(
+        zego,
+        ttl_seconds=settings.digital_human_cache_seconds,
+        not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
+        validation=settings.digital_human_validation,
+    )
+    return Core(ledger, zego, bus, events, agents, sessions, latency, ingestor, limits, digital_humans)
 
 
 @contextlib.asynccontextmanager

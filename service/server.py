@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from service import __version__
 from service.api.agents import AgentServicer
+from service.api.digital_humans import DigitalHumanServicer
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
@@ -45,6 +46,8 @@ from service.core import Core, build_core
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    digital_human_service_pb2,
+    digital_human_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     room_token_service_pb2,
@@ -57,6 +60,7 @@ from service.http.asgi import serve_asgi
 from service.http.callbacks import callback_endpoint
 from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
+from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
 
@@ -72,6 +76,7 @@ SERVICES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
     room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"],
+    digital_human_service_pb2.DESCRIPTOR.services_by_name["DigitalHumanService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -212,7 +217,12 @@ class Gateway:
                 max_duration_cap_seconds=settings.max_session_duration_cap_seconds,
                 on_api_turn=core.latency.api_turn,
                 budget_seconds=settings.interaction_budget_seconds,
+                digital_humans=core.digital_humans,
             ),
+        )
+        handlers.register(
+            digital_human_service_pb2_grpc.add_DigitalHumanServiceServicer_to_server,
+            DigitalHumanServicer(core.digital_humans, PageTokens(token_key, "digital_humans")),
         )
         handlers.register(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
@@ -263,6 +273,7 @@ class Gateway:
             zego_server_secret=Secret(server_secret),
             zego_callback_secret=Secret(callback_secret),
             zego_api_base=url,
+            zego_digital_human_api_base=url + EMULATOR_DIGITAL_HUMAN_PATH,
         )
 
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:

@@ -47,6 +47,9 @@ def test_env_and_flags_with_flags_winning() -> None:
         ({"AGENTGW_ZEGO_SERVER_SECRET": "short"}, "AGENTGW_ZEGO_SERVER_SECRET"),
         ({"AGENTGW_ZEGO_APP_ID": "12"}, "AGENTGW_ZEGO_SERVER_SECRET"),
         ({"AGENTGW_ZEGO_API_BASE": "mars"}, "AGENTGW_ZEGO_API_BASE"),
+        ({"AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE": "sgp"}, "AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE"),
+        ({"AGENTGW_DIGITAL_HUMAN_VALIDATION": "maybe"}, "AGENTGW_DIGITAL_HUMAN_VALIDATION"),
+        ({"AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS": "-1"}, "AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS"),
         ({"AGENTGW_GRPC_LISTEN": "nohost"}, "AGENTGW_GRPC_LISTEN"),
         ({"AGENTGW_VOICE_LIMIT": "-1"}, "AGENTGW_VOICE_LIMIT"),
         ({"AGENTGW_LOG_LEVEL": "loud"}, "AGENTGW_LOG_LEVEL"),
@@ -59,6 +62,21 @@ def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> No
     message = str(info.value)
     assert message.startswith(named + ":")
     assert "\n" not in message
+
+
+def test_digital_human_settings() -> None:
+    settings = load_settings(
+        [],
+        {
+            "AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE": "sample",
+            "AGENTGW_DIGITAL_HUMAN_VALIDATION": "STRICT",
+            "AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS": "0",
+        },
+    )
+    assert settings.zego_digital_human_api_base == "https://aigc-digital-human-api.zegotech.cn"
+    assert settings.digital_human_validation == "strict"
+    assert settings.digital_human_cache_seconds == 0.0
+    assert load_settings([], {}).zego_digital_human_api_base is None
 
 
 def test_invalid_flag_names_the_flag() -> None:

@@ -28,6 +28,7 @@ from service.api.session_convert import (
     turn_stats_fields,
 )
 from service.api.session_requests import chat_messages, create_spec, validate_request_id, whole_seconds
+from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.model import SessionFilter, SessionKind
 from service.domain.sessions import SessionService
 from service.domain.validation import Violations, parse_label_selector
@@ -83,7 +84,9 @@ class SessionServicer(rpc.SessionServiceServicer):
         max_duration_cap_seconds: int,
         on_api_turn: Callable[[str, str, int, float], None] | None = None,
         budget_seconds: float = 1.5,
+        digital_humans: DigitalHumanCatalog | None = None,
     ) -> None:
+        self._digital_humans = digital_humans
         self._sessions = sessions
         self._tokens = page_tokens
         self._cap = max_duration_cap_seconds
@@ -101,6 +104,11 @@ class SessionServicer(rpc.SessionServiceServicer):
         self, request: api.CreateSessionRequest, context: Context
     ) -> api.CreateSessionResponse:
         spec = create_spec(request, max_duration_cap_seconds=self._cap, request_hash=fingerprint(request))
+        if spec.digital_human is not None and self._digital_humans is not None:
+            # Before any reservation or create: an unknown avatar is NOT_FOUND and spends nothing.
+            await self._digital_humans.require(
+                spec.digital_human.digital_human_id, timeout=time_budget(context)
+            )
         record = await self._sessions.create(spec, timeout=time_budget(context))
         return api.CreateSessionResponse(session=session_to_proto(record))
 

@@ -116,6 +116,7 @@ RULES: tuple[Rule, ...] = (
     Rule(zx.ZegoAgentAlreadyExists, S.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS"),
     Rule(zx.ZegoAgentNotFound, S.NOT_FOUND, "AGENT_NOT_FOUND"),
     Rule(zx.ZegoInstanceNotFound, S.NOT_FOUND, "INSTANCE_NOT_FOUND"),
+    Rule(zx.ZegoDigitalHumanNotFound, S.NOT_FOUND, "DIGITAL_HUMAN_NOT_FOUND"),
     Rule(zx.ZegoConcurrencyLimit, S.RESOURCE_EXHAUSTED, "UPSTREAM_CONCURRENCY_LIMIT", _upstream_quota),
     Rule(zx.ZegoRateLimited, S.UNAVAILABLE, "UPSTREAM_RATE_LIMITED", _retry_after),
     # Never UNAUTHENTICATED: that would blame the caller for our ZEGO credentials.

@@ -1,7 +1,9 @@
-"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5).
+"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5), and for the three asset
+actions of ZEGO's Digital Human API, which live on their own host (docs/zego-digital-human-api.md).
 
-One ``ZegoClient`` per process wraps one pooled ``httpx.AsyncClient``. Each action is a typed method that
-takes a request model from ``service.zego.models`` and returns its ``Data`` model (or ``None``).
+One ``ZegoClient`` per process wraps two pooled ``httpx.AsyncClient`` (one per host). Each action is a typed
+method that takes a request model from ``service.zego.models`` (or ``service.zego.digital_human``) and
+returns its ``Data`` model (or ``None``).
 
 Per call the client:
 
@@ -35,8 +37,15 @@ from typing import Any, Final, Self, TypeVar
 import httpx
 from pydantic import ValidationError
 
+from service.zego import digital_human as dh
 from service.zego import models as m
-from service.zego.actions import READ_ONLY_ACTIONS, Action, ClientObserver, NullObserver
+from service.zego.actions import (
+    DIGITAL_HUMAN_ACTIONS,
+    READ_ONLY_ACTIONS,
+    Action,
+    ClientObserver,
+    NullObserver,
+)
 from service.zego.auth import ZegoSignatureAuth, install_httpx_log_filter
 from service.zego.exceptions import (
     ZegoApiError,
@@ -72,6 +81,8 @@ class ZegoClient:
         app_id: the ZEGO AppID (uint32).
         server_secret: the project ServerSecret; used only to sign, never logged.
         base_url: a region name from ``service.zego.regions`` or an ``http(s)://`` URL (e.g. the emulator).
+        digital_human_base_url: the Digital Human API host (``service.zego.digital_human``); None derives
+            it from ``base_url``. Its three actions share the signing, limiter and pipeline.
         timeout_seconds: upper bound of one attempt, whatever the caller's budget.
         rate_per_second: local pacing per action; ``rate_burst`` defaults to the same number.
         max_retries: extra attempts for transport failures of read-only actions.
@@ -88,6 +99,7 @@ class ZegoClient:
         app_id: int,
         server_secret: str,
         base_url: str,
+        digital_human_base_url: str | None = None,
         timeout_seconds: float = 10.0,
         rate_per_second: float = 10.0,
         rate_burst: float | None = None,
@@ -120,17 +132,26 @@ class ZegoClient:
         self._limiter = RateLimiter(rate_per_second, rate_burst)
         self._jitter = random.Random()
         install_httpx_log_filter()
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            auth=ZegoSignatureAuth(app_id, server_secret, clock),
-            headers={"Content-Type": "application/json"},
-            timeout=timeout_seconds,
-            transport=transport,
+        self.digital_human_base_url = (
+            dh.resolve_digital_human_base(digital_human_base_url)
+            if digital_human_base_url is not None
+            else dh.derive_digital_human_base(self.base_url)
+        )
+        self._http, self._dh_http = (
+            httpx.AsyncClient(
+                base_url=base,
+                auth=ZegoSignatureAuth(app_id, server_secret, clock),
+                headers={"Content-Type": "application/json"},
+                timeout=timeout_seconds,
+                transport=transport,
+            )
+            for base in (self.base_url, self.digital_human_base_url)
         )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self._http.aclose()
+        await self._dh_http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -208,8 +229,9 @@ class ZegoClient:
     ) -> httpx.Response:
         try:
             # httpx applies the timeout per phase (connect, write, read); asyncio.timeout caps the total.
+            http = self._dh_http if action in DIGITAL_HUMAN_ACTIONS else self._http
             async with asyncio.timeout(effective):
-                return await self._http.post(
+                return await http.post(
                     "/", params={"Action": action.value}, content=body, timeout=httpx.Timeout(effective)
                 )
         except (httpx.TimeoutException, TimeoutError) as exc:
@@ -429,6 +451,28 @@ class ZegoClient:
     ) -> m.StopListeningData:
         """StopListening (walkie-talkie mode only): the agent answers what was said."""
         return await self._call_data(Action.STOP_LISTENING, request, m.StopListeningData, timeout)
+
+    # --- Digital Human API assets (docs/zego-digital-human-api.md §2-§4) ----------------------------
+
+    async def get_digital_human_list(
+        self, request: dh.GetDigitalHumanListRequest, *, timeout: float | None = None
+    ) -> dh.GetDigitalHumanListData:
+        """GetDigitalHumanList: one page (Offset/Limit 1..20) of the avatars this app may use."""
+        return await self._call_data(
+            Action.GET_DIGITAL_HUMAN_LIST, request, dh.GetDigitalHumanListData, timeout
+        )
+
+    async def get_digital_human_info(
+        self, request: dh.GetDigitalHumanInfoRequest, *, timeout: float | None = None
+    ) -> dh.DigitalHumanInfo:
+        """GetDigitalHumanInfo. Raises ``ZegoDigitalHumanNotFound`` for an id ZEGO does not know."""
+        return await self._call_data(Action.GET_DIGITAL_HUMAN_INFO, request, dh.DigitalHumanInfo, timeout)
+
+    async def get_timbre_list(
+        self, request: dh.GetTimbreListRequest, *, timeout: float | None = None
+    ) -> dh.GetTimbreListData:
+        """GetTimbreList: public timbres, or those bound to ``request.digital_human_id``."""
+        return await self._call_data(Action.GET_TIMBRE_LIST, request, dh.GetTimbreListData, timeout)
 
 
 def _ignore_data(data: Any) -> None:
