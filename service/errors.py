@@ -30,8 +30,10 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutOfRange",
+    "PermissionDenied",
     "RequestIdReused",
     "SubscriberTooSlow",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -143,3 +145,23 @@ class Unavailable(AgentGwError):
         super().__init__(message)
         self.reason = reason
         self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(AgentGwError):
+    """Missing or bad credentials: ``UNAUTHENTICATED`` with an ``ErrorInfo`` reason.
+
+    ``reason`` is ``CREDENTIALS_MISSING``, ``TOKEN_EXPIRED`` or ``TOKEN_INVALID``. The message
+    says what to send in general terms only: it never names a key id, an issuer or a claim value
+    the gateway expected, nor whether the identity exists.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(AgentGwError):
+    """The caller is known and may see the resource, but its role may not change it
+    (a ``viewer`` ending a session). Never used where it would confirm that something exists."""
+
+    reason = "PERMISSION_DENIED"

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line on stderr, each carrying the current request id.
+"""Structured logs: one JSON object per line on stderr, each carrying the current request id and,
+when callers authenticate, the principal.
 
 The request id lives in a context variable that the gRPC handler wrapper (``service.api.interceptors``)
 sets for every RPC of our services, so any log line written while serving that RPC carries it
@@ -12,6 +13,8 @@ import logging
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
+
+from service.auth.principal import principal_var
 
 __all__ = ["configure_logging", "current_request_id", "request_id_var"]
 
@@ -28,6 +31,8 @@ def current_request_id() -> str | None:
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        principal = principal_var.get()
+        record.principal = principal.name if principal is not None else None
         return True
 
 
@@ -37,7 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}{request_id}",
+            "{asctime}{levelname}{name}{message}{request_id}{principal}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             timestamp=False,

@@ -112,6 +112,8 @@ RULES: tuple[Rule, ...] = (
     Rule(errors.Unavailable, S.UNAVAILABLE, None, _retry_after),
     Rule(errors.SubscriberTooSlow, S.RESOURCE_EXHAUSTED),
     Rule(errors.OutOfRange, S.OUT_OF_RANGE),
+    Rule(errors.Unauthenticated, S.UNAUTHENTICATED),
+    Rule(errors.PermissionDenied, S.PERMISSION_DENIED),
     # ZEGO answered with a non-zero Code (spec §7).
     Rule(zx.ZegoAgentAlreadyExists, S.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS"),
     Rule(zx.ZegoAgentNotFound, S.NOT_FOUND, "AGENT_NOT_FOUND"),
