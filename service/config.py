@@ -385,10 +385,16 @@ def _check_security(settings: Settings) -> None:
     if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
         raise ConfigError(f"{env_name('tls_cert_file')}: client certificates need the server's TLS files")
     if "jwt" in modes and settings.auth_jwks_file is None and settings.auth_jwks_url is None:
-        raise ConfigError(f"{env_name('auth_jwks_file')}: jwt mode needs a JWKS file or AGENTGW_AUTH_JWKS_URL")
+        raise ConfigError(
+            f"{env_name('auth_jwks_file')}: jwt mode needs a JWKS file or AGENTGW_AUTH_JWKS_URL"
+        )
     if "mtls" in modes and settings.tls_client_ca_file is None:
         raise ConfigError(f"{env_name('tls_client_ca_file')}: mtls mode needs the client CA bundle")
-    if modes == frozenset({"none"}) and not settings.allow_insecure and not _is_loopback(settings.grpc_listen):
+    if (
+        modes == frozenset({"none"})
+        and not settings.allow_insecure
+        and not _is_loopback(settings.grpc_listen)
+    ):
         raise ConfigError(
             f"{env_name('auth_mode')}: authentication is off and {settings.grpc_listen} is not loopback; "
             f"set AGENTGW_AUTH_MODE=jwt or mtls, or AGENTGW_ALLOW_INSECURE=true to accept any caller"

@@ -16,7 +16,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from service.auth.principal import principal_var
 
-__all__ = ["configure_logging", "current_request_id", "request_id_var"]
+__all__ = ["CallContextFilter", "configure_logging", "current_request_id", "request_id_var"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentgw_request_id", default=None
@@ -28,7 +28,9 @@ def current_request_id() -> str | None:
     return request_id_var.get()
 
 
-class _RequestIdFilter(logging.Filter):
+class CallContextFilter(logging.Filter):
+    """Puts the call's request id and principal on every record it sees."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         principal = principal_var.get()
@@ -39,7 +41,7 @@ class _RequestIdFilter(logging.Filter):
 def configure_logging(level: str = "INFO") -> None:
     """Send every log record to stderr as one JSON object per line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(CallContextFilter())
     handler.setFormatter(
         JsonFormatter(
             "{asctime}{levelname}{name}{message}{request_id}{principal}",

@@ -194,8 +194,9 @@ class Gateway:
         )
 
     async def _serve_http(self, settings: Settings, core: Core, metrics: Metrics) -> None:
-        """Callbacks on ``callback_listen`` and health and metrics on ``admin_listen``; both on
-        ``http_listen`` when neither is set (or they name the same address)."""
+        """Callbacks on ``callback_listen`` and health and metrics on ``admin_listen`` (the one unset
+        defaults to ``http_listen``); everything on ``http_listen`` when neither is set, or when
+        both name the same fixed address."""
         callback_listen = settings.callback_listen or settings.http_listen
         admin_listen = settings.admin_listen or settings.http_listen
         refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
@@ -207,7 +208,8 @@ class Gateway:
             methods=["POST"],
         )
         metrics_route = Route("/metrics", metrics_endpoint(metrics, refresh))
-        if callback_listen == admin_listen:
+        split = settings.callback_listen is not None or settings.admin_listen is not None
+        if not split or (callback_listen == admin_listen and not callback_listen.endswith(":0")):
             both = create_http_app(lambda: self._ready, [callbacks, metrics_route])
             host, port = _split(callback_listen)
             self.http_port = self.admin_port = await self._stack.enter_async_context(

@@ -8,18 +8,19 @@ workload certificate).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.auth.bearer import JwtVerifier
 from service.auth.certs import certificate_identity
-from service.errors import Unauthenticated
 from service.auth.principal import ANONYMOUS, Principal, Role
+from service.errors import Unauthenticated
 
 __all__ = ["AUTH_MODES", "Authenticator"]
 
 AUTH_MODES = frozenset({"none", "jwt", "mtls"})
 _BEARER = "bearer "
+_CREDENTIALS = (("jwt", "an authorization: Bearer token"), ("mtls", "a client certificate"))
 
 
 class Authenticator:
@@ -49,7 +50,7 @@ class Authenticator:
         return self.modes != frozenset({"none"})
 
     async def authenticate(
-        self, metadata: Iterable[tuple[str, Any]] | None, auth_context: Mapping[str, Sequence[bytes]] | None
+        self, metadata: Iterable[tuple[str, Any]] | None, auth_context: Mapping[str, Iterable[bytes]] | None
     ) -> Principal:
         """The caller, or :class:`Unauthenticated`."""
         if not self.enabled:
@@ -63,11 +64,10 @@ class Authenticator:
             if identity is not None:
                 return Principal(name=identity, role=self._roles.get(identity, Role.CALLER), method="mtls")
         if token is not None:  # a token where only certificates are accepted
-            raise Unauthenticated("CREDENTIALS_MISSING", "send a client certificate; bearer tokens are not accepted")
-        wanted = " or ".join(
-            what for mode, what in (("jwt", "an authorization: Bearer token"), ("mtls", "a client certificate"))
-            if mode in self.modes
-        )
+            raise Unauthenticated(
+                "CREDENTIALS_MISSING", "send a client certificate; bearer tokens are not accepted"
+            )
+        wanted = " or ".join(what for mode, what in _CREDENTIALS if mode in self.modes)
         raise Unauthenticated("CREDENTIALS_MISSING", f"this gateway requires {wanted}")
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import jwt
 
-from service.errors import Unauthenticated
 from service.auth.jwks import JwksSource, VerificationKey
 from service.auth.principal import Principal, Role
+from service.errors import Unauthenticated
 
 __all__ = ["ROLE_CLAIM", "JwtVerifier"]
 

@@ -6,22 +6,22 @@ served; this only reads who the verified certificate names, from the call's auth
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 __all__ = ["certificate_identity", "parse_roles"]
 
 from service.auth.principal import Role
 
 
-def certificate_identity(auth_context: Mapping[str, Sequence[bytes]]) -> str | None:
+def certificate_identity(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
     """The identity of the peer's verified certificate, or None without one.
 
     The SPIFFE URI SAN (``spiffe://trust-domain/path``) wins; otherwise the subject's common name.
     """
-    pems = auth_context.get("x509_pem_cert") or ()
+    pems = list(auth_context.get("x509_pem_cert") or ())
     if not pems:
         return None
     try:
@@ -29,10 +29,10 @@ def certificate_identity(auth_context: Mapping[str, Sequence[bytes]]) -> str | N
     except ValueError:
         return None
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
             if uri.startswith("spiffe://"):
-                return uri
+                return str(uri)
     except x509.ExtensionNotFound:
         pass
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -107,7 +107,9 @@ class JwksFile:
             keys = parse_jwks(self._path.read_bytes())
         except (OSError, ValueError) as exc:
             if self._keys:
-                log.warning("JWKS file %s could not be reloaded (%s); keeping the previous keys", self._path, exc)
+                log.warning(
+                    "JWKS file %s could not be reloaded (%s); keeping the previous keys", self._path, exc
+                )
                 self._stamp = None
                 return
             raise ValueError(f"{self._path}: {exc}") from None

@@ -35,7 +35,9 @@ async def build_authenticator(settings: Settings, stack: contextlib.AsyncExitSta
             audience=settings.auth_audience,
             leeway_seconds=settings.auth_leeway_seconds,
         )
-    authenticator = Authenticator(settings.auth_mode, verifier=verifier, certificate_roles=dict(settings.auth_roles))
+    authenticator = Authenticator(
+        settings.auth_mode, verifier=verifier, certificate_roles=dict(settings.auth_roles)
+    )
     if authenticator.enabled:
         log.info("authentication on", extra={"auth_mode": ",".join(sorted(settings.auth_mode))})
     else:

@@ -48,12 +48,16 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def token(self, claims: dict[str, Any] | None = None, *, headers: dict[str, Any] | None = None, **extra: Any) -> str:
+    def token(
+        self, claims: dict[str, Any] | None = None, *, headers: dict[str, Any] | None = None, **extra: Any
+    ) -> str:
         body: dict[str, Any] = {"sub": "svc-a", "exp": int(time.time()) + 300}
         body.update(claims or {})
         body.update(extra)
         body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(body, self.private, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})})
+        return jwt.encode(
+            body, self.private, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})}
+        )
 
 
 def rsa_key(kid: str = "rsa-1", alg: str = "RS256") -> SigningKey:
@@ -85,7 +89,9 @@ class Pki:
     def ca_file(self) -> Path:
         return self.directory / "ca.pem"
 
-    def issue(self, name: str, *, cn: str, spiffe: str | None = None, server: bool = False) -> tuple[Path, Path]:
+    def issue(
+        self, name: str, *, cn: str, spiffe: str | None = None, server: bool = False
+    ) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = []

@@ -114,7 +114,9 @@ async def test_an_algorithm_that_does_not_match_the_key_is_refused() -> None:
     rsa, ec = rsa_key(), ec_key()
     verifier = JwtVerifier(StaticKeys(rsa, ec))
     # An ES256 token that names the RSA key's kid.
-    token = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, ec.private, algorithm="ES256", headers={"kid": rsa.kid})
+    token = jwt.encode(
+        {"sub": "x", "exp": int(time.time()) + 60}, ec.private, algorithm="ES256", headers={"kid": rsa.kid}
+    )
     assert await reason_of(verifier, token) == "TOKEN_INVALID"
     # A key pinned to RS256 does not verify PS256.
     pinned = JwtVerifier(StaticKeys(rsa, with_alg=True))
