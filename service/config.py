@@ -23,6 +23,7 @@ from typing import Any
 from service.auth.authenticator import AUTH_MODES
 from service.auth.certs import parse_roles
 from service.auth.principal import Role
+from service.domain.quotas import load_quotas
 from service.zego.regions import resolve_base_url
 
 __all__ = ["ConfigError", "Secret", "Settings", "load_settings"]
@@ -296,6 +297,13 @@ class Settings:
     )
     """Set: every gRPC client must present a certificate signed by it (mTLS)."""
 
+    quotas_file: Path | None = _setting(None, _existing_file, "Per-caller quotas (TOML).")
+    """Concurrent sessions per pool and a share of ZEGO's request rate, per caller (see
+    ``service.domain.quotas``); unset, callers share the pools freely."""
+
+    audit_retention_seconds: int = _setting(7_776_000, _positive_int, "How long audit records are kept.")
+    """Audit records older than this are purged (default 90 days)."""
+
     reflection: bool = _setting(True, _bool, "Serve gRPC server reflection.")
     """Reflection lists every method; turn it off where callers should not browse the API."""
 
@@ -403,6 +411,11 @@ def _check_security(settings: Settings) -> None:
 
 def _check_consistency(settings: Settings) -> None:
     _check_security(settings)
+    if settings.quotas_file is not None:
+        try:
+            load_quotas(settings.quotas_file)
+        except ValueError as exc:
+            raise ConfigError(f"{env_name('quotas_file')}: {exc}") from None
     if (settings.zego_app_id is None) != (settings.zego_server_secret is None):
         missing = "zego_server_secret" if settings.zego_server_secret is None else "zego_app_id"
         raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")

@@ -31,6 +31,7 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "QuotaExhausted",
     "RequestIdReused",
     "SubscriberTooSlow",
     "Unauthenticated",
@@ -124,6 +125,18 @@ class CapacityExhausted(AgentGwError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class QuotaExhausted(CapacityExhausted):
+    """The caller's own quota of the pool is used up (the pool itself may have room)."""
+
+    reason = "QUOTA_EXHAUSTED"
+
+    def __init__(self, caller: str, pool: str, quota: int, in_use: int, retry_after_seconds: float) -> None:
+        super().__init__(pool, quota, in_use, retry_after_seconds)
+        self.message = f"{caller} holds {in_use} of its quota of {quota} {pool} sessions"
+        self.args = (self.message,)
+        self.caller = caller
+
+
 class SubscriberTooSlow(AgentGwError):
     """The subscriber's buffer overflowed; it should resume from its last cursor."""
 
@@ -164,4 +177,6 @@ class PermissionDenied(AgentGwError):
     """The caller is known and may see the resource, but its role may not change it
     (a ``viewer`` ending a session). Never used where it would confirm that something exists."""
 
-    reason = "PERMISSION_DENIED"
+    def __init__(self, message: str, *, reason: str = "PERMISSION_DENIED") -> None:
+        super().__init__(message)
+        self.reason = reason

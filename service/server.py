@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from service import __version__
 from service.api.agents import AgentServicer
+from service.api.audit import AuditServicer, audit_hook
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
@@ -48,6 +49,8 @@ from service.core import Core, build_core
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     room_token_service_pb2,
@@ -75,6 +78,7 @@ SERVICES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
     room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -229,7 +233,9 @@ class Gateway:
         self, settings: Settings, core: Core, metrics: Metrics, authenticator: Authenticator
     ) -> grpc.aio.Server:
         # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
-        handlers = RpcHandlers(metrics, authenticator)
+        handlers = RpcHandlers(
+            metrics, authenticator, audit_hook(core.audit, authenticating=authenticator.enabled)
+        )
         # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
         # never the secret itself.
         assert settings.zego_server_secret is not None and settings.zego_app_id is not None
@@ -256,7 +262,15 @@ class Gateway:
         )
         handlers.register(
             room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,
-            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret),
+            RoomTokenServicer(
+                settings.zego_app_id,
+                settings.zego_server_secret,
+                authorize=core.sessions.authorize_room_token,
+            ),
+        )
+        handlers.register(
+            audit_service_pb2_grpc.add_AuditServiceServicer_to_server,
+            AuditServicer(core.audit, PageTokens(token_key, "audit")),
         )
         handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
         preinitialized = list(SERVICES)

@@ -42,6 +42,7 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.status import to_status
 from service.auth.authenticator import Authenticator
@@ -60,6 +61,7 @@ _DEADLINE_SLACK_SECONDS = 0.1
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 S = TypeVar("S")
 
 
@@ -94,10 +96,18 @@ def _request_id(context: Context) -> str:
     return new_request_id()
 
 
-async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoReturn:
+async def _fail(
+    exc: Exception,
+    method: str,
+    rid: str,
+    context: Context,
+    audit: Callable[[grpc.StatusCode], Awaitable[None]] | None = None,
+) -> NoReturn:
     remaining = context.time_remaining()
     spent = remaining is not None and remaining < _DEADLINE_SLACK_SECONDS
     status = to_status(exc, rid, deadline_spent=spent)
+    if audit is not None:
+        await audit(_CODES[status.code])
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error("rpc failed", exc_info=exc, extra={"method": method})
     else:
@@ -116,8 +126,10 @@ def _unary_response(
     ours: bool,
     streaming_request: bool,
     authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
 ) -> Callable[[Any, Context], Any]:
-    """The wrapper of a unary-unary or stream-unary handler."""
+    """The wrapper of a unary-unary or stream-unary handler. ``audit`` (mutating RPCs only) hears
+    how each call ended, after the handler and before the caller gets the answer."""
 
     async def wrapper(request: Any, context: Context) -> Any:
         rec.started.inc()
@@ -144,7 +156,16 @@ def _unary_response(
             except Exception as exc:
                 if not ours:
                     raise
-                await _fail(exc, method, rid, context)
+                on_status = None
+                if audit is not None:
+                    hook = audit
+
+                    async def on_status(code: grpc.StatusCode) -> None:
+                        await hook(method, request, None, code.name, rid)
+
+                await _fail(exc, method, rid, context, on_status)
+            if audit is not None:
+                await audit(method, request, response, "OK", rid)
             if ours and log.isEnabledFor(logging.INFO):
                 ms = round((time.perf_counter() - started) * 1e3, 2)
                 log.info("rpc ok", extra={"method": method, "ms": ms})
@@ -232,19 +253,27 @@ def _authenticator_hook(authenticator: Authenticator | None) -> Authenticate:
     return authenticate
 
 
-def _wrap(handler: Handler, path: str, metrics: Metrics, authenticate: Authenticate = None) -> Handler:
+def _wrap(
+    handler: Handler,
+    path: str,
+    metrics: Metrics,
+    authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
+) -> Handler:
     service, _, name = path.lstrip("/").partition("/")
     rec = Recorder(metrics, rpc_type(handler.request_streaming, handler.response_streaming), service, name)
     ours = path.startswith(_OUR_PREFIX)
     if not ours:
         authenticate = None  # health and reflection stay open
+    if path not in AUDITED_METHODS:
+        audit = None
     codecs: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(rec, handler.unary_unary, path, ours, False, authenticate), **codecs
+            _unary_response(rec, handler.unary_unary, path, ours, False, authenticate, audit), **codecs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
@@ -264,9 +293,12 @@ def _wrap(handler: Handler, path: str, metrics: Metrics, authenticate: Authentic
 class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Every method handler of the server, each wrapped once; install it as the server's generic handler."""
 
-    def __init__(self, metrics: Metrics, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics, authenticator: Authenticator | None = None, audit: AuditHook | None = None
+    ) -> None:
         self._metrics = metrics
         self._authenticate = _authenticator_hook(authenticator)
+        self._audit = audit
         self._methods: dict[str, Handler] = {}
         self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
         # Generic handlers are resolved per call: wrap what they return once per method, not per call.
@@ -280,7 +312,7 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         """What ``grpc.aio.Server`` offers the generated code: the methods of ``service``, by name."""
         for name, handler in method_handlers.items():
             path = f"/{service}/{name}"
-            self._methods[path] = _wrap(handler, path, self._metrics, self._authenticate)
+            self._methods[path] = _wrap(handler, path, self._metrics, self._authenticate, self._audit)
 
     def add_generic_rpc_handlers(
         self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
@@ -300,7 +332,7 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 cached = self._wrapped.get(method)
                 if cached is not None and cached[0] is handler:
                     return cached[1]
-                wrapped = _wrap(handler, method, self._metrics, self._authenticate)
+                wrapped = _wrap(handler, method, self._metrics, self._authenticate, self._audit)
                 self._wrapped[method] = (handler, wrapped)
                 return wrapped
         return None  # unknown method: not counted, as in Go

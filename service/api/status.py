@@ -77,10 +77,16 @@ def _precondition(exc: BaseException) -> Sequence[Message]:
 
 def _capacity(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, errors.CapacityExhausted)
-    violation = error_details_pb2.QuotaFailure.Violation(
-        subject=f"pool:{exc.pool}",
-        description=f"{exc.in_use} of {exc.limit} concurrent {exc.pool} instances in use",
-    )
+    if isinstance(exc, errors.QuotaExhausted):
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=f"caller:{exc.caller}/pool:{exc.pool}",
+            description=f"{exc.in_use} of the caller's quota of {exc.limit} concurrent {exc.pool} sessions",
+        )
+    else:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=f"pool:{exc.pool}",
+            description=f"{exc.in_use} of {exc.limit} concurrent {exc.pool} instances in use",
+        )
     return [error_details_pb2.QuotaFailure(violations=[violation]), _retry(exc.retry_after_seconds)]
 
 

@@ -155,6 +155,7 @@ class CallbackIngestor:
             event,
             session_id=record.session_id,
             labels=record.labels,
+            owner=record.owner,
             agent_id=event.agent_id or record.agent_id,
             room_id=event.room_id or record.room_id,
         )
