@@ -56,7 +56,7 @@ KINDS: Final = tuple(k.value for k in SessionKind)
 STATES: Final = tuple(s.value for s in SessionState)
 END_REASONS: Final = tuple(r.value.lower() for r in EndReason)
 CREATE_OUTCOMES: Final = tuple(
-    "created replayed rejected_capacity failed_upstream failed_unconfirmed invalid".split()
+    "created replayed rejected_capacity rejected_quota failed_upstream failed_unconfirmed invalid".split()
 )
 ACTIONS: Final = tuple(a.value for a in Action)
 #: ZegoClient's outcome for a transport failure (``ZegoTransportError.outcome``); "0" is success.

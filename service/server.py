@@ -30,10 +30,12 @@ import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from starlette.applications import Starlette
 from starlette.routing import Route
 
 from service import __version__
 from service.api.agents import AgentServicer
+from service.api.audit import AuditServicer, audit_hook
 from service.api.digital_humans import DigitalHumanServicer
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
@@ -41,11 +43,15 @@ from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
+from service.auth.authenticator import Authenticator
+from service.auth.setup import build_authenticator, server_credentials
 from service.config import Secret, Settings
 from service.core import Core, build_core
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
     digital_human_service_pb2,
     digital_human_service_pb2_grpc,
     event_service_pb2,
@@ -77,6 +83,7 @@ SERVICES = (
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
     room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"],
     digital_human_service_pb2.DESCRIPTOR.services_by_name["DigitalHumanService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -117,6 +124,9 @@ class Gateway:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.grpc_port = 0
         self.http_port = 0
+        """The port serving ZEGO callbacks (and, unless split, health and metrics)."""
+        self.admin_port = 0
+        """The port serving /metrics, /healthz and /readyz (``http_port`` unless split)."""
         self.zego_base_url = settings.zego_api_base
         self.server: grpc.aio.Server | None = None
         self._emulator_admin: Callable[[str], Awaitable[None]] | None = None
@@ -153,32 +163,25 @@ class Gateway:
         metrics = self.metrics = Metrics(
             version=__version__, interaction_budget_seconds=settings.interaction_budget_seconds
         )
+        authenticator = await build_authenticator(settings, self._stack)
         core = self.core = await build_core(settings, self._stack, metrics)
         self.sessions = core.sessions
 
-        server = self._grpc_server(settings, core, metrics)
+        server = self._grpc_server(settings, core, metrics, authenticator)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         host, port = _split(settings.grpc_listen)
-        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
         await server.start()
         self.server = server
         self._stack.push_async_callback(self._stop_grpc, server)
 
-        http_host, http_port = _split(settings.http_listen)
-        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
-        routes = [
-            Route(
-                "/v1/zego/callbacks",
-                callback_endpoint(
-                    core.ingestor, max_body_bytes=settings.callback_max_body_bytes, observe=metrics.callback
-                ),
-                methods=["POST"],
-            ),
-            Route("/metrics", metrics_endpoint(metrics, refresh)),
-        ]
-        app = create_http_app(lambda: self._ready, routes)
-        self.http_port = await self._stack.enter_async_context(serve_asgi(app, http_host, http_port))
+        await self._serve_http(settings, core, metrics)
+        http_host = _split(settings.callback_listen or settings.http_listen)[0]
         if self._emulator_admin is not None:
             await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
 
@@ -190,15 +193,54 @@ class Gateway:
             extra={
                 "grpc": f"{host}:{self.grpc_port}",
                 "http": f"{http_host}:{self.http_port}",
+                "admin_http_port": self.admin_port,
+                "tls": settings.tls,
+                "auth_mode": ",".join(sorted(settings.auth_mode)),
                 "zego": self.zego_base_url,
                 "emulator": self._emulator_admin is not None,
                 "db": str(settings.db_path),
             },
         )
 
-    def _grpc_server(self, settings: Settings, core: Core, metrics: Metrics) -> grpc.aio.Server:
+    async def _serve_http(self, settings: Settings, core: Core, metrics: Metrics) -> None:
+        """Callbacks on ``callback_listen`` and health and metrics on ``admin_listen`` (the one unset
+        defaults to ``http_listen``); everything on ``http_listen`` when neither is set, or when
+        both name the same fixed address."""
+        callback_listen = settings.callback_listen or settings.http_listen
+        admin_listen = settings.admin_listen or settings.http_listen
+        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
+        callbacks = Route(
+            "/v1/zego/callbacks",
+            callback_endpoint(
+                core.ingestor, max_body_bytes=settings.callback_max_body_bytes, observe=metrics.callback
+            ),
+            methods=["POST"],
+        )
+        metrics_route = Route("/metrics", metrics_endpoint(metrics, refresh))
+        split = settings.callback_listen is not None or settings.admin_listen is not None
+        if not split or (callback_listen == admin_listen and not callback_listen.endswith(":0")):
+            both = create_http_app(lambda: self._ready, [callbacks, metrics_route])
+            host, port = _split(callback_listen)
+            self.http_port = self.admin_port = await self._stack.enter_async_context(
+                serve_asgi(both, host, port)
+            )
+            return
+        admin = create_http_app(lambda: self._ready, [metrics_route])
+        # The internet-facing side answers the callback route and nothing else.
+        host, port = _split(callback_listen)
+        self.http_port = await self._stack.enter_async_context(
+            serve_asgi(Starlette(routes=[callbacks]), host, port, name="callbacks")
+        )
+        host, port = _split(admin_listen)
+        self.admin_port = await self._stack.enter_async_context(serve_asgi(admin, host, port, name="admin"))
+
+    def _grpc_server(
+        self, settings: Settings, core: Core, metrics: Metrics, authenticator: Authenticator
+    ) -> grpc.aio.Server:
         # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
-        handlers = RpcHandlers(metrics)
+        handlers = RpcHandlers(
+            metrics, authenticator, audit_hook(core.audit, authenticating=authenticator.enabled)
+        )
         # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
         # never the secret itself.
         assert settings.zego_server_secret is not None and settings.zego_app_id is not None
@@ -230,18 +272,29 @@ class Gateway:
         )
         handlers.register(
             room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,
-            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret),
-        )
-        handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
-        # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
-        handlers.register(
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-            # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
-            reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
-                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            RoomTokenServicer(
+                settings.zego_app_id,
+                settings.zego_server_secret,
+                authorize=core.sessions.authorize_room_token,
             ),
         )
-        preinitialize(metrics, [*SERVICES, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]])
+        handlers.register(
+            audit_service_pb2_grpc.add_AuditServiceServicer_to_server,
+            AuditServicer(core.audit, PageTokens(token_key, "audit")),
+        )
+        handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
+        preinitialized = list(SERVICES)
+        if settings.reflection:
+            # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
+            handlers.register(
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
+                reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
+                    (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+                ),
+            )
+            preinitialized.append(reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"])
+        preinitialize(metrics, preinitialized)
         server = grpc.aio.server(options=grpc_server_options())
         server.add_generic_rpc_handlers((handlers,))
         return server
@@ -249,7 +302,7 @@ class Gateway:
     async def _start_emulator(self, settings: Settings) -> Settings:
         server_secret = secrets.token_hex(16)
         callback_secret = secrets.token_hex(16)
-        http_host, http_port = _split(settings.http_listen)
+        http_host, http_port = _split(settings.callback_listen or settings.http_listen)
         config = EmulatorConfig(
             app_id=EMULATOR_APP_ID,
             server_secret=server_secret,

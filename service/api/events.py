@@ -12,6 +12,7 @@ queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a bat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -22,10 +23,18 @@ from google.protobuf import timestamp_pb2
 
 from service.api.event_convert import event_filter, event_to_proto, fill_event
 from service.api.paging import page_size
+from service.domain.access import owner_scope, session_visible
 from service.domain.event_log import EventBus
 from service.domain.events import Event, EventFilter, EventType
 from service.domain.validation import Violations
-from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, OutOfRange, SubscriberTooSlow
+from service.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    SubscriberTooSlow,
+)
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
 from service.store.base import Ledger
@@ -127,7 +136,7 @@ class EventServicer(rpc.EventServiceServicer):
     ) -> AsyncIterator[api.WatchEventsResponse]:
         v = Violations()
         v.in_range("max_batch_size", request.max_batch_size, 0, MAX_BATCH_SIZE)
-        flt = event_filter(request.filter, v=v)
+        flt = await self._scoped(event_filter(request.filter, v=v))
         batch_size = max(1, request.max_batch_size)
         include_raw = request.include_raw
         single = next(iter(flt.session_ids)) if len(flt.session_ids) == 1 else None
@@ -185,6 +194,16 @@ class EventServicer(rpc.EventServiceServicer):
                 if ended:
                     return
 
+    async def _scoped(self, flt: EventFilter) -> EventFilter:
+        """The filter limited to what the principal may see: a caller's own sessions only, and
+        NOT_FOUND for a named session it may not see (or that does not exist)."""
+        for session_id in sorted(flt.session_ids):
+            record = await self._ledger.get_session(session_id)
+            if record is None or not session_visible(record.owner):
+                raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        scope = owner_scope()
+        return flt if scope is None else dataclasses.replace(flt, owner=scope)
+
     async def _already_over(self, session_id: str, after: int) -> bool:
         """A single-session watch starting after that session's end completes at once."""
         ended = await self._ledger.events_after(
@@ -193,7 +212,7 @@ class EventServicer(rpc.EventServiceServicer):
         return bool(ended) and ended[0].cursor <= after
 
     async def ListEvents(self, request: api.ListEventsRequest, context: Context) -> api.ListEventsResponse:
-        flt = event_filter(request.filter)
+        flt = await self._scoped(event_filter(request.filter))
         size = page_size(request.page_size, default=DEFAULT_LIST_PAGE, maximum=MAX_LIST_PAGE)
         # The head is read first: everything up to it is committed, so a short page covers it all.
         purged, head = await self._ledger.event_bounds()

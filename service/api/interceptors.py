@@ -35,15 +35,18 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
+from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.status import to_status
+from service.auth.authenticator import Authenticator
+from service.auth.principal import principal_var
 from service.logs import request_id_var
 from service.metrics import Metrics
 
@@ -57,6 +60,8 @@ _DEADLINE_SLACK_SECONDS = 0.1
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 S = TypeVar("S")
 
 
@@ -91,10 +96,18 @@ def _request_id(context: Context) -> str:
     return new_request_id()
 
 
-async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoReturn:
+async def _fail(
+    exc: Exception,
+    method: str,
+    rid: str,
+    context: Context,
+    audit: Callable[[grpc.StatusCode], Awaitable[None]] | None = None,
+) -> NoReturn:
     remaining = context.time_remaining()
     spent = remaining is not None and remaining < _DEADLINE_SLACK_SECONDS
     status = to_status(exc, rid, deadline_spent=spent)
+    if audit is not None:
+        await audit(_CODES[status.code])
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error("rpc failed", exc_info=exc, extra={"method": method})
     else:
@@ -107,9 +120,16 @@ async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoRe
 
 
 def _unary_response(
-    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+    rec: Recorder,
+    behavior: Callable[..., Any],
+    method: str,
+    ours: bool,
+    streaming_request: bool,
+    authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
 ) -> Callable[[Any, Context], Any]:
-    """The wrapper of a unary-unary or stream-unary handler."""
+    """The wrapper of a unary-unary or stream-unary handler. ``audit`` (mutating RPCs only) hears
+    how each call ended, after the handler and before the caller gets the answer."""
 
     async def wrapper(request: Any, context: Context) -> Any:
         rec.started.inc()
@@ -126,6 +146,8 @@ def _unary_response(
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
+                if authenticate is not None:
+                    await authenticate(context)
                 response = behavior(request, handler_context)
                 if inspect.isawaitable(response):
                     response = await response
@@ -134,7 +156,16 @@ def _unary_response(
             except Exception as exc:
                 if not ours:
                     raise
-                await _fail(exc, method, rid, context)
+                on_status = None
+                if audit is not None:
+                    hook = audit
+
+                    async def on_status(code: grpc.StatusCode) -> None:
+                        await hook(method, request, None, code.name, rid)
+
+                await _fail(exc, method, rid, context, on_status)
+            if audit is not None:
+                await audit(method, request, response, "OK", rid)
             if ours and log.isEnabledFor(logging.INFO):
                 ms = round((time.perf_counter() - started) * 1e3, 2)
                 log.info("rpc ok", extra={"method": method, "ms": ms})
@@ -152,7 +183,12 @@ def _unary_response(
 
 
 def _stream_response(
-    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+    rec: Recorder,
+    behavior: Callable[..., Any],
+    method: str,
+    ours: bool,
+    streaming_request: bool,
+    authenticate: Authenticate = None,
 ) -> Callable[[Any, Context], AsyncIterator[Any]]:
     """The wrapper of a unary-stream or stream-stream handler, yield-style or write-style."""
 
@@ -169,6 +205,8 @@ def _stream_response(
             token = request_id_var.set(rid)
         try:
             try:
+                if authenticate is not None:
+                    await authenticate(context)
                 result = behavior(request, CountingContext(context, rec))
                 if inspect.isasyncgen(result):  # yield-style handler
                     async with aclosing(result) as responses:
@@ -198,29 +236,56 @@ def _stream_response(
     return wrapper
 
 
-def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
+def _authenticator_hook(authenticator: Authenticator | None) -> Authenticate:
+    """What runs before each of our handlers: authenticate, and set the principal for the call.
+
+    ``None`` when authentication is off, so an anonymous gateway pays nothing per call. Each call
+    runs in a task of its own, so the principal set here is seen by that call only.
+    """
+    if authenticator is None or not authenticator.enabled:
+        return None
+
+    async def authenticate(context: Context) -> None:
+        auth_context = context.auth_context() if authenticator.needs_auth_context else None
+        principal = await authenticator.authenticate(context.invocation_metadata(), auth_context)
+        principal_var.set(principal)
+
+    return authenticate
+
+
+def _wrap(
+    handler: Handler,
+    path: str,
+    metrics: Metrics,
+    authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
+) -> Handler:
     service, _, name = path.lstrip("/").partition("/")
     rec = Recorder(metrics, rpc_type(handler.request_streaming, handler.response_streaming), service, name)
     ours = path.startswith(_OUR_PREFIX)
+    if not ours:
+        authenticate = None  # health and reflection stay open
+    if path not in AUDITED_METHODS:
+        audit = None
     codecs: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(rec, handler.unary_unary, path, ours, False), **codecs
+            _unary_response(rec, handler.unary_unary, path, ours, False, authenticate, audit), **codecs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(rec, handler.stream_unary, path, ours, True), **codecs
+            _unary_response(rec, handler.stream_unary, path, ours, True, authenticate), **codecs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(rec, handler.unary_stream, path, ours, False), **codecs
+            _stream_response(rec, handler.unary_stream, path, ours, False, authenticate), **codecs
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _stream_response(rec, handler.stream_stream, path, ours, True), **codecs
+            _stream_response(rec, handler.stream_stream, path, ours, True, authenticate), **codecs
         )
     return handler
 
@@ -228,8 +293,12 @@ def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
 class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Every method handler of the server, each wrapped once; install it as the server's generic handler."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self, metrics: Metrics, authenticator: Authenticator | None = None, audit: AuditHook | None = None
+    ) -> None:
         self._metrics = metrics
+        self._authenticate = _authenticator_hook(authenticator)
+        self._audit = audit
         self._methods: dict[str, Handler] = {}
         self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
         # Generic handlers are resolved per call: wrap what they return once per method, not per call.
@@ -243,7 +312,7 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         """What ``grpc.aio.Server`` offers the generated code: the methods of ``service``, by name."""
         for name, handler in method_handlers.items():
             path = f"/{service}/{name}"
-            self._methods[path] = _wrap(handler, path, self._metrics)
+            self._methods[path] = _wrap(handler, path, self._metrics, self._authenticate, self._audit)
 
     def add_generic_rpc_handlers(
         self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
@@ -263,7 +332,7 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 cached = self._wrapped.get(method)
                 if cached is not None and cached[0] is handler:
                     return cached[1]
-                wrapped = _wrap(handler, method, self._metrics)
+                wrapped = _wrap(handler, method, self._metrics, self._authenticate, self._audit)
                 self._wrapped[method] = (handler, wrapped)
                 return wrapped
         return None  # unknown method: not counted, as in Go

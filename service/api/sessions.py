@@ -304,7 +304,7 @@ class SessionServicer(rpc.SessionServiceServicer):
             )
             return data.status
 
-        status = await self._sessions.control(request.session_id, call)
+        status = await self._sessions.control(request.session_id, call, changes=False)
         return api.GetAgentStatusResponse(status=_STATUS.get(status.upper(), api.AGENT_STATUS_UNSPECIFIED))
 
     async def GetContext(self, request: api.GetContextRequest, context: Context) -> api.GetContextResponse:
@@ -315,7 +315,7 @@ class SessionServicer(rpc.SessionServiceServicer):
                 m.GetAgentInstanceMsgListRequest(agent_instance_id=instance_id), timeout=time_budget(context)
             )
 
-        data = await self._sessions.control(request.session_id, call)
+        data = await self._sessions.control(request.session_id, call, changes=False)
         return api.GetContextResponse(
             messages=[
                 spb.ChatMessage(
@@ -393,7 +393,19 @@ class SessionServicer(rpc.SessionServiceServicer):
                     pool=cap.pool, kinds=kinds, limit=cap.limit, in_use=cap.in_use, pending=cap.pending
                 )
             )
-        return api.GetCapacityResponse(pools=pools)
+        callers = []
+        for name, usage in sorted((await self._sessions.usage_by_owner()).items()):
+            voice_quota, dh_quota = self._sessions.quota_for(name)
+            callers.append(
+                api.CallerUsage(
+                    caller=name,
+                    voice_in_use=usage.get("voice", 0),
+                    voice_quota=voice_quota,
+                    digital_human_in_use=usage.get("digital_human", 0),
+                    digital_human_quota=dh_quota,
+                )
+            )
+        return api.GetCapacityResponse(pools=pools, callers=callers)
 
     # --- helpers ----------------------------------------------------------------------------------
 

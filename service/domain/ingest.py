@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
@@ -80,6 +81,17 @@ class _ReplayCache:
         return True
 
 
+VERIFICATION_FIELDS = ("Signature", "Nonce")
+"""Dropped from the stored raw body once verified: replay protection keeps what it needs itself,
+and a stored pair must never be replayable by whoever can read the event log."""
+
+
+def stored_body(data: dict[str, Any]) -> str:
+    """The callback body as it is kept with its event: everything but its Signature and Nonce."""
+    kept = {key: value for key, value in data.items() if key not in VERIFICATION_FIELDS}
+    return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
 class CallbackIngestor:
     """Turns raw callback bodies into stored events and session state changes."""
 
@@ -130,7 +142,7 @@ class CallbackIngestor:
                 IngestResult.REPLAYED, event_name, "Nonce and Signature reused with another body"
             )
         try:
-            event = normalize_callback(data, body.decode(), now)
+            event = normalize_callback(data, stored_body(data), now)
         except CallbackError as exc:
             return IngestOutcome(IngestResult.MALFORMED, event_name, str(exc))
         stored = await self._apply(event)
@@ -155,6 +167,7 @@ class CallbackIngestor:
             event,
             session_id=record.session_id,
             labels=record.labels,
+            owner=record.owner,
             agent_id=event.agent_id or record.agent_id,
             room_id=event.room_id or record.room_id,
         )

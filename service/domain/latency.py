@@ -264,6 +264,7 @@ class LatencyTracker:
                 },
                 labels=record.labels,
                 agent_user_id=record.agent_user_id,
+                owner=record.owner,
             )
         )
 

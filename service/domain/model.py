@@ -113,6 +113,8 @@ class NewSession:
     request_hash: str | None
     created_at: float
     cdn_url: str | None = None
+    owner: str = ""
+    """The principal that created it (``anonymous`` while authentication is off)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class SessionRecord:
     """Its message."""
     version: int = 0
     """Bumped on every transition; guards concurrent updates."""
+    owner: str = ""
+    """The principal that created it; only it, viewers and admins see the session."""
 
     @property
     def terminal(self) -> bool:
@@ -207,6 +211,8 @@ class SessionFilter:
     room_id: str = ""
     label_selector: tuple[LabelRequirement, ...] = ()
     """Every requirement must hold."""
+    owner: str | None = None
+    """Only sessions of this principal; None for every owner (viewers and admins)."""
 
 
 @dataclass(frozen=True)

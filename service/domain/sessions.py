@@ -18,11 +18,14 @@ at the next start. Shutting the gateway down never ends a session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from service.auth.principal import current_principal
+from service.domain.access import check_may_change, check_session_change, check_session_read, owner_scope
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.model import (
@@ -35,8 +38,16 @@ from service.domain.model import (
     Transition,
     TurnStats,
 )
+from service.domain.quotas import QuotaPolicy
 from service.domain.session_spec import CreateSpec, create_instance
-from service.errors import CapacityExhausted, FailedPrecondition, NotFound, RequestIdReused
+from service.errors import (
+    CapacityExhausted,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    QuotaExhausted,
+    RequestIdReused,
+)
 from service.store.base import Capacity, Ledger, TransitionConflict
 from service.zego import exceptions as zx
 from service.zego import models as m
@@ -101,9 +112,11 @@ class SessionService:
         events: EventLog | None = None,
         observer: SessionObserver | None = None,
         end_confirm_seconds: float = 0.0,
+        quotas: QuotaPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._end_confirm = end_confirm_seconds
+        self._quotas = quotas
         self._observer: SessionObserver = observer or _NullSessionObserver()
         self._zego = zego
         self._ledger = ledger
@@ -128,6 +141,8 @@ class SessionService:
 
     async def create(self, spec: CreateSpec, *, timeout: float | None = None) -> SessionRecord:
         """Reserve, call ZEGO, record the answer. See the module docstring."""
+        check_may_change("create sessions")
+        principal = current_principal()
         session_id = uuid.uuid4().hex
         new = NewSession(
             session_id=session_id,
@@ -145,8 +160,15 @@ class SessionService:
             request_hash=spec.request_hash or None,
             created_at=self._clock(),
             cdn_url=spec.cdn_url,
+            owner=principal.name,
         )
-        outcome = await self._ledger.reserve_session(new, self._limits[spec.kind.pool])
+        pool = spec.kind.pool
+        quota = None if self._quotas is None else self._quotas.for_caller(principal.name).sessions(pool)
+        outcome = await self._ledger.reserve_session(new, self._limits[pool], quota)
+        if outcome.over_quota:
+            assert quota is not None
+            self._observer.session_created(spec.kind.value, "rejected_quota")
+            raise QuotaExhausted(principal.name, pool, quota, outcome.owner_in_use, CAPACITY_RETRY_SECONDS)
         if outcome.session is None:
             cap = outcome.capacity
             self._observer.admission_rejected(spec.kind.value)
@@ -175,7 +197,8 @@ class SessionService:
     async def _replay(
         self, original: SessionRecord, spec: CreateSpec, timeout: float | None
     ) -> SessionRecord:
-        if original.request_hash != (spec.request_hash or None):
+        # Another caller's request_id is "reused" too: its session is never handed to this one.
+        if original.request_hash != (spec.request_hash or None) or original.owner != current_principal().name:
             raise RequestIdReused(spec.request_id)
         event = self._inflight.get(original.session_id)
         if event is not None and original.state is S.PENDING:
@@ -239,10 +262,11 @@ class SessionService:
     # --- read -------------------------------------------------------------------------------------
 
     async def get(self, session_id: str) -> SessionRecord:
-        """One session, or ``NotFound``."""
+        """One session the principal may see, or ``NotFound``."""
         record = await self._ledger.get_session(session_id)
         if record is None:
             raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        check_session_read(session_id, record.owner)
         return record
 
     async def view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats]:
@@ -250,6 +274,7 @@ class SessionService:
         found = await self._ledger.session_view(session_id)
         if found is None:
             raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        check_session_read(session_id, found[0].owner)
         return found
 
     async def transitions(self, session_id: str) -> list[Transition]:
@@ -259,8 +284,39 @@ class SessionService:
     async def list_sessions(
         self, flt: SessionFilter, limit: int, after: tuple[float, str] | None
     ) -> list[SessionRecord]:
-        """Newest first, keyset-paged."""
+        """Newest first, keyset-paged; a caller sees only its own sessions."""
+        scope = owner_scope()
+        if scope is not None:
+            flt = dataclasses.replace(flt, owner=scope)
         return await self._ledger.list_sessions(flt, limit, after)
+
+    async def usage_by_owner(self) -> dict[str, dict[str, int]]:
+        """Slots in use per owner and pool: every owner for viewers and admins, else the caller's."""
+        usage = await self._ledger.usage_by_owner()
+        scope = owner_scope()
+        return usage if scope is None else {scope: usage.get(scope, {})}
+
+    def quota_for(self, name: str) -> tuple[int | None, int | None]:
+        """A caller's (voice, digital_human) session quotas; None is unlimited."""
+        if self._quotas is None:
+            return None, None
+        quota = self._quotas.for_caller(name)
+        return quota.voice, quota.digital_human
+
+    async def authorize_room_token(self, user_id: str, room_id: str | None) -> None:
+        """May the principal mint a room token for ``user_id``? Admins always; viewers never;
+        callers only for the user of a session they own that has not ended (in ``room_id``, when
+        the token carries a room privilege). ``PermissionDenied`` otherwise."""
+        principal = current_principal()
+        if principal.is_admin:
+            return
+        check_may_change("mint room tokens")
+        if not await self._ledger.owns_live_session(principal.name, user_id, room_id):
+            raise PermissionDenied(
+                "room tokens are minted only for the user of a session you own that has not ended"
+                + (" in that room" if room_id is not None else ""),
+                reason="TOKEN_NOT_ALLOWED",
+            )
 
     async def capacity(self) -> list[Capacity]:
         """Use of every pool."""
@@ -280,6 +336,7 @@ class SessionService:
     ) -> SessionRecord:
         """Delete the instance. Idempotent: an ended session is returned as it is."""
         record = await self.get(session_id)
+        check_session_change(session_id, record.owner, "end it")
         if record.terminal:
             return record
         if record.state is S.PENDING:
@@ -390,6 +447,7 @@ class SessionService:
             data={"reason": reason.value, "zego_code": code or 0, "latency": None, "synthesized": True},
             labels=record.labels,
             agent_user_id=record.agent_user_id,
+            owner=record.owner,
         )
 
     async def _move(
@@ -426,13 +484,19 @@ class SessionService:
 
     # --- in-call control --------------------------------------------------------------------------
 
-    async def control(self, session_id: str, call: Callable[[str], Awaitable[T]]) -> T:
+    async def control(
+        self, session_id: str, call: Callable[[str], Awaitable[T]], *, changes: bool = True
+    ) -> T:
         """Run ``call(instance_id)`` against a live session.
 
-        A session that is not running is ``FailedPrecondition``. When ZEGO no longer knows the
-        instance, the session is recorded as ended (UPSTREAM_GONE) before the error is raised.
+        ``changes`` says whether the call steers the session (only its owner or an admin may) or
+        only reads it (viewers may too). A session that is not running is ``FailedPrecondition``.
+        When ZEGO no longer knows the instance, the session is recorded as ended (UPSTREAM_GONE)
+        before the error is raised.
         """
         record = await self.get(session_id)
+        if changes:
+            check_session_change(session_id, record.owner, "steer it")
         if record.state not in CONTROLLABLE or record.instance_id is None:
             raise FailedPrecondition(
                 "SESSION_NOT_RUNNING", session_id, f"the session is {record.state.value}, not running"

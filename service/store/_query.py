@@ -65,6 +65,9 @@ def list_sessions_query(
         kinds = sorted(SessionKind(k).value for k in flt.kinds)
         where.append(f"kind IN ({marks(kinds)})")
         params += kinds
+    if flt.owner is not None:
+        where.append("owner = ?")
+        params.append(flt.owner)
     if flt.agent_id:
         where.append("agent_id = ?")
         params.append(flt.agent_id)

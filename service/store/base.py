@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.domain.audit import AuditFilter, AuditRecord, NewAuditRecord
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import (
     IdempotencyRecord,
@@ -64,6 +65,10 @@ class ReserveOutcome:
     session: SessionRecord | None
     created: bool
     capacity: Capacity
+    owner_in_use: int = 0
+    """With a quota: the owner's slots of the pool when it was refused."""
+    over_quota: bool = False
+    """Refused by the owner's quota rather than by the pool's limit."""
 
     @property
     def rejected(self) -> bool:
@@ -80,7 +85,9 @@ class Ledger(Protocol):
     async def close(self) -> None:
         """Flush and close."""
 
-    async def reserve_session(self, new: NewSession, limit: int) -> ReserveOutcome:
+    async def reserve_session(
+        self, new: NewSession, limit: int, owner_limit: int | None = None
+    ) -> ReserveOutcome:
         """Atomically: return the existing row if ``new.request_id`` is known; otherwise insert a
         PENDING row if fewer than ``limit`` sessions of ``new.kind.pool`` hold a slot."""
 
@@ -203,3 +210,29 @@ class Ledger(Protocol):
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""
+
+    # -- identities (agent owners, per-owner usage, audit) -----------------------------------------
+
+    async def put_agent_owner(self, agent_id: str, owner: str, at: float) -> None:
+        """Record who registered ``agent_id`` (the first registration wins)."""
+
+    async def agent_owner(self, agent_id: str) -> str | None:
+        """Who registered ``agent_id`` through the gateway; None if unknown."""
+
+    async def delete_agent_owner(self, agent_id: str) -> None:
+        """Forget the owner of a deleted agent."""
+
+    async def usage_by_owner(self) -> dict[str, dict[str, int]]:
+        """Slots in use per owner and pool."""
+
+    async def owns_live_session(self, owner: str, user_id: str, room_id: str | None) -> bool:
+        """Whether ``owner`` has a session not yet ended for ``user_id`` (in ``room_id``, if given)."""
+
+    async def append_audit(self, record: NewAuditRecord) -> None:
+        """Store one audit record."""
+
+    async def list_audit(self, flt: AuditFilter, limit: int, before_id: int | None) -> list[AuditRecord]:
+        """Audit records, newest first, keyset-paged by id."""
+
+    async def purge_audit(self, before: float) -> int:
+        """Delete audit records older than ``before``."""

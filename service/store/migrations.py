@@ -168,7 +168,37 @@ _V4 = """
 CREATE INDEX events_instance_type ON events (instance_id, event_type);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+_V7 = """
+-- Identities (issue 12). Who created each session: only it, viewers and admins see it.
+ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX sessions_owner ON sessions (owner, created_at);
+-- Events carry their session's owner, so a caller's stream and ListEvents filter in SQL.
+ALTER TABLE events ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+-- Who registered each agent through the gateway: only it or an admin may change or delete it.
+CREATE TABLE agent_owners (
+    agent_id   TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+-- The audit trail of every mutating RPC. No secret is ever written here.
+CREATE TABLE audit_records (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          REAL NOT NULL,
+    principal   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    rpc         TEXT NOT NULL,
+    session_id  TEXT NOT NULL DEFAULT '',
+    agent_id    TEXT NOT NULL DEFAULT '',
+    target      TEXT NOT NULL DEFAULT '',
+    request_id  TEXT NOT NULL DEFAULT '',
+    code        TEXT NOT NULL
+);
+CREATE INDEX audit_records_at ON audit_records (at);
+CREATE INDEX audit_records_principal ON audit_records (principal, id);
+CREATE INDEX audit_records_session ON audit_records (session_id, id) WHERE session_id != '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (7, _V7))
 """Every schema version, in order. Append only."""
 
 

@@ -59,7 +59,7 @@ from service.zego.exceptions import (
     ZegoTransportError,
     from_code,
 )
-from service.zego.ratelimit import RateLimiter
+from service.zego.ratelimit import FairRateLimiter, RateLimiter
 from service.zego.regions import resolve_base_url
 
 __all__ = ["ZegoClient"]
@@ -109,6 +109,7 @@ class ZegoClient:
         rate_limit_codes: Collection[int] = (),
         transport: httpx.AsyncBaseTransport | None = None,
         observer: ClientObserver | None = None,
+        limiter: RateLimiter | FairRateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0 < app_id < 2**32:
@@ -129,7 +130,7 @@ class ZegoClient:
         self._backoff_max = backoff_max
         self._rate_limit_codes = frozenset(rate_limit_codes)
         self._observer: ClientObserver = observer if observer is not None else NullObserver()
-        self._limiter = RateLimiter(rate_per_second, rate_burst)
+        self._limiter = limiter if limiter is not None else RateLimiter(rate_per_second, rate_burst)
         self._jitter = random.Random()
         install_httpx_log_filter()
         self.digital_human_base_url = (

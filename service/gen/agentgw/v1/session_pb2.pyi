@@ -330,6 +330,7 @@ class Session(_message.Message):
     LAST_EXCEPTION_CODE_FIELD_NUMBER: _builtins.int
     LAST_EXCEPTION_MESSAGE_FIELD_NUMBER: _builtins.int
     TURN_STATS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The gateway's id for the session."""
     kind: Global___SessionKind.ValueType
@@ -368,6 +369,10 @@ class Session(_message.Message):
     """The code of the newest Exception callback (ZEGO spec §7.3), 0 if none."""
     last_exception_message: _builtins.str
     """Its message."""
+    owner: _builtins.str
+    """The principal that created the session (a JWT sub, a SPIFFE id or a certificate CN;
+    "anonymous" while authentication is off). Only it, viewers and admins see the session.
+    """
     @_builtins.property
     def digital_human_config(self) -> Global___DigitalHumanConfig:
         """For digital-human kinds: ZEGO's DigitalHumanConfig, raw and decoded."""
@@ -430,10 +435,11 @@ class Session(_message.Message):
         last_exception_code: _builtins.int = ...,
         last_exception_message: _builtins.str = ...,
         turn_stats: Global___TurnStats | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_time", b"end_time", "max_duration", b"max_duration", "start_time", b"start_time", "turn_stats", b"turn_stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "exception_count", b"exception_count", "kind", b"kind", "labels", b"labels", "last_exception_code", b"last_exception_code", "last_exception_message", b"last_exception_message", "max_duration", b"max_duration", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "turn_stats", b"turn_stats", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "exception_count", b"exception_count", "kind", b"kind", "labels", b"labels", "last_exception_code", b"last_exception_code", "last_exception_message", b"last_exception_message", "max_duration", b"max_duration", "owner", b"owner", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "turn_stats", b"turn_stats", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1549,24 +1549,75 @@ class PoolCapacity(_message.Message):
 Global___PoolCapacity: _TypeAlias = PoolCapacity  # noqa: Y015
 
 @_typing.final
+class CallerUsage(_message.Message):
+    """One caller's sessions against its quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    VOICE_IN_USE_FIELD_NUMBER: _builtins.int
+    VOICE_QUOTA_FIELD_NUMBER: _builtins.int
+    DIGITAL_HUMAN_IN_USE_FIELD_NUMBER: _builtins.int
+    DIGITAL_HUMAN_QUOTA_FIELD_NUMBER: _builtins.int
+    caller: _builtins.str
+    """The principal."""
+    voice_in_use: _builtins.int
+    """Voice sessions it holds a slot for."""
+    voice_quota: _builtins.int
+    """Its voice quota; absent when unlimited."""
+    digital_human_in_use: _builtins.int
+    """Digital-human sessions it holds a slot for."""
+    digital_human_quota: _builtins.int
+    """Its digital-human quota; absent when unlimited."""
+    def __init__(
+        self,
+        *,
+        caller: _builtins.str = ...,
+        voice_in_use: _builtins.int = ...,
+        voice_quota: _builtins.int | None = ...,
+        digital_human_in_use: _builtins.int = ...,
+        digital_human_quota: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota", "_voice_quota", b"_voice_quota", "digital_human_quota", b"digital_human_quota", "voice_quota", b"voice_quota"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota", "_voice_quota", b"_voice_quota", "caller", b"caller", "digital_human_in_use", b"digital_human_in_use", "digital_human_quota", b"digital_human_quota", "voice_in_use", b"voice_in_use", "voice_quota", b"voice_quota"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__digital_human_quota: _TypeAlias = _typing.Literal["digital_human_quota"]  # noqa: Y015
+    _WhichOneofArgType__digital_human_quota: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota"]  # noqa: Y015
+    _WhichOneofReturnType__voice_quota: _TypeAlias = _typing.Literal["voice_quota"]  # noqa: Y015
+    _WhichOneofArgType__voice_quota: _TypeAlias = _typing.Literal["_voice_quota", b"_voice_quota"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digital_human_quota) -> _WhichOneofReturnType__digital_human_quota | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__voice_quota) -> _WhichOneofReturnType__voice_quota | None: ...
+
+Global___CallerUsage: _TypeAlias = CallerUsage  # noqa: Y015
+
+@_typing.final
 class GetCapacityResponse(_message.Message):
     """Response for GetCapacity."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     POOLS_FIELD_NUMBER: _builtins.int
+    CALLERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolCapacity]:
         """One entry per pool."""
+
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallerUsage]:
+        """The caller's own usage and quotas; for viewers and admins, every caller holding a slot."""
 
     def __init__(
         self,
         *,
         pools: _abc.Iterable[Global___PoolCapacity] | None = ...,
+        callers: _abc.Iterable[Global___CallerUsage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pools", b"pools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callers", b"callers", "pools", b"pools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
