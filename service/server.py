@@ -29,15 +29,15 @@ from typing import Self
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from starlette.routing import Route
 
-from service import __version__
+from service import __version__, tracing
 from service.api.agents import AgentServicer
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
+from service.api.reflection import reflection_services, register_reflection
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
 from service.config import Secret, Settings
@@ -145,6 +145,7 @@ class Gateway:
             settings = await self._start_emulator(settings)
         assert settings.zego_app_id is not None and settings.zego_server_secret is not None
         self.settings = settings
+        self._start_tracing()
         metrics = self.metrics = Metrics(
             version=__version__, interaction_budget_seconds=settings.interaction_budget_seconds
         )
@@ -191,6 +192,19 @@ class Gateway:
             },
         )
 
+    def _start_tracing(self) -> None:
+        """Tracing on if ``OTEL_*`` asks for it (``service.tracing``); before the gRPC server is built,
+        since its handlers are wrapped in spans only while tracing is on. Stopping flushes the spans."""
+        provider = tracing.configure_from_env()
+        if provider is not None:
+
+            async def stop_tracing() -> None:
+                tracing.install(None)
+                # The last export may wait on an unreachable collector: not on the event loop.
+                await asyncio.to_thread(provider.shutdown)
+
+            self._stack.push_async_callback(stop_tracing)
+
     def _grpc_server(self, settings: Settings, core: Core, metrics: Metrics) -> grpc.aio.Server:
         # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
         handlers = RpcHandlers(metrics)
@@ -223,15 +237,8 @@ class Gateway:
             RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret),
         )
         handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
-        # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
-        handlers.register(
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-            # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
-            reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
-                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-            ),
-        )
-        preinitialize(metrics, [*SERVICES, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]])
+        register_reflection(handlers, (*SERVICE_NAMES, health.SERVICE_NAME))
+        preinitialize(metrics, [*SERVICES, *reflection_services()])
         server = grpc.aio.server(options=grpc_server_options())
         server.add_generic_rpc_handlers((handlers,))
         return server

@@ -88,6 +88,9 @@ class NewEvent:
     """From the callback envelope: matches a callback to a session whose instance id is unknown."""
     hidden: bool = False
     """Stored for dedupe and audit, never delivered (a second end after the session ended)."""
+    trace_id: str = ""
+    """The trace it was produced in (a callback's span, or the RPC that synthesized it); empty when
+    untraced. Set by ``EventLog`` from the current span unless the producer set it."""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ class NewSession:
     request_hash: str | None
     created_at: float
     cdn_url: str | None = None
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span (None while tracing is off)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class SessionRecord:
     """Its message."""
     version: int = 0
     """Bumped on every transition; guards concurrent updates."""
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span that made it: callbacks link to that trace."""
 
     @property
     def terminal(self) -> bool:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from service import tracing
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.model import (
@@ -145,6 +146,7 @@ class SessionService:
             request_hash=spec.request_hash or None,
             created_at=self._clock(),
             cdn_url=spec.cdn_url,
+            trace_parent=tracing.current_traceparent(),
         )
         outcome = await self._ledger.reserve_session(new, self._limits[spec.kind.pool])
         if outcome.session is None:

@@ -41,6 +41,7 @@ _COLUMNS = (
     "data",
     "raw",
     "hidden",
+    "trace_id",
 )
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks(_COLUMNS)})"
@@ -66,6 +67,7 @@ def _params(event: NewEvent) -> tuple[Any, ...]:
         json.dumps(event.data, separators=(",", ":"), ensure_ascii=False),
         event.raw,
         1 if event.hidden else 0,
+        event.trace_id,
     )
 
 
@@ -87,6 +89,7 @@ def event_from_row(row: sqlite3.Row) -> Event:
         data=dict(json.loads(row["data"])),
         raw=row["raw"],
         hidden=bool(row["hidden"]),
+        trace_id=row["trace_id"],
     )
 
 
