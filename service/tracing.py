@@ -143,10 +143,12 @@ def configure_from_env(environ: Mapping[str, str] = os.environ) -> TracerProvide
     names = tracing_requested(environ)
     if not names:
         return None
+    # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, which win over its
+    # defaults but not over what we pass: pass service.name only where no variable names it.
     attributes: dict[str, str] = {"service.version": __version__}
-    if not environ.get("OTEL_SERVICE_NAME") and "service.name=" not in environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    ):
+    if environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = environ["OTEL_SERVICE_NAME"]
+    elif "service.name=" not in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
         attributes["service.name"] = "agentgw"
     provider = TracerProvider(resource=Resource.create(attributes))  # the sampler comes from OTEL_*
     for name in dict.fromkeys(names):
