@@ -87,9 +87,15 @@ def test_nothing_is_installed_when_off() -> None:
     ("environ", "problem"),
     [
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "no exporter 'zipkin'"),
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}, "unknown protocol"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"},
+            "unknown protocol",
+        ),
         # The HTTP exporter is not installed: say so rather than fail at the first export.
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, "otlp_proto_http"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"},
+            "otlp_proto_http",
+        ),
     ],
 )
 def test_an_exporter_we_cannot_build_is_a_clear_error(environ: dict[str, str], problem: str) -> None:

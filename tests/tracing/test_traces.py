@@ -197,7 +197,10 @@ async def test_an_unmatched_callback_has_a_span_but_no_link(
 
 def _client(handler: Any) -> ZegoClient:
     return ZegoClient(
-        app_id=1, server_secret=SERVER_SECRET, base_url="http://zego.test", transport=httpx.MockTransport(handler)
+        app_id=1,
+        server_secret=SERVER_SECRET,
+        base_url="http://zego.test",
+        transport=httpx.MockTransport(handler),
     )
 
 
@@ -242,7 +245,9 @@ async def test_a_cancelled_zego_call_still_ends_its_span(spans: Spans) -> None:
         raise AssertionError("not reached")
 
     async with _client(hang) as zego:
-        call = asyncio.create_task(zego.delete_agent_instance(m.DeleteAgentInstanceRequest(agent_instance_id="1")))
+        call = asyncio.create_task(
+            zego.delete_agent_instance(m.DeleteAgentInstanceRequest(agent_instance_id="1"))
+        )
         await started.wait()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -260,4 +265,7 @@ def test_log_lines_outside_a_span_have_no_trace_ids(json_logs: io.StringIO, span
     outside, inside = (json.loads(line) for line in json_logs.getvalue().splitlines())
     assert "trace_id" not in outside and "span_id" not in outside
     ctx = span.get_span_context()
-    assert (inside["trace_id"], inside["span_id"]) == (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
+    assert (inside["trace_id"], inside["span_id"]) == (
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+    )
