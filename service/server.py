@@ -139,13 +139,13 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
+        self._start_tracing()
         settings = self.settings
         if settings.uses_emulator:
             log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
             settings = await self._start_emulator(settings)
         assert settings.zego_app_id is not None and settings.zego_server_secret is not None
         self.settings = settings
-        self._start_tracing()
         metrics = self.metrics = Metrics(
             version=__version__, interaction_budget_seconds=settings.interaction_budget_seconds
         )
