@@ -640,8 +640,9 @@ class SessionEvent(_message.Message):
     raw_json: _builtins.str
     """ZEGO's callback JSON exactly as received, when include_raw was asked for."""
     trace_id: _builtins.str
-    """The W3C trace id (32 lowercase hex characters) of the span this event was produced in, empty
-    while the gateway's tracing is off. For a ZEGO callback that is the callback's own span, which
+    """The W3C trace id (32 lowercase hex characters) of the span this event was produced in; empty
+    while the gateway's tracing is off, and for events made outside any span (the reaper's ends,
+    or events of a database written before tracing was on). For a ZEGO callback that is the callback's own span, which
     starts a new trace (ZEGO sends no trace context) linked to the trace of the session's
     CreateSession; for an event the gateway synthesizes, the RPC or callback that caused it. So a
     latency_budget_exceeded event leads to the callback that closed the turn, and its link to the
