@@ -18,7 +18,7 @@ function call. The hooks never raise into the caller's path on a tracing failure
 never record a secret: ZEGO spans carry the action, code, RequestId and host, never the URL (its
 query holds the Signature) or a body.
 
-What is traced (see ``docs``-level summary in the README's Tracing section):
+What is traced (the README's Tracing section has the table):
 
 * every RPC: a SERVER span, child of the caller's ``traceparent`` (``service.api.rpc_tracing``);
 * every ZEGO attempt: a CLIENT span, child of whatever is current (:func:`start_zego`);
@@ -42,7 +42,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service import __version__
@@ -275,8 +275,3 @@ def traced_callback(
             return outcome
 
     return wrapper
-
-
-def links_of(span: Any) -> list[Link]:
-    """The links of a finished SDK span (a helper for tests and debugging)."""
-    return list(getattr(span, "links", ()) or ())

@@ -269,3 +269,40 @@ def test_log_lines_outside_a_span_have_no_trace_ids(json_logs: io.StringIO, span
         format(ctx.trace_id, "032x"),
         format(ctx.span_id, "016x"),
     )
+
+
+async def test_callbacks_after_a_restart_still_link_to_the_create(
+    emulator: Emulator, tmp_path: Any, spans: Spans
+) -> None:
+    from tests.conftest import gateway_settings
+
+    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+
+    async def point_callbacks(gw: Gateway) -> None:
+        url = f"http://127.0.0.1:{gw.http_port}/v1/zego/callbacks"
+        (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+
+    async with Gateway(settings) as first:
+        await point_callbacks(first)
+        await register_agent(emulator)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
+            stub = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
+            md = (("traceparent", TRACEPARENT),)
+            session = (await stub.CreateSession(voice_request(), timeout=5, metadata=md)).session
+    create = spans.one("agentgw.v1.SessionService/CreateSession")
+    assert create.context is not None
+    spans.exporter.clear()
+
+    # A new process: only the ledger remembers the CreateSession's trace context.
+    async with Gateway(settings) as second:
+        await point_callbacks(second)
+        await turn(emulator, session.agent_instance_id)
+
+        async def asr_traced() -> bool:
+            return bool(spans.named("ZEGO callback ASRResult"))
+
+        await wait_for(asr_traced, "the turn's ASRResult callback")
+    [asr] = spans.named("ZEGO callback ASRResult")
+    assert [(format(li.context.trace_id, "032x"), li.context.span_id) for li in asr.links] == [
+        (CALLER_TRACE, create.context.span_id)
+    ]
