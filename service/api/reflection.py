@@ -9,7 +9,9 @@ copy of v1alpha's), so their bytes on the wire are identical. We therefore:
 * serve ``/grpc.reflection.v1.ServerReflection/ServerReflectionInfo`` with the one v1alpha
   servicer, decoding and encoding with v1alpha's (wire-identical) message classes.
 
-Both go through :class:`service.api.interceptors.RpcHandlers`, so both get metrics.
+Both go through :class:`service.api.interceptors.RpcHandlers`, so both get metrics. Should a later
+grpcio-reflection (pinned below 1.86) ship its own v1 module, use it instead: importing it after
+this file was added would be a duplicate file in the pool.
 """
 
 from __future__ import annotations

@@ -306,3 +306,28 @@ async def test_callbacks_after_a_restart_still_link_to_the_create(
     assert [(format(li.context.trace_id, "032x"), li.context.span_id) for li in asr.links] == [
         (CALLER_TRACE, create.context.span_id)
     ]
+
+
+async def test_a_cancelled_stream_ends_its_span_cleanly(
+    gateway: Gateway, channel: grpc.aio.Channel, spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.gen.agentgw.v1 import event_service_pb2 as eapi
+    from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+
+    stub = erpc.EventServiceStub(channel)  # type: ignore[no-untyped-call]
+    call = stub.WatchEvents(eapi.WatchEventsRequest(start=eapi.START_POSITION_NOW))
+
+    async def subscribed() -> bool:
+        return gateway.core.bus.subscriber_count == 1
+
+    await wait_for(subscribed, "the subscription")
+    call.cancel()
+
+    async def ended() -> bool:
+        return bool(spans.named("agentgw.v1.EventService/WatchEvents"))
+
+    await wait_for(ended, "the stream's span")
+    [span] = spans.named("agentgw.v1.EventService/WatchEvents")
+    assert (span.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert span.status.status_code is StatusCode.UNSET
+    assert not [r for r in caplog.records if "detach" in r.getMessage()]
