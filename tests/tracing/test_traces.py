@@ -331,3 +331,21 @@ async def test_a_cancelled_stream_ends_its_span_cleanly(
     assert (span.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
     assert span.status.status_code is StatusCode.UNSET
     assert not [r for r in caplog.records if "detach" in r.getMessage()]
+
+
+async def test_reflection_streams_are_traced_too(channel: grpc.aio.Channel, spans: Spans) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    v1 = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+
+    async def ask() -> Any:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    answers = [answer async for answer in v1(ask(), timeout=5)]
+    assert answers and answers[0].list_services_response.service
+    [span] = spans.named("grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+    assert (span.attributes or {})["rpc.grpc.status_code"] == 0
