@@ -16,7 +16,8 @@ Example::
     body = prometheus_client.generate_latest(metrics.registry)
 
 The handler wrapper of ``service.api.interceptors`` feeds the ``grpc_server_*`` families
-(go-grpc-prometheus style) through ``service.api.metrics_interceptor``.
+(go-grpc-prometheus style) through ``service.api.metrics_interceptor``. Like go-grpc-prometheus,
+nothing exports ``*_created`` series.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Final, Protocol
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.domain.model import EndReason, SessionKind, SessionState
 from service.zego.actions import Action
+
+# No ``*_created`` series (a third of /metrics, one per counter, histogram and summary child):
+# go-grpc-prometheus and the Go client do not export them, and nothing of ours reads them. The switch
+# is prometheus_client's own and process-wide (its env twin: PROMETHEUS_DISABLE_CREATED_SERIES).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "CALLBACK_EVENTS",

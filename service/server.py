@@ -29,11 +29,10 @@ from typing import Self
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from service import __version__
+from service import __version__, tracing
 from service.api.agents import AgentServicer
 from service.api.audit import AuditServicer, audit_hook
 from service.api.digital_humans import DigitalHumanServicer
@@ -41,6 +40,7 @@ from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
+from service.api.reflection import reflection_services, register_reflection
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
 from service.auth.authenticator import Authenticator
@@ -154,6 +154,7 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
+        self._start_tracing()
         settings = self.settings
         if settings.uses_emulator:
             log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
@@ -201,6 +202,19 @@ class Gateway:
                 "db": str(settings.db_path),
             },
         )
+
+    def _start_tracing(self) -> None:
+        """Tracing on if ``OTEL_*`` asks for it (``service.tracing``); before the gRPC server is built,
+        since its handlers are wrapped in spans only while tracing is on. Stopping flushes the spans."""
+        provider = tracing.configure_from_env()
+        if provider is not None:
+
+            async def stop_tracing() -> None:
+                tracing.install(None)
+                # The last export may wait on an unreachable collector: not on the event loop.
+                await asyncio.to_thread(provider.shutdown)
+
+            self._stack.push_async_callback(stop_tracing)
 
     async def _serve_http(self, settings: Settings, core: Core, metrics: Metrics) -> None:
         """Callbacks on ``callback_listen`` and health and metrics on ``admin_listen`` (the one unset
@@ -285,15 +299,8 @@ class Gateway:
         handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
         preinitialized = list(SERVICES)
         if settings.reflection:
-            # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
-            handlers.register(
-                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-                # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
-                reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
-                    (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-                ),
-            )
-            preinitialized.append(reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"])
+            register_reflection(handlers, (*SERVICE_NAMES, health.SERVICE_NAME))
+            preinitialized += reflection_services()
         preinitialize(metrics, preinitialized)
         server = grpc.aio.server(options=grpc_server_options())
         server.add_generic_rpc_handlers((handlers,))

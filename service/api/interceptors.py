@@ -19,6 +19,9 @@ status the caller gets. Our own services (``/agentgw.v1.*``) also get:
   ``service.api.status``, sent with ``abort_with_status``. ``AbortError`` (the handler aborted on its
   own) and cancellation pass through untouched, as grpc requires.
 
+While tracing is on, each wrapped handler gets one more layer outside it, a span per call
+(``service.api.rpc_tracing``); while it is off, nothing.
+
 Usage::
 
     handlers = RpcHandlers(metrics)
@@ -44,6 +47,7 @@ from grpc_status import rpc_status
 
 from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
+from service.api.rpc_tracing import trace_handler
 from service.api.status import to_status
 from service.auth.authenticator import Authenticator
 from service.auth.principal import principal_var
@@ -312,7 +316,9 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         """What ``grpc.aio.Server`` offers the generated code: the methods of ``service``, by name."""
         for name, handler in method_handlers.items():
             path = f"/{service}/{name}"
-            self._methods[path] = _wrap(handler, path, self._metrics, self._authenticate, self._audit)
+            self._methods[path] = trace_handler(
+                _wrap(handler, path, self._metrics, self._authenticate, self._audit), path
+            )
 
     def add_generic_rpc_handlers(
         self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
@@ -332,7 +338,9 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 cached = self._wrapped.get(method)
                 if cached is not None and cached[0] is handler:
                     return cached[1]
-                wrapped = _wrap(handler, method, self._metrics, self._authenticate, self._audit)
+                wrapped = trace_handler(
+                    _wrap(handler, method, self._metrics, self._authenticate, self._audit), method
+                )
                 self._wrapped[method] = (handler, wrapped)
                 return wrapped
         return None  # unknown method: not counted, as in Go

@@ -16,6 +16,7 @@ import grpc
 
 from service.api.common import fingerprint, time_budget
 from service.api.convert import asr_from_proto, llm_from_proto, tts_from_proto, validate_llm, validate_tts
+from service.api.event_convert import agent_state
 from service.api.paging import PageTokens, page_size
 from service.api.session_convert import (
     KIND_FROM_PROTO,
@@ -52,12 +53,6 @@ _PRIORITY: dict[int, str] = {
 _SAME_PRIORITY: dict[int, str] = {
     api.SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: "ClearAndInterrupt",
     api.SAME_PRIORITY_OPTION_ENQUEUE: "Enqueue",
-}
-_STATUS = {
-    "IDLE": api.AGENT_STATUS_IDLE,
-    "LISTENING": api.AGENT_STATUS_LISTENING,
-    "THINKING": api.AGENT_STATUS_THINKING,
-    "SPEAKING": api.AGENT_STATUS_SPEAKING,
 }
 _ROLE_TO_PROTO = {"user": spb.CHAT_ROLE_USER, "assistant": spb.CHAT_ROLE_ASSISTANT}
 
@@ -305,7 +300,7 @@ class SessionServicer(rpc.SessionServiceServicer):
             return data.status
 
         status = await self._sessions.control(request.session_id, call, changes=False)
-        return api.GetAgentStatusResponse(status=_STATUS.get(status.upper(), api.AGENT_STATUS_UNSPECIFIED))
+        return api.GetAgentStatusResponse(status=agent_state(status))
 
     async def GetContext(self, request: api.GetContextRequest, context: Context) -> api.GetContextResponse:
         self._require_session(request.session_id)

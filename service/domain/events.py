@@ -90,6 +90,9 @@ class NewEvent:
     """Stored for dedupe and audit, never delivered (a second end after the session ended)."""
     owner: str = ""
     """The owner of the event's session; empty until the event is matched to a session."""
+    trace_id: str = ""
+    """The trace it was produced in (a callback's span, or the RPC that synthesized it); empty when
+    untraced. Set by ``EventLog`` from the current span unless the producer set it."""
 
 
 @dataclass(frozen=True)

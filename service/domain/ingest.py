@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from service import tracing
 from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
@@ -112,6 +113,7 @@ class CallbackIngestor:
         self._replays = _ReplayCache(2 * skew_seconds)
         self._background: set[asyncio.Task[None]] = set()
 
+    @tracing.traced_callback  # while tracing is on: a span per callback
     async def ingest(self, body: bytes) -> IngestOutcome:
         """Verify and store one callback body. Never raises for bad input: it says why instead."""
         now = self._clock()
@@ -160,6 +162,8 @@ class CallbackIngestor:
     async def _apply(self, event: NewEvent) -> bool:
         """Store the event and update the session; False for a duplicate."""
         record = await self._match(event)
+        if record is not None:
+            tracing.link_session(record.trace_parent, record.session_id)
         if record is None:
             # Kept, not dropped: the session's create may still be recorded; it claims these later.
             return await self._events.append(event) is not None

@@ -115,6 +115,8 @@ class NewSession:
     cdn_url: str | None = None
     owner: str = ""
     """The principal that created it (``anonymous`` while authentication is off)."""
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span (None while tracing is off)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class SessionRecord:
     """Bumped on every transition; guards concurrent updates."""
     owner: str = ""
     """The principal that created it; only it, viewers and admins see the session."""
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span that made it: callbacks link to that trace."""
 
     @property
     def terminal(self) -> bool:

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from service import tracing
 from service.auth.principal import current_principal
 from service.domain.access import check_may_change, check_session_change, check_session_read, owner_scope
 from service.domain.event_log import EventBus, EventLog
@@ -161,6 +162,7 @@ class SessionService:
             created_at=self._clock(),
             cdn_url=spec.cdn_url,
             owner=principal.name,
+            trace_parent=tracing.current_traceparent(),
         )
         pool = spec.kind.pool
         quota = None if self._quotas is None else self._quotas.for_caller(principal.name).sessions(pool)

@@ -42,6 +42,7 @@ _COLUMNS = (
     "raw",
     "hidden",
     "owner",
+    "trace_id",
 )
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks(_COLUMNS)})"
@@ -68,6 +69,7 @@ def _params(event: NewEvent) -> tuple[Any, ...]:
         event.raw,
         1 if event.hidden else 0,
         event.owner,
+        event.trace_id,
     )
 
 
@@ -90,6 +92,7 @@ def event_from_row(row: sqlite3.Row) -> Event:
         raw=row["raw"],
         hidden=bool(row["hidden"]),
         owner=row["owner"],
+        trace_id=row["trace_id"],
     )
 
 

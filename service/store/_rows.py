@@ -134,6 +134,7 @@ def new_session_params(new: NewSession, state: SessionState) -> dict[str, Any]:
         "cdn_url": new.cdn_url,
         "version": 0,
         "owner": new.owner,
+        "trace_parent": new.trace_parent,
     }
 
 

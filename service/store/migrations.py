@@ -198,7 +198,14 @@ CREATE INDEX audit_records_principal ON audit_records (principal, id);
 CREATE INDEX audit_records_session ON audit_records (session_id, id) WHERE session_id != '';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (7, _V7))
+_V8 = """
+-- Traces across the webhook (service/tracing.py): the CreateSession's W3C traceparent, which every
+-- callback for the session links to, and the trace id each event was produced in (empty: untraced).
+ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
+ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (7, _V7), (8, _V8))
 """Every schema version, in order. Append only."""
 
 

@@ -16,7 +16,8 @@ Per call the client:
 * raises the ``service.zego.exceptions`` tree for anything but ``Code == 0``.
 
 Logs go to ``agentgw.zego``: action, code, RequestId, duration. Never the secret, signature or body
-(bodies carry LLM ApiKeys and TTS tokens).
+(bodies carry LLM ApiKeys and TTS tokens). While tracing is on, each attempt is also a CLIENT span
+(``service.tracing.start_zego``) with the same facts and the host.
 """
 
 # ASYNC109 wants callers to wrap us in asyncio.timeout instead of passing `timeout`. We need the budget
@@ -37,6 +38,7 @@ from typing import Any, Final, Self, TypeVar
 import httpx
 from pydantic import ValidationError
 
+from service import tracing
 from service.zego import digital_human as dh
 from service.zego import models as m
 from service.zego.actions import (
@@ -124,6 +126,7 @@ class ZegoClient:
             raise ValueError("backoff must satisfy 0 < backoff_initial <= backoff_max")
         self.app_id = app_id
         self.base_url = resolve_base_url(base_url)
+        self._host = httpx.URL(self.base_url).host  # for spans: never the URL, whose query is signed
         self._timeout_seconds = timeout_seconds
         self._max_retries = max_retries
         self._backoff_initial = backoff_initial
@@ -210,6 +213,7 @@ class ZegoClient:
         budget_bound = remaining is not None and remaining < self._timeout_seconds
         effective = self._timeout_seconds if remaining is None else min(self._timeout_seconds, remaining)
 
+        span = tracing.start_zego(action, self._host)  # None while tracing is off
         started = time.monotonic()
         try:
             response = await self._exchange(action, body, effective, budget_bound)
@@ -218,10 +222,18 @@ class ZegoClient:
         except ZegoError as exc:
             elapsed = time.monotonic() - started
             self._observer.request_finished(action, exc.outcome, elapsed)
+            if isinstance(exc, ZegoApiError):
+                tracing.end_zego(span, exc.outcome, exc.request_id, exc.code)
+            else:
+                tracing.end_zego(span, exc.outcome)
             self._log_failure(action, exc, elapsed)
+            raise
+        except BaseException:  # cancelled mid-call: the span still ends
+            tracing.end_zego(span, "cancelled")
             raise
         elapsed = time.monotonic() - started
         self._observer.request_finished(action, "0", elapsed)
+        tracing.end_zego(span, "0", request_id, 0)
         logger.debug("zego %s code=0 request_id=%s duration_ms=%.1f", action, request_id, elapsed * 1000)
         return result
 

@@ -27,7 +27,7 @@ from service.domain.model import (
     Transition,
 )
 from service.store.base import StoreError, TransitionConflict
-from service.store.migrations import MIGRATIONS, migrate, split_statements
+from service.store.migrations import MIGRATIONS, latest_version, migrate, split_statements
 from service.store.sqlite import SqliteLedger
 
 S = SessionState
@@ -157,7 +157,7 @@ async def test_reopen_is_idempotent(db_path: pathlib.Path) -> None:
 async def test_database_newer_than_code_is_refused(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
     await ledger.close()
     raw(db_path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
-    with pytest.raises(StoreError, match=f"schema version 99, newer than version {len(MIGRATIONS)} "):
+    with pytest.raises(StoreError, match=f"schema version 99, newer than version {latest_version()} "):
         await SqliteLedger(db_path).open()
 
 
@@ -189,8 +189,12 @@ def test_failed_migration_rolls_back_alone(tmp_path: pathlib.Path) -> None:
         conn.close()
 
 
-def test_migration_versions_are_consecutive_from_one() -> None:
-    assert [version for version, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+def test_migration_versions_increase_from_one() -> None:
+    # Parallel branches are each assigned a version; until all are merged the list may have gaps
+    # (the runner applies each missing version on its own, so a gap filled later is applied then).
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
 
 
 def test_split_statements_keeps_trigger_bodies_whole() -> None:

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from service.gen.agentgw.v1 import agent_pb2 as _agent_pb2
+from service.gen.agentgw.v1 import session_event_pb2 as _session_event_pb2
 from service.gen.agentgw.v1 import session_pb2 as _session_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -170,38 +171,6 @@ SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: SamePriorityOption.ValueType  # 1
 SAME_PRIORITY_OPTION_ENQUEUE: SamePriorityOption.ValueType  # 2
 """Play after what is playing (at most 5 queued)."""
 Global___SamePriorityOption: _TypeAlias = SamePriorityOption  # noqa: Y015
-
-class _AgentStatus:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _AgentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentStatus.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    AGENT_STATUS_UNSPECIFIED: _AgentStatus.ValueType  # 0
-    """Unknown."""
-    AGENT_STATUS_IDLE: _AgentStatus.ValueType  # 1
-    """Idle."""
-    AGENT_STATUS_LISTENING: _AgentStatus.ValueType  # 2
-    """Listening to the user."""
-    AGENT_STATUS_THINKING: _AgentStatus.ValueType  # 3
-    """Waiting for the LLM."""
-    AGENT_STATUS_SPEAKING: _AgentStatus.ValueType  # 4
-    """Speaking."""
-
-class AgentStatus(_AgentStatus, metaclass=_AgentStatusEnumTypeWrapper):
-    """What the agent is doing."""
-
-AGENT_STATUS_UNSPECIFIED: AgentStatus.ValueType  # 0
-"""Unknown."""
-AGENT_STATUS_IDLE: AgentStatus.ValueType  # 1
-"""Idle."""
-AGENT_STATUS_LISTENING: AgentStatus.ValueType  # 2
-"""Listening to the user."""
-AGENT_STATUS_THINKING: AgentStatus.ValueType  # 3
-"""Waiting for the LLM."""
-AGENT_STATUS_SPEAKING: AgentStatus.ValueType  # 4
-"""Speaking."""
-Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
 
 @_typing.final
 class RtcSpec(_message.Message):
@@ -1238,12 +1207,19 @@ class GetAgentStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
-    status: Global___AgentStatus.ValueType
-    """The status."""
+    status: _session_event_pb2.AgentState.ValueType
+    """What the agent is doing now, in the same vocabulary as the agent_status events.
+
+    This field was of type AgentStatus (AGENT_STATUS_*), an enum with the same five values and
+    the same numbers 0-4 as AgentState; it was removed so polls and events speak one vocabulary.
+    The binary wire is unchanged (an enum travels as its number, and field 1 keeps its number),
+    so clients built on the old stubs read the new answers correctly. What changed: the ProtoJSON
+    names (AGENT_STATUS_IDLE is now AGENT_STATE_IDLE) and the generated constant names.
+    """
     def __init__(
         self,
         *,
-        status: Global___AgentStatus.ValueType = ...,
+        status: _session_event_pb2.AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
