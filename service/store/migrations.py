@@ -168,7 +168,16 @@ _V4 = """
 CREATE INDEX events_instance_type ON events (instance_id, event_type);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+_V6 = """
+-- Terminal rows flagged possible_leak may still have an instance running at ZEGO, so they keep
+-- their capacity slot (admission counts them) and the leak tracker retries them: both read them
+-- through this index, which stays tiny because such rows are rare.
+CREATE INDEX sessions_possible_leak ON sessions (kind, ended_at) WHERE possible_leak = 1;
+"""
+
+# Version 5 belongs to a parallel branch; versions need only increase (the runner applies every
+# version it has not recorded, in order).
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (6, _V6))
 """Every schema version, in order. Append only."""
 
 

@@ -157,7 +157,7 @@ async def test_reopen_is_idempotent(db_path: pathlib.Path) -> None:
 async def test_database_newer_than_code_is_refused(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
     await ledger.close()
     raw(db_path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
-    with pytest.raises(StoreError, match=f"schema version 99, newer than version {len(MIGRATIONS)} "):
+    with pytest.raises(StoreError, match=f"schema version 99, newer than version {MIGRATIONS[-1][0]} "):
         await SqliteLedger(db_path).open()
 
 
@@ -189,8 +189,10 @@ def test_failed_migration_rolls_back_alone(tmp_path: pathlib.Path) -> None:
         conn.close()
 
 
-def test_migration_versions_are_consecutive_from_one() -> None:
-    assert [version for version, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+def test_migration_versions_increase_from_one() -> None:
+    # Parallel branches are assigned version numbers up front, so one branch alone may have a gap.
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions[0] == 1 and versions == sorted(set(versions))
 
 
 def test_split_statements_keeps_trigger_bodies_whole() -> None:
