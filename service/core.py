@@ -18,6 +18,7 @@ from service.domain.agents import AgentService
 from service.domain.event_log import EventBus, EventLog
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyTracker
+from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
@@ -68,7 +69,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     ledger = SqliteLedger(settings.db_path)
     await ledger.open()
     stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
 
     zego = ZegoClient(
         app_id=settings.zego_app_id,
@@ -97,6 +98,12 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         events=events,
         observer=metrics,
         end_confirm_seconds=settings.end_confirm_seconds,
+        leak_policy=LeakPolicy(
+            give_up_seconds=settings.leak_give_up_seconds,
+            retry_initial_seconds=settings.leak_retry_initial_seconds,
+            retry_max_seconds=settings.leak_retry_max_seconds,
+            call_timeout_seconds=settings.zego_timeout_seconds,
+        ),
     )
     latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
     await stack.enter_async_context(latency)

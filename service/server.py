@@ -161,7 +161,12 @@ class Gateway:
         self._stack.push_async_callback(self._stop_grpc, server)
 
         http_host, http_port = _split(settings.http_listen)
-        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
+        refresh = functools.partial(
+            metrics.refresh_from_ledger,
+            core.ledger,
+            core.limits,
+            leak_give_up_seconds=settings.leak_give_up_seconds,
+        )
         routes = [
             Route(
                 "/v1/zego/callbacks",

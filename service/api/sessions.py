@@ -382,7 +382,12 @@ class SessionServicer(rpc.SessionServiceServicer):
             kinds = [KIND_TO_PROTO[k] for k in SessionKind if k.pool == cap.pool]
             pools.append(
                 api.PoolCapacity(
-                    pool=cap.pool, kinds=kinds, limit=cap.limit, in_use=cap.in_use, pending=cap.pending
+                    pool=cap.pool,
+                    kinds=kinds,
+                    limit=cap.limit,
+                    in_use=cap.in_use,
+                    pending=cap.pending,
+                    suspect=cap.suspect,
                 )
             )
         return api.GetCapacityResponse(pools=pools)

@@ -410,7 +410,10 @@ async def test_crash_between_zegos_answer_and_the_ledger_update(
         # Without its id nothing may be deleted: the operator gets the flag, ZEGO keeps the instance,
         # and so does admission: the slot stays held as suspect.
         assert await upstream_ids(emulator) == {leaked}
-        assert [(c.in_use, c.suspect) for c in await sessions.capacity()] == [(1, 1), (0, 0)]
+        assert [(c.pool, c.in_use, c.suspect) for c in await sessions.capacity()] == [
+            ("digital_human", 0, 0),
+            ("voice", 1, 1),
+        ]
     finally:
         await restarted.close()
 

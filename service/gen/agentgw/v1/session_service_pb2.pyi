@@ -652,8 +652,12 @@ class CreateSessionRequest(_message.Message):
     """The real user (at most 32 bytes). Required except for live digital humans."""
     request_id: _builtins.str
     """Idempotency key (at most 64 characters; a UUID4 is recommended), honoured for at least 24 h,
-    across restarts. A retry returns the original session; a different body is INVALID_ARGUMENT
-    with reason REQUEST_ID_REUSED.
+    across restarts (AIP-155). A retry returns the original session; a different body is
+    INVALID_ARGUMENT with reason REQUEST_ID_REUSED. A retry after a failure that is safe to retry
+    is a new attempt instead: ZEGO refused the create with a retryable code (UNAVAILABLE or
+    RESOURCE_EXHAUSTED with RetryInfo), the request never reached ZEGO, or its answer was lost and
+    ZEGO has since confirmed no instance runs. While a lost create's instance may still run
+    (Session.possible_leak), a retry returns that FAILED session and never creates a second one.
     """
     @_builtins.property
     def voice(self) -> Global___VoiceSpec:
@@ -1519,14 +1523,22 @@ class PoolCapacity(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     IN_USE_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    SUSPECT_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """"voice" or "digital_human"."""
     limit: _builtins.int
     """The configured limit."""
     in_use: _builtins.int
-    """Sessions holding a slot (every non-terminal state)."""
+    """Slots held: every non-terminal session, plus the suspect ones. Creates are refused when
+    in_use reaches limit.
+    """
     pending: _builtins.int
     """Of in_use, those PENDING or STARTING."""
+    suspect: _builtins.int
+    """Of in_use, ended sessions whose ZEGO instance may still run (Session.possible_leak: a create
+    whose answer was lost, or an instance the gateway could not delete). ZEGO counts such an
+    instance against the account cap, so its slot stays held until ZEGO confirms it gone.
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionKind.ValueType]:
         """The kinds that draw from it."""
@@ -1539,10 +1551,11 @@ class PoolCapacity(_message.Message):
         limit: _builtins.int = ...,
         in_use: _builtins.int = ...,
         pending: _builtins.int = ...,
+        suspect: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool", "suspect", b"suspect"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
