@@ -262,19 +262,17 @@ class LeakTracker:
         """Settle a PENDING row whose create is not in flight in this process.
 
         If a callback named the session, ZEGO did create it: the instance id is recorded and the
-        row becomes STARTING (the reaper's STARTING checks take over). Otherwise nobody can know:
+        row becomes STARTING (the caller asks ZEGO whether it still runs, as for any STARTING row). Otherwise nobody can know:
         the row fails as CREATE_UNCONFIRMED with ``possible_leak`` (keeping its slot) and gets its
         one ``ended`` event.
         """
         seen = await self._ledger.instance_ids_seen(record.session_id)
         if seen:
-            started, created_seen = await self._ledger.start_session(
+            started, _ = await self._ledger.start_session(
                 record.session_id, at=self._clock(), instance_id=seen[0]
             )
             sid = record.session_id
             log.info("session %s: a callback shows ZEGO created it; adopted", sid, extra={"session_id": sid})
-            if created_seen:
-                return await self._sessions.mark_active(started, f"{cause}_created_callback")
             return started
         detail = "the gateway stopped before ZEGO's answer to the create was recorded"
         failed = await self._sessions.fail_pending(

@@ -324,8 +324,6 @@ class Reaper:
         if settled.state is S.STARTING:
             # ZEGO created it: ask now whether it still runs (ACTIVE) or has gone (ENDED).
             return await self._verify(settled, cause)
-        if settled.state is S.ACTIVE:
-            return Outcome.ACTIVATED
         self._call_observer(self._observer.possible_leak, settled.kind)
         self._notify_ended(settled)
         return Outcome.CREATE_UNCONFIRMED
