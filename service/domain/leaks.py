@@ -186,8 +186,10 @@ class LeakTracker:
         backoff.next_at = now + self.policy.delay(backoff.attempts)
         return "waiting"
 
-    async def check(self, record: SessionRecord) -> bool:
+    async def check(self, record: SessionRecord, *, timeout: float | None = None) -> bool:
         """Try once to confirm the instance gone; True when ZEGO did (the slot is then free).
+
+        ``timeout`` bounds the ZEGO call further than the policy's call timeout.
 
         Raises:
             ZegoError: ZEGO could not be asked (retried later by :meth:`run_once`).
@@ -207,7 +209,7 @@ class LeakTracker:
         try:
             await self._sessions.zego.delete_agent_instance(
                 m.DeleteAgentInstanceRequest(agent_instance_id=instance_id),
-                timeout=self.policy.call_timeout_seconds,
+                timeout=min(self.policy.call_timeout_seconds, timeout or math.inf),
             )
         except zx.ZegoInstanceNotFound:
             await self.confirm_gone(record, "ZEGO no longer knows the instance (410001002)")
@@ -262,9 +264,9 @@ class LeakTracker:
         """Settle a PENDING row whose create is not in flight in this process.
 
         If a callback named the session, ZEGO did create it: the instance id is recorded and the
-        row becomes STARTING (the caller asks ZEGO whether it still runs, as for any STARTING row). Otherwise nobody can know:
-        the row fails as CREATE_UNCONFIRMED with ``possible_leak`` (keeping its slot) and gets its
-        one ``ended`` event.
+        row becomes STARTING (the caller asks ZEGO whether it still runs, as for any STARTING
+        row). Otherwise nobody can know: the row fails as CREATE_UNCONFIRMED with
+        ``possible_leak`` (keeping its slot) and gets its one ``ended`` event.
         """
         seen = await self._ledger.instance_ids_seen(record.session_id)
         if seen:

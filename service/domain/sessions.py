@@ -134,9 +134,17 @@ class SessionService(CreateMixin):
         reason: EndReason = EndReason.ENDED_BY_CALLER,
         cause: str = "end_session",
     ) -> SessionRecord:
-        """Delete the instance. Idempotent: an ended session is returned as it is."""
+        """Delete the instance. Idempotent: an ended session is returned as it is.
+
+        An ended session still flagged ``possible_leak`` gets one more delete attempt now, even
+        past the leak give-up time (an operator's way to settle a leak; nothing happens if no
+        instance id is known). A ZEGO failure then propagates, and the leak tracker keeps trying.
+        """
         record = await self.get(session_id)
         if record.terminal:
+            if record.possible_leak:
+                await self.leaks.check(record, timeout=timeout)
+                return await self.get(session_id)
             return record
         if record.state is S.PENDING:
             raise FailedPrecondition(

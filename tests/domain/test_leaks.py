@@ -335,3 +335,21 @@ def test_leak_policy_validates_and_backs_off() -> None:
         with pytest.raises(ValueError):
             LeakPolicy(**{"retry_initial_seconds": 5, **bad})  # type: ignore[arg-type]
     assert SessionKind.VOICE.pool == "voice"
+
+
+async def test_end_session_on_a_leak_tries_once_more_even_after_the_give_up_time(
+    sessions: SessionService, emulator: Emulator, clock: FakeClock
+) -> None:
+    row = await lost_create(sessions, emulator, request_id="operator-1")
+    orphan = await start_upstream(emulator, row)
+    await emulator.fault(action="DeleteAgentInstance", mode="drop", count=1)
+    await sessions.leaks.adopt_orphan(row, orphan)
+    clock.advance(POLICY.give_up_seconds + 1)
+    assert (await sessions.leaks.run_once()).leaked == 1
+    # An operator settles it: EndSession deletes the instance now and frees the slot.
+    ended = await sessions.end(row.session_id)
+    assert not ended.possible_leak and ended.state is S.FAILED
+    assert await upstream_ids(emulator) == set()
+    assert (await sessions.ledger.capacity("voice", 3)).in_use == 0
+    # An ordinary ended session is returned as it is, without calling ZEGO.
+    assert (await sessions.end(row.session_id)).version == ended.version

@@ -143,7 +143,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EndSession(self, request, context):
-        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it.
+        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+        is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,9 @@ class SessionServiceStub:
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists sessions from the ledger, newest first."""
     EndSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]
-    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+    is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+    """
     UpdateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]
     """Changes a running session's LLM, TTS, ASR or user stream (UpdateAgentInstance)."""
     SendText: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.SendTextRequest, _session_service_pb2.SendTextResponse]
@@ -90,7 +92,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists sessions from the ledger, newest first."""
     EndSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]  # type: ignore[assignment]
-    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+    is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+    """
     UpdateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]  # type: ignore[assignment]
     """Changes a running session's LLM, TTS, ASR or user stream (UpdateAgentInstance)."""
     SendText: _aio.UnaryUnaryMultiCallable[_session_service_pb2.SendTextRequest, _session_service_pb2.SendTextResponse]  # type: ignore[assignment]
@@ -155,7 +159,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.EndSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.EndSessionResponse, _abc.Awaitable[_session_service_pb2.EndSessionResponse]]:
-        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+        is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+        """
 
     @_abc_1.abstractmethod
     def UpdateSession(
