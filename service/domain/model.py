@@ -207,6 +207,8 @@ class SessionFilter:
     room_id: str = ""
     label_selector: tuple[LabelRequirement, ...] = ()
     """Every requirement must hold."""
+    possible_leak_only: bool = False
+    """Only sessions flagged ``possible_leak`` (their instance may still run at ZEGO)."""
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,29 @@ async def test_no_create_beyond_the_cap_while_unconfirmed_instances_may_run(
     assert sum(s.possible_leak for s in listed.sessions) == CAP
 
 
+async def test_list_sessions_finds_the_possible_leaks(
+    stub: rpc.SessionServiceStub, emulator: Emulator
+) -> None:
+    healthy = (await stub.CreateSession(voice_request("ok", "rok"), timeout=5)).session
+    await emulator.fault(action="CreateAgentInstance", mode="drop", count=3)
+    for n in range(3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.CreateSession(voice_request(f"l{n}", f"rl{n}"), timeout=5)
+    first = await stub.ListSessions(api.ListSessionsRequest(possible_leak=True, page_size=2), timeout=5)
+    rest = await stub.ListSessions(
+        api.ListSessionsRequest(possible_leak=True, page_size=2, page_token=first.next_page_token), timeout=5
+    )
+    leaks = [*first.sessions, *rest.sessions]
+    assert len(leaks) == 3 and all(s.possible_leak for s in leaks) and not rest.next_page_token
+    assert healthy.session_id not in {s.session_id for s in leaks}
+    everything = await stub.ListSessions(api.ListSessionsRequest(), timeout=5)
+    assert len(everything.sessions) == 4
+    # A token of one filter is refused by another.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListSessions(api.ListSessionsRequest(page_token=first.next_page_token), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_agent_instance_deleted_frees_a_suspect_slot(
     stub: rpc.SessionServiceStub, emulator: Emulator, http: httpx.AsyncClient
 ) -> None:

@@ -830,6 +830,7 @@ class ListSessionsRequest(_message.Message):
     LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSSIBLE_LEAK_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Only sessions of this agent."""
     room_id: _builtins.str
@@ -840,6 +841,10 @@ class ListSessionsRequest(_message.Message):
     """Default 50, maximum 1000 (larger values are coerced); negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
     """A next_page_token from a call with the same filters."""
+    possible_leak: _builtins.bool
+    """Only sessions flagged possible_leak: ended, but their ZEGO instance may still run (each
+    holds a capacity slot, PoolCapacity.suspect, until ZEGO confirms it gone).
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionState.ValueType]:
         """Only sessions in these states."""
@@ -858,10 +863,11 @@ class ListSessionsRequest(_message.Message):
         label_selector: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        possible_leak: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "possible_leak", b"possible_leak", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
