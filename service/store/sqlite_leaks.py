@@ -20,7 +20,7 @@ from service.store.base import ReserveOutcome, StoreError, TransitionConflict
 __all__ = ["LeakMixin"]
 
 _SUSPECTS = (
-    f"{_rows.SESSION_SELECT} WHERE possible_leak = 1 AND state IN ({marks(_sql.TERMINAL)})"
+    f"{_rows.SESSION_SELECT} INDEXED BY sessions_possible_leak WHERE possible_leak = 1 AND state IN ({marks(_sql.TERMINAL)})"
     " ORDER BY ended_at, session_id"
 )
 
@@ -40,7 +40,8 @@ class LeakMixin:
         rows = self._db.run(
             lambda conn: fetch_all(
                 conn,
-                "SELECT kind, COUNT(*), COALESCE(SUM(ended_at < ?), 0) FROM sessions"
+                "SELECT kind, COUNT(*), COALESCE(SUM(ended_at < ?), 0)"
+                " FROM sessions INDEXED BY sessions_possible_leak"
                 f" WHERE possible_leak = 1 AND state IN ({marks(_sql.TERMINAL)}) GROUP BY kind",
                 (given_up_before, *_sql.TERMINAL),
             )
