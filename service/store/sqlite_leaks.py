@@ -20,7 +20,8 @@ from service.store.base import ReserveOutcome, StoreError, TransitionConflict
 __all__ = ["LeakMixin"]
 
 _SUSPECTS = (
-    f"{_rows.SESSION_SELECT} INDEXED BY sessions_possible_leak WHERE possible_leak = 1 AND state IN ({marks(_sql.TERMINAL)})"
+    f"{_rows.SESSION_SELECT} INDEXED BY sessions_possible_leak"
+    f" WHERE possible_leak = 1 AND state IN ({marks(_sql.TERMINAL)})"
     " ORDER BY ended_at, session_id"
 )
 
