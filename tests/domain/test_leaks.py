@@ -353,3 +353,24 @@ async def test_end_session_on_a_leak_tries_once_more_even_after_the_give_up_time
     assert (await sessions.ledger.capacity("voice", 3)).in_use == 0
     # An ordinary ended session is returned as it is, without calling ZEGO.
     assert (await sessions.end(row.session_id)).version == ended.version
+
+
+async def test_start_up_retries_an_orphan_whose_delete_failed_before_the_restart(
+    sessions: SessionService, emulator: Emulator, clock: FakeClock
+) -> None:
+    row = await lost_create(sessions, emulator, request_id="restart-1")
+    orphan = await start_upstream(emulator, row)
+    await emulator.fault(action="DeleteAgentInstance", code=410000001, count=1)
+    await sessions.leaks.adopt_orphan(row, orphan)  # fails; then the process "dies"
+    restarted = SessionService(
+        sessions.zego,
+        sessions.ledger,
+        limits={"voice": 3, "digital_human": 3},
+        default_max_duration_seconds=3600,
+        leak_policy=POLICY,
+        clock=clock,
+    )
+    report = await Reaper(restarted, clock=clock).reconcile_at_startup()
+    assert (report.leaks_resolved, report.leaked) == (1, 0)
+    assert await upstream_ids(emulator) == set()
+    assert (await restarted.ledger.capacity("voice", 3)).in_use == 0
