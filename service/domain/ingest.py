@@ -184,7 +184,8 @@ class CallbackIngestor:
             # The session already has its one terminal event (or cannot end before it started):
             # keep ZEGO's for dedupe and audit, deliver nothing.
             stored = await self._events.append(replace(event, hidden=True)) is not None
-            if stored and record.terminal and record.possible_leak:
+            known = record.instance_id
+            if stored and record.terminal and record.possible_leak and known in (None, event.instance_id):
                 # ZEGO says the instance we could not confirm is gone: its slot is free again.
                 try:
                     await self._sessions.leaks.confirm_gone(
