@@ -276,6 +276,17 @@ class Settings:
     """After EndSession's delete, wait this long for ZEGO's AgentInstanceDeleted (it carries ZEGO's
     LatencyData) before synthesizing the session's ended event; 0 never waits."""
 
+    leak_give_up_seconds: float = _setting(3600.0, _positive_float, "Give up confirming a leak after.")
+    """An instance that may still run at ZEGO (a possible leak) is retried until ZEGO confirms it
+    gone or this long after its session ended; then it is reported as a leak (metric, alert). Its
+    capacity slot stays held either way."""
+
+    leak_retry_initial_seconds: float = _setting(5.0, _positive_float, "First delay between leak retries.")
+    """The delay after the first failed attempt to confirm a possible leak gone; it doubles per attempt."""
+
+    leak_retry_max_seconds: float = _setting(300.0, _positive_float, "Largest delay between leak retries.")
+    """The cap of the doubling delay between attempts to confirm a possible leak gone."""
+
     interaction_budget_seconds: float = _setting(1.5, _positive_float, "Turn-latency budget.")
     """A turn slower than this (end of user speech to agent speaking) is a budget breach."""
 
@@ -453,6 +464,11 @@ def _check_consistency(settings: Settings) -> None:
     if (settings.zego_app_id is None) != (settings.zego_server_secret is None):
         missing = "zego_server_secret" if settings.zego_server_secret is None else "zego_app_id"
         raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")
+    if settings.leak_retry_max_seconds < settings.leak_retry_initial_seconds:
+        raise ConfigError(
+            f"{env_name('leak_retry_max_seconds')}: must not be below "
+            f"{env_name('leak_retry_initial_seconds')} ({settings.leak_retry_initial_seconds:g})"
+        )
     if settings.max_session_duration_seconds > settings.max_session_duration_cap_seconds:
         raise ConfigError(
             f"{env_name('max_session_duration_seconds')}: must not exceed "

@@ -21,6 +21,7 @@ from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.event_log import EventBus, EventLog
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyTracker
+from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
@@ -75,7 +76,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     ledger = SqliteLedger(settings.db_path)
     await ledger.open()
     stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
 
     quotas = load_quotas(settings.quotas_file) if settings.quotas_file is not None else None
     zego = ZegoClient(
@@ -108,6 +109,12 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         observer=metrics,
         end_confirm_seconds=settings.end_confirm_seconds,
         quotas=quotas,
+        leak_policy=LeakPolicy(
+            give_up_seconds=settings.leak_give_up_seconds,
+            retry_initial_seconds=settings.leak_retry_initial_seconds,
+            retry_max_seconds=settings.leak_retry_max_seconds,
+            call_timeout_seconds=settings.zego_timeout_seconds,
+        ),
     )
     latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
     await stack.enter_async_context(latency)

@@ -222,7 +222,12 @@ class Gateway:
         both name the same fixed address."""
         callback_listen = settings.callback_listen or settings.http_listen
         admin_listen = settings.admin_listen or settings.http_listen
-        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
+        refresh = functools.partial(
+            metrics.refresh_from_ledger,
+            core.ledger,
+            core.limits,
+            leak_give_up_seconds=settings.leak_give_up_seconds,
+        )
         callbacks = Route(
             "/v1/zego/callbacks",
             callback_endpoint(

@@ -54,6 +54,9 @@ def test_env_and_flags_with_flags_winning() -> None:
         ({"AGENTGW_VOICE_LIMIT": "-1"}, "AGENTGW_VOICE_LIMIT"),
         ({"AGENTGW_LOG_LEVEL": "loud"}, "AGENTGW_LOG_LEVEL"),
         ({"AGENTGW_MAX_SESSION_DURATION_SECONDS": "99999"}, "AGENTGW_MAX_SESSION_DURATION_SECONDS"),
+        ({"AGENTGW_LEAK_GIVE_UP_SECONDS": "0"}, "AGENTGW_LEAK_GIVE_UP_SECONDS"),
+        ({"AGENTGW_LEAK_RETRY_INITIAL_SECONDS": "nan"}, "AGENTGW_LEAK_RETRY_INITIAL_SECONDS"),
+        ({"AGENTGW_LEAK_RETRY_MAX_SECONDS": "1"}, "AGENTGW_LEAK_RETRY_MAX_SECONDS"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:

@@ -133,6 +133,7 @@ class SessionServicer(rpc.SessionServiceServicer):
             agent_id=request.agent_id,
             room_id=request.room_id,
             label_selector=parse_label_selector(request.label_selector),
+            possible_leak_only=request.possible_leak,
         )
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         # Canonical (sorted) so a token stays valid across processes, whatever set order they use.
@@ -143,6 +144,8 @@ class SessionServicer(rpc.SessionServiceServicer):
             flt.room_id,
             [[r.key, r.op.value, r.value] for r in flt.label_selector],
         ]
+        if flt.possible_leak_only:  # appended only when set, so tokens issued before it stay valid
+            canonical.append("possible_leak")
         filter_hash = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:16]
         after = None
         if request.page_token:
@@ -385,7 +388,12 @@ class SessionServicer(rpc.SessionServiceServicer):
             kinds = [KIND_TO_PROTO[k] for k in SessionKind if k.pool == cap.pool]
             pools.append(
                 api.PoolCapacity(
-                    pool=cap.pool, kinds=kinds, limit=cap.limit, in_use=cap.in_use, pending=cap.pending
+                    pool=cap.pool,
+                    kinds=kinds,
+                    limit=cap.limit,
+                    in_use=cap.in_use,
+                    pending=cap.pending,
+                    suspect=cap.suspect,
                 )
             )
         callers = []

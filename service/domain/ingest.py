@@ -24,10 +24,9 @@ from typing import Any
 
 from service import tracing
 from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
-from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
 from service.store.base import DuplicateEvent, TransitionConflict
-from service.zego import models as m
 from service.zego.signing import verify_callback_signature
 
 __all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]
@@ -201,7 +200,17 @@ class CallbackIngestor:
         if record.terminal or record.state is SessionState.PENDING:
             # The session already has its one terminal event (or cannot end before it started):
             # keep ZEGO's for dedupe and audit, deliver nothing.
-            return await self._events.append(replace(event, hidden=True)) is not None
+            stored = await self._events.append(replace(event, hidden=True)) is not None
+            known = record.instance_id
+            if stored and record.terminal and record.possible_leak and known in (None, event.instance_id):
+                # ZEGO says the instance we could not confirm is gone: its slot is free again.
+                try:
+                    await self._sessions.leaks.confirm_gone(
+                        record, "ZEGO reported the instance deleted (AgentInstanceDeleted)"
+                    )
+                except Exception:  # the event is stored; the leak tracker finds it next pass
+                    log.exception("could not clear possible_leak", extra={"session_id": record.session_id})
+            return stored
         reason = end_reason_for_zego_code(code)
         if code == 0 and record.end_reason is not None:
             reason = record.end_reason  # e.g. MAX_DURATION: our delete, ZEGO's confirmation
@@ -240,27 +249,9 @@ class CallbackIngestor:
     def _adopt_orphan(self, record: SessionRecord, event: NewEvent) -> None:
         """A create we could not confirm did make an instance: now that we know it, delete it.
 
-        Runs in the background so ZEGO gets its answer without waiting for our delete.
+        Runs in the background so ZEGO gets its answer without waiting for our delete; if the
+        delete fails, the leak tracker retries it until ZEGO confirms the instance gone.
         """
-        task = asyncio.create_task(self._delete_orphan(record, event.instance_id or ""))
+        task = asyncio.create_task(self._sessions.leaks.adopt_orphan(record, event.instance_id or ""))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _delete_orphan(self, record: SessionRecord, instance_id: str) -> None:
-        log.warning("deleting an orphan instance", extra={"session_id": record.session_id})
-        try:
-            await self._ledger.update_session(record.session_id, {"instance_id": instance_id}, self._clock())
-            await self._sessions.zego.delete_agent_instance(
-                m.DeleteAgentInstanceRequest(agent_instance_id=instance_id), timeout=10.0
-            )
-            await self._ledger.update_session(
-                record.session_id,
-                {
-                    "possible_leak": False,
-                    "end_reason": EndReason.REAPED_ORPHAN,
-                    "end_detail": "the unconfirmed create did start an instance; it was deleted",
-                },
-                self._clock(),
-            )
-        except Exception:
-            log.exception("orphan delete failed", extra={"session_id": record.session_id})

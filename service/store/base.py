@@ -49,9 +49,12 @@ class Capacity:
     pool: str
     limit: int
     in_use: int
-    """Sessions holding a slot (every non-terminal state)."""
+    """Slots held: every non-terminal session, plus the ``suspect`` ones."""
     pending: int
     """Of in_use, those still PENDING or STARTING."""
+    suspect: int = 0
+    """Of in_use, ended sessions flagged ``possible_leak``: their instance may still run at ZEGO,
+    so the slot stays held until ZEGO confirms it gone."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,20 @@ class Ledger(Protocol):
 
     async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
         """A session, its transitions and its turn statistics, read together."""
+
+    async def possible_leaks(self) -> list[SessionRecord]:
+        """Ended or failed sessions still flagged ``possible_leak``, oldest end first."""
+
+    async def leak_counts(self, given_up_before: float) -> dict[SessionKind, tuple[int, int]]:
+        """Per kind: (possible leaks, those of them that ended before ``given_up_before``)."""
+
+    async def instance_ids_seen(self, session_id: str) -> list[str]:
+        """ZEGO instance ids that callbacks matched to the session, first logged first."""
+
+    async def retry_session(
+        self, failed_session_id: str, new: NewSession, limit: int, owner_limit: int | None = None
+    ) -> ReserveOutcome:
+        """Move ``new.request_id`` from a FAILED session to a new PENDING row if a slot is free."""
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""

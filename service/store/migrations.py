@@ -198,6 +198,13 @@ CREATE INDEX audit_records_principal ON audit_records (principal, id);
 CREATE INDEX audit_records_session ON audit_records (session_id, id) WHERE session_id != '';
 """
 
+_V6 = """
+-- Terminal rows flagged possible_leak may still have an instance running at ZEGO, so they keep
+-- their capacity slot (admission counts them) and the leak tracker retries them: both read them
+-- through this index, which stays tiny because such rows are rare.
+CREATE INDEX sessions_possible_leak ON sessions (kind, ended_at) WHERE possible_leak = 1;
+"""
+
 _V8 = """
 -- Traces across the webhook (service/tracing.py): the CreateSession's W3C traceparent, which every
 -- callback for the session links to, and the trace id each event was produced in (empty: untraced).
@@ -205,7 +212,15 @@ ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
 ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (7, _V7), (8, _V8))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+    (6, _V6),
+    (7, _V7),
+    (8, _V8),
+)
 """Every schema version, in order. Append only."""
 
 

@@ -40,6 +40,7 @@ from service.store.base import Capacity, DuplicateEvent, ReserveOutcome, StoreEr
 from service.store.migrations import migrate
 from service.store.sqlite_events import EventLogMixin
 from service.store.sqlite_identity import IdentityMixin, owner_usage
+from service.store.sqlite_leaks import LeakMixin
 
 __all__ = ["SqliteLedger"]
 
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _IDEMPOTENCY_SELECT = "SELECT * FROM idempotency_keys WHERE method = ? AND request_id = ?"
 
 
-class SqliteLedger(EventLogMixin, IdentityMixin):
+class SqliteLedger(EventLogMixin, IdentityMixin, LeakMixin):
     """A :class:`~service.store.base.Ledger` in one SQLite file (or ``":memory:"`` for tests)."""
 
     def __init__(self, path: pathlib.Path | str, *, clock: Callable[[], float] = time.time) -> None:
@@ -97,7 +98,7 @@ class SqliteLedger(EventLogMixin, IdentityMixin):
             conn.execute(insert, params)
             _sql.record(conn, new.session_id, None, SessionState.PENDING, new.created_at, "create", "")
             created = _sql.get(conn, new.session_id)
-            capacity = Capacity(pool, limit, capacity.in_use + 1, capacity.pending + 1)
+            capacity = dataclasses.replace(capacity, in_use=capacity.in_use + 1, pending=capacity.pending + 1)
             return ReserveOutcome(session=created, created=True, capacity=capacity)
 
         return self._db.transaction(reserve)

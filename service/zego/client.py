@@ -196,7 +196,9 @@ class ZegoClient:
             return None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ZegoDeadlineExceeded(action, "caller deadline reached before the request was sent")
+            raise ZegoDeadlineExceeded(
+                action, "caller deadline reached before the request was sent", sent=False
+            )
         return remaining
 
     async def _attempt(
@@ -206,7 +208,9 @@ class ZegoClient:
         try:
             waited = await self._limiter.acquire(action, max_wait=remaining)
         except TimeoutError:
-            raise ZegoDeadlineExceeded(action, "rate-limit wait would outlast the caller deadline") from None
+            raise ZegoDeadlineExceeded(
+                action, "rate-limit wait would outlast the caller deadline", sent=False
+            ) from None
         if waited > 0:
             self._observer.rate_limit_waited(action, waited)
         remaining = self._remaining(action, deadline)

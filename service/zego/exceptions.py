@@ -132,6 +132,11 @@ class ZegoDeadlineExceeded(ZegoError):
 
     _outcome = "deadline_exceeded"
 
+    def __init__(self, action: str, message: str, *, sent: bool = True) -> None:
+        super().__init__(action, message)
+        self.sent = sent
+        """False when the request was never sent, so ZEGO cannot have acted on it."""
+
 
 class ZegoApiError(ZegoError):
     """ZEGO answered, and the envelope ``Code`` was not 0 (spec §2, §7).

@@ -720,6 +720,41 @@ async def test_capacity_and_counts(populated: SqliteLedger) -> None:
     }
 
 
+async def test_possible_leaks_hold_a_slot_as_suspect_and_are_read_by_their_index(
+    ledger: SqliteLedger,
+) -> None:
+    for n in range(1, 4):
+        await reserve(ledger, new(n))
+    for n, leak in ((1, True), (2, False)):
+        await ledger.transition(
+            _ids(n)[0],
+            S.FAILED,
+            expected=frozenset({S.PENDING}),
+            at=T0 + n,
+            cause="create_failed",
+            updates={"possible_leak": leak, "end_reason": EndReason.CREATE_UNCONFIRMED},
+        )
+    voice = await ledger.capacity("voice", 2)
+    assert (voice.in_use, voice.pending, voice.suspect) == (2, 1, 1)
+    assert (await ledger.reserve_session(new(9), 2)).rejected  # the suspect slot is full
+    assert [r.session_id for r in await ledger.possible_leaks()] == _ids(1)
+    assert await ledger.leak_counts(T0 + 1) == {K.VOICE: (1, 0)}  # suspect, not yet given up
+    assert await ledger.leak_counts(T0 + 2) == {K.VOICE: (1, 1)}
+
+    statements: list[str] = []
+    ledger._db.run(lambda conn: conn.set_trace_callback(statements.append))
+    try:
+        await ledger.capacity("voice", 2)
+        await ledger.possible_leaks()
+    finally:
+        ledger._db.run(lambda conn: conn.set_trace_callback(None))
+    plans = ledger._db.run(
+        lambda conn: [str(row[3]) for sql in statements for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    )
+    # Ended rows are never purged: counting suspects must not walk them.
+    assert sum("sessions_possible_leak" in p for p in plans) == 2, plans
+
+
 # -- idempotency and retention -----------------------------------------------------------------
 
 

@@ -112,11 +112,15 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     END_REASON_UPSTREAM_GONE: _EndReason.ValueType  # 6
     """ZEGO no longer knows the instance and never said why."""
     END_REASON_REAPED_ORPHAN: _EndReason.ValueType  # 7
-    """Recovery could not confirm the session upstream and closed it."""
+    """A create whose answer was lost did start an instance (a late callback revealed it); the
+    gateway deleted that instance.
+    """
     END_REASON_CREATE_FAILED: _EndReason.ValueType  # 8
     """ZEGO rejected the create call: no instance exists."""
     END_REASON_CREATE_UNCONFIRMED: _EndReason.ValueType  # 9
-    """The gateway stopped while ZEGO was creating the instance; whether it exists is unknown."""
+    """ZEGO's answer to the create never arrived (a timeout, a dropped connection, or the gateway
+    stopped meanwhile); whether an instance exists is unknown (see possible_leak).
+    """
     END_REASON_UPSTREAM_DELETED: _EndReason.ValueType  # 10
     """ZEGO deleted it with a code the gateway does not know (see zego_code)."""
 
@@ -138,11 +142,15 @@ END_REASON_UPSTREAM_RTC_ERROR: EndReason.ValueType  # 5
 END_REASON_UPSTREAM_GONE: EndReason.ValueType  # 6
 """ZEGO no longer knows the instance and never said why."""
 END_REASON_REAPED_ORPHAN: EndReason.ValueType  # 7
-"""Recovery could not confirm the session upstream and closed it."""
+"""A create whose answer was lost did start an instance (a late callback revealed it); the
+gateway deleted that instance.
+"""
 END_REASON_CREATE_FAILED: EndReason.ValueType  # 8
 """ZEGO rejected the create call: no instance exists."""
 END_REASON_CREATE_UNCONFIRMED: EndReason.ValueType  # 9
-"""The gateway stopped while ZEGO was creating the instance; whether it exists is unknown."""
+"""ZEGO's answer to the create never arrived (a timeout, a dropped connection, or the gateway
+stopped meanwhile); whether an instance exists is unknown (see possible_leak).
+"""
 END_REASON_UPSTREAM_DELETED: EndReason.ValueType  # 10
 """ZEGO deleted it with a code the gateway does not know (see zego_code)."""
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
@@ -360,7 +368,10 @@ class Session(_message.Message):
     zego_code: _builtins.int
     """The ZEGO code that ended or failed it, 0 if none."""
     possible_leak: _builtins.bool
-    """True when the gateway could not confirm that the ZEGO instance is gone; it may still bill."""
+    """True when the gateway could not confirm that the ZEGO instance is gone; it may still bill.
+    Such a session keeps its capacity slot (PoolCapacity.suspect) and the gateway retries it until
+    ZEGO confirms the instance gone, or reports it as a leak after AGENTGW_LEAK_GIVE_UP_SECONDS.
+    """
     request_id: _builtins.str
     """The request_id it was created with."""
     exception_count: _builtins.int

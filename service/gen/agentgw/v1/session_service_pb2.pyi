@@ -621,8 +621,12 @@ class CreateSessionRequest(_message.Message):
     """The real user (at most 32 bytes). Required except for live digital humans."""
     request_id: _builtins.str
     """Idempotency key (at most 64 characters; a UUID4 is recommended), honoured for at least 24 h,
-    across restarts. A retry returns the original session; a different body is INVALID_ARGUMENT
-    with reason REQUEST_ID_REUSED.
+    across restarts (AIP-155). A retry returns the original session; a different body is
+    INVALID_ARGUMENT with reason REQUEST_ID_REUSED. A retry after a failure that is safe to retry
+    is a new attempt instead: ZEGO refused the create with a retryable code (UNAVAILABLE or
+    RESOURCE_EXHAUSTED with RetryInfo), the request never reached ZEGO, or its answer was lost and
+    ZEGO has since confirmed no instance runs. While a lost create's instance may still run
+    (Session.possible_leak), a retry returns that FAILED session and never creates a second one.
     """
     @_builtins.property
     def voice(self) -> Global___VoiceSpec:
@@ -795,6 +799,7 @@ class ListSessionsRequest(_message.Message):
     LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSSIBLE_LEAK_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Only sessions of this agent."""
     room_id: _builtins.str
@@ -805,6 +810,10 @@ class ListSessionsRequest(_message.Message):
     """Default 50, maximum 1000 (larger values are coerced); negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
     """A next_page_token from a call with the same filters."""
+    possible_leak: _builtins.bool
+    """Only sessions flagged possible_leak: ended, but their ZEGO instance may still run (each
+    holds a capacity slot, PoolCapacity.suspect, until ZEGO confirms it gone).
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionState.ValueType]:
         """Only sessions in these states."""
@@ -823,10 +832,11 @@ class ListSessionsRequest(_message.Message):
         label_selector: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        possible_leak: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "possible_leak", b"possible_leak", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1495,14 +1505,22 @@ class PoolCapacity(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     IN_USE_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    SUSPECT_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """"voice" or "digital_human"."""
     limit: _builtins.int
     """The configured limit."""
     in_use: _builtins.int
-    """Sessions holding a slot (every non-terminal state)."""
+    """Slots held: every non-terminal session, plus the suspect ones. Creates are refused when
+    in_use reaches limit.
+    """
     pending: _builtins.int
     """Of in_use, those PENDING or STARTING."""
+    suspect: _builtins.int
+    """Of in_use, ended sessions whose ZEGO instance may still run (Session.possible_leak: a create
+    whose answer was lost, or an instance the gateway could not delete). ZEGO counts such an
+    instance against the account cap, so its slot stays held until ZEGO confirms it gone.
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionKind.ValueType]:
         """The kinds that draw from it."""
@@ -1515,10 +1533,11 @@ class PoolCapacity(_message.Message):
         limit: _builtins.int = ...,
         in_use: _builtins.int = ...,
         pending: _builtins.int = ...,
+        suspect: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool", "suspect", b"suspect"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
