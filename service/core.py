@@ -125,7 +125,8 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
 
 @contextlib.asynccontextmanager
 async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[None]:
-    """Purge events past retention and request ids past their window, once a minute."""
+    """Purge events past retention, request ids past their window and expired callback nonces,
+    once a minute."""
 
     async def loop() -> None:
         while True:
@@ -135,6 +136,7 @@ async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[
                 removed += await ledger.purge(
                     idempotency_before=now - settings.idempotency_ttl_seconds, sessions_ended_before=0.0
                 )
+                removed += await ledger.purge_callback_nonces(now)
                 if removed:
                     log.info("retention purge", extra={"rows": removed})
             except Exception:

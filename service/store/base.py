@@ -22,11 +22,24 @@ from service.domain.model import (
     TurnStats,
 )
 
-__all__ = ["Capacity", "DuplicateEvent", "Ledger", "ReserveOutcome", "StoreError", "TransitionConflict"]
+__all__ = [
+    "Capacity",
+    "DuplicateEvent",
+    "Ledger",
+    "ReserveOutcome",
+    "StoreError",
+    "TransitionConflict",
+    "UnstorableValue",
+]
 
 
 class StoreError(Exception):
     """The store could not complete an operation (I/O error, corrupt file, ...)."""
+
+
+class UnstorableValue(StoreError):
+    """A value the store cannot hold (an integer beyond 64 bits, text that is not Unicode, JSON that
+    fails a CHECK): the input is at fault, so retrying it cannot help."""
 
 
 class DuplicateEvent(StoreError):
@@ -203,3 +216,10 @@ class Ledger(Protocol):
 
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""
+
+    async def remember_callback(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
+        """Record a callback's (Nonce, Signature) with its body's digest, unless a live record of
+        the pair exists; return the digest on record (so another digest means a replay)."""
+
+    async def purge_callback_nonces(self, now: float) -> int:
+        """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.domain.events import Event, EventFilter, EventType, NewEvent
@@ -34,10 +34,21 @@ _SESSION_VIEW = (
 )
 
 
+_REMEMBER = (
+    "INSERT INTO callback_nonces (nonce, signature, digest, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (nonce, signature) DO UPDATE SET"
+    # Both CASEs read the old row, so an expired record is replaced whole and a live one kept.
+    "  digest = CASE WHEN expires_at <= ? THEN excluded.digest ELSE digest END,"
+    "  expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
+    " RETURNING digest"
+)
+
+
 class EventLogMixin:
-    """Event log, exceptions and turns; needs the host's ``_db``."""
+    """Event log, exceptions, turns and callback nonces; needs the host's ``_db`` and ``_clock``."""
 
     _db: Database
+    _clock: Callable[[], float]
 
     # -- the event log --------------------------------------------------------------------------
 
@@ -143,6 +154,27 @@ class EventLogMixin:
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""
         return self._db.transaction(lambda conn: _events.purge_before(conn, received_before))
+
+    # -- callback replay protection -------------------------------------------------------------
+
+    async def remember_callback(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
+        """Record (Nonce, Signature) -> body digest unless a live record exists; the digest on record.
+
+        One statement (its own transaction), so of two concurrent callbacks with the same pair
+        exactly one is first. An expired record is replaced, as if it had been purged.
+        """
+        now = self._clock()
+        params = (nonce, signature, digest, expires_at, now, now)
+        rows = self._db.run(lambda conn: conn.execute(_REMEMBER, params).fetchall())
+        return str(rows[0][0])
+
+    async def purge_callback_nonces(self, now: float) -> int:
+        """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""
+        return self._db.run(
+            lambda conn: int(
+                conn.execute("DELETE FROM callback_nonces WHERE expires_at <= ?", (now,)).rowcount
+            )
+        )
 
 
 def _stats(rows: Sequence[Sequence[Any]]) -> TurnStats:
