@@ -4,10 +4,11 @@ ZEGO documents every number of a callback as an int64 or a float64 and every tex
 so a value outside those cannot be ZEGO's: it is refused with a reason (the HTTP side answers 400)
 instead of being stored and failing every stream that later reads it. Two layers:
 
-* :func:`parse_body` reads the bytes: strict UTF-8, JSON without ``NaN``/``Infinity``, at most
-  :data:`MAX_DEPTH` levels of nesting, every integer inside int64, every float finite (``1e400``
-  is not), every string valid Unicode (no lone surrogate). After it, any value anywhere in the body,
-  free-form fields included, can be stored in SQLite and written into a protobuf message.
+* :func:`parse_body` reads the bytes (strict UTF-8 JSON, an object), then
+  :func:`check_values` allows at most :data:`MAX_DEPTH` levels of nesting, every integer inside
+  int64, every float finite (``1e400`` is not), every string valid Unicode (no lone surrogate).
+  After it, any value anywhere in the body, free-form fields included, can be stored in SQLite and
+  written into a protobuf message.
 * the field readers (:func:`integer`, :func:`number`, :func:`text`) check, by name, the fields the
   gateway interprets, against the spec's types and the ranges of the proto fields they become
   (a ``Timestamp`` ends at 9999-12-31, an ``int32`` at 2**31 - 1).
@@ -31,6 +32,7 @@ __all__ = [
     "TIMESTAMP_MS_MAX",
     "CallbackError",
     "Problem",
+    "check_values",
     "integer",
     "number",
     "parse_body",
@@ -73,38 +75,37 @@ class CallbackError(ValueError):
         self.problem = kind
 
 
-def _no_constant(name: str) -> Any:
-    raise CallbackError("body", f"{name} is not a JSON number", Problem.OUT_OF_RANGE)
-
-
 def parse_body(body: bytes) -> tuple[dict[str, Any], str]:
-    """The JSON object of a callback body, and the body as text.
+    """The JSON object of a callback body, and the body as text (then see :func:`check_values`).
 
     Raises:
-        CallbackError: the body is not UTF-8 JSON, not an object, nested too deep, or holds a
-            number or string that no ZEGO field can be (see the module docstring).
+        CallbackError: the body is not UTF-8 JSON, not an object, or too deep to parse.
     """
     try:
         raw = body.decode("utf-8")
     except UnicodeDecodeError:
         raise CallbackError("body", "is not UTF-8", Problem.NOT_JSON) from None
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        # NaN and Infinity (not JSON, but Python reads them) are refused by check_values, by field.
+        data = json.loads(raw)
     except RecursionError:
         raise CallbackError("body", f"is nested deeper than {MAX_DEPTH} levels", Problem.TOO_DEEP) from None
-    except CallbackError:
-        raise
     except ValueError:  # JSONDecodeError, or an integer of more than 4,300 digits
         raise CallbackError("body", "is not JSON", Problem.NOT_JSON) from None
     if not isinstance(data, dict):
         raise CallbackError("body", "is not a JSON object", Problem.NOT_JSON)
-    # A lone surrogate can only come from a \\uD800-style escape: skip the encode check without one.
-    _check_values(data, unicode_escapes="\\u" in raw)
     return data, raw
 
 
-def _check_values(root: dict[str, Any], *, unicode_escapes: bool) -> None:
-    """Iteratively (no recursion, whatever the depth) check every value below ``root``."""
+def check_values(root: dict[str, Any], raw: str) -> None:
+    """Check every value below ``root`` (parsed from ``raw``), iteratively, whatever the depth.
+
+    Raises:
+        CallbackError: nested deeper than :data:`MAX_DEPTH`, an integer outside int64, a float that
+            is not finite, a string that is not valid Unicode.
+    """
+    # A lone surrogate can only come from a \\uD800-style escape: skip the encode check without one.
+    unicode_escapes = "\\u" in raw
     stack: list[tuple[dict[str, Any] | list[Any], int, str]] = [(root, 1, "")]
     while stack:
         container, depth, path = stack.pop()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from service.domain.callback_schema import CallbackError, Problem, parse_body
+from service.domain.callback_schema import CallbackError, Problem, check_values, parse_body
 from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
@@ -111,6 +111,7 @@ class CallbackIngestor:
         if abs(now * 1000 - int(stamp)) > self._skew_ms:
             return IngestOutcome(IngestResult.STALE, event_name, "Timestamp outside the allowed skew")
         try:
+            check_values(data, raw)
             event = normalize_callback(data, raw, now)
         except CallbackError as exc:
             return _malformed(event_name, exc)
