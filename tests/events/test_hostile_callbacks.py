@@ -44,28 +44,88 @@ def encode(body: dict[str, Any]) -> bytes:
 
 # (case, ZEGO event, Data, the field the reason names, the metric's reason label)
 HOSTILE: list[tuple[str, str, dict[str, Any], str, str]] = [
-    ("created_far_past_9999", "AgentInstanceCreated", {"CreatedTimestamp": 2**62}, "Data.CreatedTimestamp", "out_of_range"),
-    ("created_negative", "AgentInstanceCreated", {"CreatedTimestamp": -1}, "Data.CreatedTimestamp", "out_of_range"),
+    (
+        "created_far_past_9999",
+        "AgentInstanceCreated",
+        {"CreatedTimestamp": 2**62},
+        "Data.CreatedTimestamp",
+        "out_of_range",
+    ),
+    (
+        "created_negative",
+        "AgentInstanceCreated",
+        {"CreatedTimestamp": -1},
+        "Data.CreatedTimestamp",
+        "out_of_range",
+    ),
     ("exception_code_above_int64", "Exception", {"Code": 2**63, "Message": "m"}, "Data.Code", "out_of_range"),
     ("exception_code_text", "Exception", {"Code": "E2203", "Message": "m"}, "Data.Code", "wrong_type"),
-    ("exception_message_object", "Exception", {"Code": 2203, "Message": {"x": 1}}, "Data.Message", "wrong_type"),
-    ("float_1e400", "AgentInstanceDeleted", {"Code": 0, "LatencyData": {"LLMTPS": HUGE_FLOAT}}, "Data.LatencyData.LLMTPS", "out_of_range"),
+    (
+        "exception_message_object",
+        "Exception",
+        {"Code": 2203, "Message": {"x": 1}},
+        "Data.Message",
+        "wrong_type",
+    ),
+    (
+        "float_1e400",
+        "AgentInstanceDeleted",
+        {"Code": 0, "LatencyData": {"LLMTPS": HUGE_FLOAT}},
+        "Data.LatencyData.LLMTPS",
+        "out_of_range",
+    ),
     ("nan_literal", "LLMResult", {"Round": NAN, "Text": "x"}, "Data.Round", "out_of_range"),
-    ("llmttft_fast", "AgentInstanceDeleted", {"Code": 0, "LatencyData": {"LLMTTFT": "fast"}}, "Data.LatencyData.LLMTTFT", "wrong_type"),
-    ("latency_not_object", "AgentInstanceDeleted", {"Code": 0, "LatencyData": [613]}, "Data.LatencyData", "wrong_type"),
-    ("total_cost_above_int64", "AgentInstanceDeleted", {"LatencyData": {"TotalCost": 2**64}}, "Data.LatencyData.TotalCost", "out_of_range"),
-    ("deleted_far_future", "AgentInstanceDeleted", {"Code": 0, "DeletedTimestamp": 10**17}, "Data.DeletedTimestamp", "out_of_range"),
-    ("metainfo_60_deep", "AgentInstanceMetaInfo", {"Round": 1, "MetaInfo": nested(60)}, "Data.MetaInfo", "too_deep"),
+    (
+        "llmttft_fast",
+        "AgentInstanceDeleted",
+        {"Code": 0, "LatencyData": {"LLMTTFT": "fast"}},
+        "Data.LatencyData.LLMTTFT",
+        "wrong_type",
+    ),
+    (
+        "latency_not_object",
+        "AgentInstanceDeleted",
+        {"Code": 0, "LatencyData": [613]},
+        "Data.LatencyData",
+        "wrong_type",
+    ),
+    (
+        "total_cost_above_int64",
+        "AgentInstanceDeleted",
+        {"LatencyData": {"TotalCost": 2**64}},
+        "Data.LatencyData.TotalCost",
+        "out_of_range",
+    ),
+    (
+        "deleted_far_future",
+        "AgentInstanceDeleted",
+        {"Code": 0, "DeletedTimestamp": 10**17},
+        "Data.DeletedTimestamp",
+        "out_of_range",
+    ),
+    (
+        "metainfo_60_deep",
+        "AgentInstanceMetaInfo",
+        {"Round": 1, "MetaInfo": nested(60)},
+        "Data.MetaInfo",
+        "too_deep",
+    ),
     ("round_2_64", "ASRResult", {"Round": 2**64, "Text": "x", "UserId": "u"}, "Data.Round", "out_of_range"),
     ("round_negative", "ASRResult", {"Round": -5, "Text": "x", "UserId": "u"}, "Data.Round", "out_of_range"),
     ("round_bool", "LLMResult", {"Round": True, "Text": "x"}, "Data.Round", "wrong_type"),
     ("arrays_500_deep", "LLMResult", {"Round": 1, "Text": nested_list(500)}, "Data.Text", "too_deep"),
     ("lone_surrogate", "ASRResult", {"Round": 1, "Text": "\ud800", "UserId": "u"}, "Data.Text", "unstorable"),
-    ("sample_rate_above_int32", "UserAudioData", {"Round": 1, "SampleRate": 2**31, "Audio": ""}, "Data.SampleRate", "out_of_range"),
+    (
+        "sample_rate_above_int32",
+        "UserAudioData",
+        {"Round": 1, "SampleRate": 2**31, "Audio": ""},
+        "Data.SampleRate",
+        "out_of_range",
+    ),
     ("status_list", "AgentInstanceStatus", {"Round": 1, "Status": ["SPEAKING"]}, "Data.Status", "wrong_type"),
     ("data_not_object", "LLMResult", [1, 2], "Data", "wrong_type"),  # type: ignore[list-item]
     ("unknown_event", "NoSuchEvent", {"Round": 1}, "Event", "unknown_event"),
-]  # fmt: skip
+]
 
 
 @pytest.fixture
