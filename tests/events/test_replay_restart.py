@@ -74,19 +74,47 @@ async def test_the_first_body_wins_until_its_pair_expires(tmp_path: Path) -> Non
     now = [1_000.0]
     ledger = SqliteLedger(tmp_path / "ledger.db", clock=lambda: now[0])
     await ledger.open()
+
+    async def remember(nonce: str, signature: str, digest: str, expires_at: float) -> str:
+        [on_record] = await ledger.remember_callbacks([(nonce, signature, digest, expires_at)])
+        return on_record
+
     try:
-        assert await ledger.remember_callback("n1", "sig", "body-a", 1_600.0) == "body-a"
-        assert await ledger.remember_callback("n1", "sig", "body-b", 1_600.0) == "body-a"  # a replay
-        assert await ledger.remember_callback("n1", "other", "body-b", 1_600.0) == "body-b"  # another pair
-        await ledger.remember_callback("n2", "sig", "body-c", 1_200.0)
+        assert await remember("n1", "sig", "body-a", 1_600.0) == "body-a"
+        assert await remember("n1", "sig", "body-b", 1_600.0) == "body-a"  # a replay
+        assert await remember("n1", "other", "body-b", 1_600.0) == "body-b"  # another pair
+        await remember("n2", "sig", "body-c", 1_200.0)
         now[0] = 1_300.0
         assert await ledger.purge_callback_nonces(now[0]) == 1  # only n2 had expired
-        assert await ledger.remember_callback("n1", "sig", "body-b", 1_900.0) == "body-a"
+        assert await remember("n1", "sig", "body-b", 1_900.0) == "body-a"
         now[0] = 1_600.0
         # Expired (a Timestamp that old is refused as stale anyway): the pair starts afresh.
-        assert await ledger.remember_callback("n1", "sig", "body-b", 2_200.0) == "body-b"
+        assert await remember("n1", "sig", "body-b", 2_200.0) == "body-b"
+        # Within one group (one transaction) the first of a pair wins too.
+        group = [("n3", "sig", "body-x", 2_200.0), ("n3", "sig", "body-y", 2_200.0)]
+        assert await ledger.remember_callbacks(group) == ["body-x", "body-x"]
         assert await ledger.purge_callback_nonces(now[0]) == 1  # (n1, other)
-        assert await ledger.purge_callback_nonces(2_200.0) == 1
+        assert await ledger.purge_callback_nonces(2_200.0) == 2
     finally:
         await ledger.close()
     assert nonce_rows(tmp_path / "ledger.db") == []
+
+
+async def test_concurrent_callbacks_with_one_pair_store_one_body(emulator: Emulator, tmp_path: Path) -> None:
+    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+    genuine = callback("LLMResult", INSTANCE, {"Round": 1, "Text": "genuine"})
+    forged = [
+        dict(genuine, Data={"Round": 1, "Text": f"forged {i}"}, Sequence=genuine["Sequence"] + i)
+        for i in range(1, 20)
+    ]
+    async with Gateway(settings) as gw:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}") as http:
+            # All at once, so they share the nonce book's groups: exactly one body is first.
+            answers = await asyncio.gather(*(post(http, body) for body in [genuine, *forged]))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+            stub = erpc.EventServiceStub(ch)  # type: ignore[no-untyped-call]
+            listed = await stub.ListEvents(eapi.ListEventsRequest(), timeout=5)
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 19
+    [stored] = listed.events
+    winner = next(body for body, a in zip([genuine, *forged], answers, strict=True) if a.status_code == 200)
+    assert stored.llm_result.text == winner["Data"]["Text"]
