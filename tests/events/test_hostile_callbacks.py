@@ -365,3 +365,20 @@ async def test_random_signed_bodies_are_never_a_5xx_and_all_that_is_stored_conve
     assert sum(s.value for s in samples if s.name == "agentgw_events_unreadable_total") == 0
     # Every 400 was counted with its event and reason (seed 16: 360 of the 400 bodies).
     assert sum(s.value for s in samples if s.name == "agentgw_callbacks_invalid_total") == statuses[400]
+
+
+async def test_a_value_the_ledger_cannot_store_is_a_400_even_past_validation(
+    gateway: Gateway, http: httpx.AsyncClient, stub: erpc.EventServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Defence in depth: with the value checks switched off, the ledger's refusal still becomes a
+    # 400 with a reason (not a 500, and not a 503 that ZEGO would retry for nothing).
+    monkeypatch.setattr("service.domain.ingest.check_values", lambda data, raw: None)
+    before = invalid_count(gateway, "LLMResult", "unstorable")
+    body = callback("LLMResult", INSTANCE, {"Round": 1, "Text": "x"})
+    body["AgentId"] = "\ud800"
+    response = await post(http, encode(body))
+    assert (response.status_code, response.json()["result"]) == (400, "malformed")
+    assert response.json()["message"] == "a value cannot be stored"
+    assert invalid_count(gateway, "LLMResult", "unstorable") == before + 1
+    assert list((await stub.ListEvents(eapi.ListEventsRequest(), timeout=5)).events) == []
+    assert (await post(http, good(1))).status_code == 200  # and the next one is stored
