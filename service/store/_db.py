@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from service.store.base import StoreError
+from service.store.base import StoreError, UnstorableValue
 
 __all__ = ["CHECKPOINT_SECONDS", "Database", "fetch_all", "fetch_one"]
 
@@ -85,6 +85,11 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+_UNSTORABLE: tuple[type[Exception], ...] = (OverflowError, UnicodeEncodeError, sqlite3.DataError)
+"""What sqlite3 raises binding a value it cannot hold (an int beyond 64 bits, a lone surrogate)."""
+_CAUGHT: tuple[type[Exception], ...] = (sqlite3.Error, *_UNSTORABLE)
 
 
 class Database:
@@ -180,16 +185,17 @@ class Database:
     def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` as one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled
         back when it raises. sqlite3 errors become :class:`StoreError` (original as
-        ``__cause__``); other exceptions pass through."""
+        ``__cause__``), a value SQLite cannot hold :class:`UnstorableValue`; other exceptions pass
+        through."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = fn(conn)
             conn.execute("COMMIT")
             return result
-        except sqlite3.Error as e:
+        except _CAUGHT as e:
             _rollback(conn)
-            raise StoreError(f"ledger transaction failed: {e}") from e
+            raise _store_error(e, "ledger transaction failed") from e
         except BaseException:
             _rollback(conn)
             raise
@@ -200,8 +206,8 @@ class Database:
         conn = self._connection()
         try:
             return fn(conn)
-        except sqlite3.Error as e:
-            raise StoreError(f"ledger statement failed: {e}") from e
+        except _CAUGHT as e:
+            raise _store_error(e, "ledger statement failed") from e
 
     def checkpoint_now(self) -> None:
         """Ask the checkpointer for a checkpoint without waiting for its next tick (for tests)."""
@@ -251,6 +257,13 @@ class _Checkpointer:
                     log.warning("ledger %s checkpoint failed: %s", self._name, e)
         finally:
             self._conn.close()
+
+
+def _store_error(e: BaseException, what: str) -> StoreError:
+    check = isinstance(e, sqlite3.IntegrityError) and e.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_CHECK
+    if check or isinstance(e, _UNSTORABLE):
+        return UnstorableValue(f"ledger cannot store a value: {e}")
+    return StoreError(f"{what}: {e}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

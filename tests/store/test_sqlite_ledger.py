@@ -117,6 +117,7 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
         "turns",
         "agent_owners",
         "audit_records",
+        "callback_nonces",
         "sqlite_sequence",  # AUTOINCREMENT's bookkeeping: event cursors are never reused
     }
     indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
