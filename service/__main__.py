@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from service.config import ConfigError, load_settings
 from service.logs import configure_logging
 from service.server import Gateway
+from service.store.base import StoreError
+from service.store.lock import LedgerInUse
 
 log = logging.getLogger("agentgw")
 
@@ -64,7 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         asyncio.run(serve(Gateway(settings)))
-    except OSError as exc:
+    except LedgerInUse as exc:
+        # One line, and nothing else has started: a second process on the same ledger.
+        log.error(
+            "cannot start: the ledger is in use",
+            extra={"error": str(exc), "db": exc.ledger, "lock": exc.lock_path, "holder_pid": exc.holder_pid},
+        )
+        return 1
+    except (OSError, StoreError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
     return 0
