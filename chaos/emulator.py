@@ -156,12 +156,15 @@ class JournalMiddleware:
         await self.app(scope, replay, capture)
         answer = _json(b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body"))
         entry["code"] = answer.get("Code")
-        if answer.get("Message") == "injected fault" or str(answer.get("Message", "")).startswith("injected"):
-            entry["fault"] = "zego_fault"
+        message = str(answer.get("Message", ""))
+        if message == "injected fault":
+            entry["fault"] = f"code_{entry['code']}"
+        elif message.startswith("injected timeout"):
+            entry["fault"] = "timeout"
         data = answer.get("Data")
         if isinstance(data, dict) and data.get("AgentInstanceId"):
             entry["instance_id"] = data["AgentInstanceId"]
-        if not held:
+        if not any(m["type"] == "http.response.body" for m in held):
             entry["fault"] = "drop"  # the emulator's own drop fault: no answer at all
         if mode == "lose_answer":
             entry["fault"] = mode

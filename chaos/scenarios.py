@@ -9,7 +9,6 @@ still runs then is a permanent leak: the ledger has nothing left to end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import signal
 import time
@@ -50,7 +49,6 @@ class Params:
     workers: int = 4
     cycles: int = 48
     cycle_seconds: float = 60.0
-    fault_every_seconds: float = 0.4
     event_sessions: int = 4
     subscribers: int = 3
     phase_seconds: float = 4.0
@@ -155,6 +153,12 @@ async def long_outage(
         await world.register_agent()
         steady = [Intent(n, name) for n in range(params.steady)]
         await asyncio.gather(*(world.create(i, deadline_seconds=10, idle_seconds=10) for i in steady))
+        # Steady means ACTIVE: their AgentInstanceCreated got through before the outage.
+        for _ in range(50):  # bounded: 5 s
+            states = {s["state"] for s in await world.list_sessions()}
+            if states <= {"SESSION_STATE_ACTIVE"}:
+                break
+            await asyncio.sleep(0.1)
         await world.fault("CreateAgentInstance", count=params.in_flight, latency_ms=params.create_latency_ms)
         flying = [Intent(100 + n, name) for n in range(params.in_flight)]
         tasks = [asyncio.create_task(world.create(i, deadline_seconds=60)) for i in flying]
@@ -223,6 +227,10 @@ async def fault_cycles(
                 n = next(numbers)
                 if n >= params.cycles:
                     return
+                if n % 2 == 0:  # every other cycle, the plan's next step (the next matching call takes it)
+                    for action, spec in FAULT_PLAN[(n // 2) % len(FAULT_PLAN)]:
+                        await world.fault(action, **spec)
+                        injected.append(f"{action}:{spec.get('mode') or spec.get('code')}")
                 intent = Intent(n, name)
                 intents.append(intent)
                 await world.create(intent, deadline_seconds=15)
@@ -230,20 +238,7 @@ async def fault_cycles(
                     await asyncio.sleep(0.2)
                     await world.end(intent.acked.session_id, deadline_seconds=15)
 
-        async def injector() -> None:
-            for step in itertools.cycle(FAULT_PLAN):
-                for action, spec in step:
-                    await world.fault(action, **spec)
-                    injected.append(f"{action}:{spec.get('mode') or spec.get('code')}")
-                await asyncio.sleep(params.fault_every_seconds)
-
-        inject = asyncio.create_task(injector())
-        try:
-            await asyncio.gather(*(worker() for _ in range(params.workers)))
-        finally:
-            inject.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await inject
+        await asyncio.gather(*(worker() for _ in range(params.workers)))
         await world.clear_faults()
         result = await verify(world, intents, params)
     return {name: {"faults_injected": len(injected), **result}}
@@ -256,7 +251,10 @@ async def fault_cycles(
 class Subscriber:
     received: list[dict[str, Any]]
     cursor: int | None = None
+    attempts: int = 0
+    """Streams opened after the first (while the gateway is down, each retry is one)."""
     resumes: int = 0
+    """Streams opened after a cursor that delivered something (a heartbeat at least)."""
     ends: list[str] | None = None
 
 
@@ -271,9 +269,13 @@ async def _subscribe(world: World, sub: Subscriber) -> None:
             request = events_api.WatchEventsRequest(
                 start=events_api.START_POSITION_AFTER_CURSOR, after_cursor=sub.cursor
             )
-            sub.resumes += 1
+            sub.attempts += 1
+        resumed = sub.cursor is not None
         try:
             async for item in stub.WatchEvents(request):
+                if resumed:
+                    sub.resumes += 1
+                    resumed = False
                 kind = item.WhichOneof("item")
                 events = (
                     [item.event] if kind == "event" else list(item.batch.events) if kind == "batch" else []
@@ -357,6 +359,7 @@ async def resume_across_restarts(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         logged, _ = await _log(world)
+        delivery = await world.emulator_json("GET", "/_emulator/callbacks")
         counts = event_counts(
             await world.callbacks(), logged, [s.received for s in subs], sum(s.resumes for s in subs)
         )
@@ -367,6 +370,9 @@ async def resume_across_restarts(
             "gateway_exit_codes": exits,
             "stream_ends": sorted({end for s in subs for end in (s.ends or [])}),
             "sessions": sum(1 for i in intents if i.acked),
+            "reconnect_attempts": sum(s.attempts for s in subs),
+            "zego_delivery": {k: delivery[k] for k in ("generated", "sent", "dropped", "retried")},
+            "zego_drops": delivery["recent_drops"][:20],
         }
     }
 
