@@ -76,7 +76,7 @@ async def run(
                 raw[world] = numbers_of_world
                 for row in rows_for(world, numbers_of_world):
                     rows.append(row)
-                    print(f"  {row.metric:<34} {row.value:>7}  {row.verdict}", flush=True)
+                    print(f"  {world:<16} {row.metric:<34} {row.value:>7g}  {row.verdict}", flush=True)
             print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
     finally:
         await procs.close()

@@ -303,6 +303,7 @@ def _row(s: Any) -> dict[str, Any]:
         "possible_leak": s.possible_leak,
         "end_reason": session_pb2.EndReason.Name(s.end_reason),
         "request_id": s.request_id,
+        "end_time": s.end_time.seconds + s.end_time.nanos / 1e9 if s.HasField("end_time") else None,
     }
 
 

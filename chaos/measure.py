@@ -118,6 +118,9 @@ class EventCounts:
     """Distinct callbacks ZEGO attempted and the gateway never acknowledged (ZEGO gave up)."""
     lost_in_ledger: int
     """Acknowledged callbacks missing from the gateway's event log (``ListEvents``)."""
+    withheld_after_end: int
+    """Acknowledged callbacks not listed because their session had already ended: kept by the
+    gateway (hidden), never delivered, by design (one terminal event, nothing after it)."""
     logged: int
     """Events in the log (callbacks and the gateway's own, e.g. synthesized ``ended``)."""
     subscribers: int
@@ -143,11 +146,26 @@ def event_counts(
     logged: Sequence[Json],
     received: Sequence[Sequence[Json]],
     resumes: int,
+    ended_at: Mapping[str, float] | None = None,
 ) -> EventCounts:
-    """Compare ZEGO's deliveries, the event log and what every subscriber got."""
+    """Compare ZEGO's deliveries, the event log and what every subscriber got.
+
+    ``ended_at`` maps an instance id to its session's end time (wall clock, as the journal's
+    ``t``). A callback acknowledged after that cannot have been delivered: the gateway keeps it
+    hidden. One acknowledged earlier must be in the log. (The acknowledgement follows the store,
+    so a hidden event's ``t`` is never before the end.)
+    """
+    ends = ended_at or {}
     attempted = {(str(c.get("instance_id")), int(c["sequence"])) for c in callbacks if c.get("sequence")}
-    acked = {(str(c.get("instance_id")), int(c["sequence"])) for c in callbacks if c.get("acked")}
+    acked_at: dict[tuple[str, int], float] = {}
+    for c in callbacks:
+        if c.get("acked") and c.get("sequence"):
+            key = (str(c.get("instance_id")), int(c["sequence"]))
+            acked_at[key] = min(acked_at.get(key, float(c.get("t", 0.0))), float(c.get("t", 0.0)))
+    acked = set(acked_at)
     in_log = {k for k in (_key(e) for e in logged) if k is not None}
+    unlisted = acked - in_log
+    withheld = {k for k in unlisted if k[0] in ends and acked_at[k] >= ends[k[0]]}
     cursors = {int(e["cursor"]) for e in logged}
     lost = duplicated = delivered = 0
     for events in received:
@@ -165,7 +183,8 @@ def event_counts(
     return EventCounts(
         acked_callbacks=len(acked),
         dropped_by_zego=len(attempted - acked),
-        lost_in_ledger=len(acked - in_log),
+        lost_in_ledger=len(unlisted - withheld),
+        withheld_after_end=len(withheld),
         logged=len(logged),
         subscribers=len(received),
         delivered=delivered,

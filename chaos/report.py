@@ -34,9 +34,11 @@ INFO = (
     "faults_injected",
     "acked_callbacks",
     "dropped_by_zego",
+    "withheld_after_end",
     "logged",
     "delivered",
     "resumes",
+    "sigterm_to_stream_end_seconds",
 )
 
 
@@ -44,7 +46,7 @@ INFO = (
 class Row:
     scenario: str
     metric: str
-    value: int
+    value: float
     target: str
     verdict: str
     """PASS, FAIL or info."""
@@ -53,18 +55,16 @@ class Row:
 def rows_for(scenario: str, raw: dict[str, Any]) -> list[Row]:
     """Target rows (value must be 0) first, then the information rows, in a fixed order."""
     rows = [
-        Row(scenario, metric, int(raw[metric]), "0", "PASS" if int(raw[metric]) == 0 else "FAIL")
+        Row(scenario, metric, float(raw[metric]), "0", "PASS" if raw[metric] == 0 else "FAIL")
         for metric in TARGETS
         if metric in raw
     ]
-    rows += [Row(scenario, metric, int(raw[metric]), "-", "info") for metric in INFO if metric in raw]
+    rows += [
+        Row(scenario, metric, float(raw[metric]), "-", "info")
+        for metric in INFO
+        if isinstance(raw.get(metric), (int, float))
+    ]
     return rows
-
-
-def summary(scenario: str, raw: dict[str, Any]) -> dict[str, str]:
-    """One line per scenario: every target and the main information, for the README table."""
-    cells = {m: str(raw[m]) for m in TARGETS if m in raw}
-    return {"scenario": scenario, **cells}
 
 
 def table(rows: list[Row]) -> str:
@@ -72,5 +72,5 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'scenario':<16} {'metric':<34} {'value':>7} {'target':>6}  result"]
     lines.append("-" * len(lines[0]))
     for row in rows:
-        lines.append(f"{row.scenario:<16} {row.metric:<34} {row.value:>7} {row.target:>6}  {row.verdict}")
+        lines.append(f"{row.scenario:<16} {row.metric:<34} {row.value:>7g} {row.target:>6}  {row.verdict}")
     return "\n".join(lines)

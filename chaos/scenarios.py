@@ -9,6 +9,7 @@ still runs then is a permanent leak: the ledger has nothing left to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 import time
@@ -39,7 +40,7 @@ class Params:
     cap: int = 6
     time_scale: float = 0.1
     settle_seconds: float = 25.0
-    kill_timings: tuple[float, ...] = (0.05, 0.25, 0.45, 0.8)
+    kill_timings: tuple[float, ...] = (0.02, 0.15, 0.3, 0.42, 0.55, 0.8)
     burst: int = 6
     create_latency_ms: int = 400
     down_seconds: float = 1.0
@@ -47,8 +48,8 @@ class Params:
     in_flight: int = 3
     outage_factor: float = 1.5
     workers: int = 4
-    cycles: int = 48
-    cycle_seconds: float = 60.0
+    cycles: int = 96
+    cycle_seconds: float = 90.0
     event_sessions: int = 4
     subscribers: int = 3
     phase_seconds: float = 4.0
@@ -256,12 +257,15 @@ class Subscriber:
     resumes: int = 0
     """Streams opened after a cursor that delivered something (a heartbeat at least)."""
     ends: list[str] | None = None
+    ended_at: list[float] | None = None
+    """Wall-clock times at which a stream ended (with any status)."""
 
 
 async def _subscribe(world: World, sub: Subscriber) -> None:
     """WatchEvents from the oldest event; after any end, resume after the last cursor received."""
     stub = events_rpc.EventServiceStub(world.channel)  # type: ignore[no-untyped-call]
     sub.ends = []
+    sub.ended_at = []
     while True:
         if sub.cursor is None:
             request = events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST)
@@ -288,7 +292,18 @@ async def _subscribe(world: World, sub: Subscriber) -> None:
             sub.ends.append("OK")
         except grpc.aio.AioRpcError as e:
             sub.ends.append(e.code().name)
+        sub.ended_at.append(time.time())
         await asyncio.sleep(0.1)
+
+
+def _slowest_end(subs: list[Subscriber], since: float) -> float | None:
+    """The longest any subscriber's open stream lasted after ``since`` (None if none ended)."""
+    delays = []
+    for sub in subs:
+        after = [t for t in sub.ended_at or [] if t >= since]
+        if after:
+            delays.append(min(after) - since)
+    return round(max(delays), 2) if delays else None
 
 
 async def _log(world: World) -> tuple[list[dict[str, Any]], int]:
@@ -310,31 +325,48 @@ async def _log(world: World) -> tuple[list[dict[str, Any]], int]:
     return rows, head
 
 
+async def _talk(world: World, instances: list[str], stop: asyncio.Event) -> int:
+    """User turns on every instance (the emulator's admin API) until ``stop``; returns how many.
+
+    Each turn makes ZEGO send several callbacks (speech, ASR, status, LLM); one per instance a
+    second (a turn lasts ~1.5 emulated seconds) keeps ZEGO's per-instance callback lanes, which
+    deliver one callback at a time, from building a backlog.
+    """
+    turns = 0
+    while not stop.is_set():
+        for instance in instances:
+            response = await world.admin.post(f"/_emulator/instances/{instance}/turns", json={"text": "hi"})
+            turns += response.status_code == 200
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return turns
+
+
 async def resume_across_restarts(
     procs: Processes, root: Path, params: Params, gateway_env: dict[str, str]
 ) -> dict[str, Any]:
-    """Conversations run (the emulator's automatic turns); subscribers resume across a SIGTERM
-    restart and a SIGKILL restart; then every acknowledged callback must have reached each of
-    them exactly once."""
+    """Conversations run; subscribers resume across a SIGTERM restart and a SIGKILL restart; then
+    every callback the gateway acknowledged must have reached each of them exactly once."""
     name = "resume"
     async with open_world(
-        name,
-        procs,
-        root,
-        cap=params.cap,
-        time_scale=params.time_scale,
-        auto_turn_interval=3.0,
-        gateway_env=gateway_env,
+        name, procs, root, cap=params.cap, time_scale=params.time_scale, gateway_env=gateway_env
     ) as world:
         await world.start_gateway()
         await world.register_agent()
         intents = [Intent(n, name) for n in range(params.event_sessions)]
         await asyncio.gather(*(world.create(i, deadline_seconds=10, events=True) for i in intents))
+        instances = [i.acked.instance_id for i in intents if i.acked]
         subs = [Subscriber([]) for _ in range(params.subscribers)]
         tasks = [asyncio.create_task(_subscribe(world, s)) for s in subs]
+        quiet = asyncio.Event()
+        talk = asyncio.create_task(_talk(world, instances, quiet))
         exits: dict[str, int | None] = {}
+        caught_up = False
+        turns = 0
+        sigterm_at = 0.0
         try:
             await asyncio.sleep(params.phase_seconds)
+            sigterm_at = time.time()
             exits["sigterm"] = await world.stop_gateway(signal.SIGTERM)
             await world.start_gateway()
             await asyncio.sleep(params.phase_seconds)
@@ -342,11 +374,18 @@ async def resume_across_restarts(
             await asyncio.sleep(params.down_seconds)
             await world.start_gateway()
             await asyncio.sleep(params.phase_seconds)
+            quiet.set()
+            turns = await talk
+            # The last turns finish and ZEGO delivers what it queued, before the sessions end
+            # (what arrives after a session's end is kept hidden, by design, and not delivered).
+            for _ in range(100):  # bounded: 20 s
+                await asyncio.sleep(0.2)
+                if not (await world.emulator_json("GET", "/_emulator/callbacks"))["pending"]:
+                    break
             for intent in intents:
                 if intent.acked:
                     await world.end(intent.acked.session_id, deadline_seconds=15)
             # Caught up: ZEGO has nothing left to send and every subscriber is at the log's head.
-            caught_up = False
             for _ in range(100):  # bounded: 20 s
                 pending = (await world.emulator_json("GET", "/_emulator/callbacks"))["pending"]
                 _, head = await _log(world)
@@ -355,24 +394,47 @@ async def resume_across_restarts(
                     break
                 await asyncio.sleep(0.2)
         finally:
-            for task in tasks:
+            quiet.set()
+            for task in [*tasks, talk]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, talk, return_exceptions=True)
         logged, _ = await _log(world)
         delivery = await world.emulator_json("GET", "/_emulator/callbacks")
+        callbacks = await world.callbacks()
+        sessions = await world.list_sessions()
+        ended_at = {s["instance_id"]: s["end_time"] for s in sessions if s["instance_id"] and s["end_time"]}
         counts = event_counts(
-            await world.callbacks(), logged, [s.received for s in subs], sum(s.resumes for s in subs)
+            callbacks, logged, [s.received for s in subs], sum(s.resumes for s in subs), ended_at
+        )
+        # For the report: acknowledged callbacks the log lacks, with when ZEGO got the 2xx.
+        in_log = {(e["instance_id"], e["sequence"]) for e in logged}
+        missing = sorted(
+            {
+                (
+                    c["event"],
+                    c["instance_id"],
+                    c["sequence"],
+                    round(c["t"] - ended_at.get(c["instance_id"], 0), 3),
+                )
+                for c in callbacks
+                if c["acked"] and (c["instance_id"], c["sequence"]) not in in_log
+            },
+            key=lambda m: m[3],
         )
     return {
         name: {
             **asdict(counts),
             "caught_up": caught_up,
+            "turns": turns,
             "gateway_exit_codes": exits,
             "stream_ends": sorted({end for s in subs for end in (s.ends or [])}),
-            "sessions": sum(1 for i in intents if i.acked),
+            # How long open streams took to end after SIGTERM (the shutdown grace, or at once).
+            "sigterm_to_stream_end_seconds": _slowest_end(subs, sigterm_at),
+            "sessions": len(instances),
             "reconnect_attempts": sum(s.attempts for s in subs),
             "zego_delivery": {k: delivery[k] for k in ("generated", "sent", "dropped", "retried")},
             "zego_drops": delivery["recent_drops"][:20],
+            "unlisted_seconds_after_end": [list(m) for m in missing[:20]],
         }
     }
 

@@ -112,3 +112,13 @@ def test_rows_judge_every_target_against_zero() -> None:
     assert rows["double_creates"].verdict == "FAIL" and rows["double_creates"].value == 1
     assert rows["leaked"].verdict == "FAIL" and rows["over_cap"].verdict == "PASS"
     assert rows["acked"].verdict == "info"
+
+
+def test_callbacks_acknowledged_after_their_sessions_end_are_withheld_not_lost() -> None:
+    callbacks = [
+        {**cb(10, True), "t": 100.0},  # before the end: must be logged, and is not: lost
+        {**cb(11, True), "t": 105.0},  # after the end: kept hidden by design
+        {**cb(12, True, instance="i2"), "t": 105.0},  # i2 never ended: lost
+    ]
+    counts = event_counts(callbacks, [], [], resumes=0, ended_at={"i1": 104.0})
+    assert counts.lost_in_ledger == 2 and counts.withheld_after_end == 1
