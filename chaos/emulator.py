@@ -156,10 +156,10 @@ class JournalMiddleware:
         await self.app(scope, replay, capture)
         answer = _json(b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body"))
         entry["code"] = answer.get("Code")
-        message = str(answer.get("Message", ""))
-        if message == "injected fault":
+        said = str(answer.get("Message", ""))
+        if said == "injected fault":
             entry["fault"] = f"code_{entry['code']}"
-        elif message.startswith("injected timeout"):
+        elif said.startswith("injected timeout"):
             entry["fault"] = "timeout"
         data = answer.get("Data")
         if isinstance(data, dict) and data.get("AgentInstanceId"):

@@ -115,7 +115,7 @@ class World:
 
     @property
     def sessions(self) -> api_grpc.SessionServiceStub:
-        return api_grpc.SessionServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        return api_grpc.SessionServiceStub(self.channel)
 
     # -- the gateway ------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class World:
     # -- the gateway's view and the clients -------------------------------------------------------
 
     async def register_agent(self) -> None:
-        agents = agent_service_pb2_grpc.AgentServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        agents = agent_service_pb2_grpc.AgentServiceStub(self.channel)
         app = struct_pb2.Struct()
         app.update({"appid": "a", "token": "t", "cluster": "c"})
         agent = agent_pb2.Agent(

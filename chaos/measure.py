@@ -176,9 +176,9 @@ def event_counts(
         # The same callback stored under two cursors is a duplicate too.
         cursors_per_key: dict[tuple[str, int], set[int]] = defaultdict(set)
         for e in events:
-            key = _key(e)
-            if key is not None:
-                cursors_per_key[key].add(int(e["cursor"]))
+            stored_as = _key(e)
+            if stored_as is not None:
+                cursors_per_key[stored_as].add(int(e["cursor"]))
         duplicated += sum(len(c) - 1 for c in cursors_per_key.values())
     return EventCounts(
         acked_callbacks=len(acked),

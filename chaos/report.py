@@ -38,6 +38,7 @@ INFO = (
     "logged",
     "delivered",
     "resumes",
+    "caught_up",
     "sigterm_to_stream_end_seconds",
 )
 
