@@ -23,6 +23,11 @@ this one process: another process may read it (a backup), but a second writer wo
 wait on the loop, up to ``busy_timeout``.
 
 Long reads (listings, replay pages) are bounded by their callers' page sizes.
+
+One owner: a file ledger is opened only under its exclusive lock (``service.store.lock``), held
+until :meth:`Database.close` (or the process's death), so a second process on the same file is
+refused before it reads a row. The database is created ``0600`` before SQLite touches it, and
+SQLite gives the WAL and SHM files the database's mode.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from service.store.base import StoreError, UnstorableValue
+from service.store.lock import FILE_MODE, LedgerLock, create_private
 
 __all__ = ["CHECKPOINT_SECONDS", "Database", "fetch_all", "fetch_one"]
 
@@ -106,6 +112,7 @@ class Database:
         self._tempdir: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._lock: LedgerLock | None = None
 
     @property
     def name(self) -> str:
@@ -121,6 +128,7 @@ class Database:
         """Open the database and run ``prepare`` (the migrations), then start the checkpointer.
 
         Raises:
+            LedgerInUse: another process (or another open ledger here) holds the file's lock.
             StoreError: the file cannot be opened, is not a database, or ``prepare`` failed
                 with a sqlite3 error. Other exceptions of ``prepare`` pass through.
         """
@@ -135,9 +143,13 @@ class Database:
                 file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot open ledger {self.name}: {e}") from e
+            self._lock = LedgerLock(file)
+            self._lock.acquire()
             path = str(file)
         conn: sqlite3.Connection | None = None
         try:
+            if not self._memory:
+                self._create_private(pathlib.Path(path))
             conn = _connect(path)
             for pragma in PRAGMAS:
                 conn.execute(pragma).fetchall()
@@ -150,6 +162,7 @@ class Database:
             if conn is not None:
                 conn.close()
             self._remove_tempdir()
+            self._release_lock()
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"cannot open ledger {self.name}: {e}") from e
             raise
@@ -171,6 +184,22 @@ class Database:
             raise StoreError(f"cannot close ledger {self.name}: {e}") from e
         finally:
             self._remove_tempdir()
+            self._release_lock()
+
+    def _create_private(self, file: pathlib.Path) -> None:
+        try:
+            create_private(file)
+            mode = file.stat().st_mode & 0o777
+        except OSError as e:
+            raise StoreError(f"cannot open ledger {self.name}: {e}") from e
+        if mode & ~FILE_MODE:
+            # An operator's choice (a backup group, say) is kept, but said once.
+            log.warning("ledger %s has mode %o; agentgw creates it %o", self.name, mode, FILE_MODE)
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def _remove_tempdir(self) -> None:
         if self._tempdir is not None:
