@@ -67,7 +67,7 @@ class TopModel:
     sessions: dict[str, LiveSession] = field(default_factory=dict)
     pools: list[dict[str, Any]] = field(default_factory=list)
     turns: deque[tuple[float, float]] = field(default_factory=deque)
-    """(when the turn completed on the local clock, latency seconds)."""
+    """(when the turn completed, by ZEGO's timestamp; latency seconds), oldest first."""
     breaches: int = 0
     reaped_orphans: int = 0
     events_seen: int = 0
@@ -119,11 +119,13 @@ class TopModel:
                 self._speech_end[(event.session_id, event.round)] = _seconds(event.event_time)
             elif kind == "agent_status" and session is not None:
                 session.agent_state = enum_name(ev.AgentState, event.agent_status.status, "AGENT_STATE_")
-                started = self._speech_end.pop((event.session_id, event.round), None)
-                if event.agent_status.status == ev.AGENT_STATE_SPEAKING and started is not None:
-                    latency = max(0.0, _seconds(event.event_time) - started)
-                    session.last_turn_seconds = latency
-                    self.turns.append((now, latency))
+                if event.agent_status.status == ev.AGENT_STATE_SPEAKING:
+                    started = self._speech_end.pop((event.session_id, event.round), None)
+                    if started is not None:
+                        at = _seconds(event.event_time)
+                        session.last_turn_seconds = max(0.0, at - started)
+                        # Timed by the event, so a replay (--oldest) does not count old turns as recent.
+                        self.turns.append((at or now, session.last_turn_seconds))
             elif kind == "latency_budget_exceeded":
                 self.breaches += 1
             while self.turns and self.turns[0][0] < now - WINDOW_SECONDS:
@@ -135,7 +137,7 @@ class TopModel:
         with self._lock:
             latencies = [lat for _, lat in self.turns]
             per_minute = sum(1 for when, _ in self.turns if when >= now - 60)
-            p50 = statistics.median(latencies) if latencies else None
+            p50 = round(statistics.median(latencies), 3) if latencies else None
             p95 = _p95(latencies)
             return {
                 "pools": [dict(p) for p in self.pools],
@@ -147,7 +149,9 @@ class TopModel:
                         "agent_state": s.agent_state,
                         "agent_id": s.agent_id,
                         "age_seconds": max(0, int(now - s.created)),
-                        "last_turn_seconds": s.last_turn_seconds,
+                        "last_turn_seconds": (
+                            None if s.last_turn_seconds is None else round(s.last_turn_seconds, 3)
+                        ),
                         "possible_leak": s.possible_leak,
                     }
                     for s in sorted(self.sessions.values(), key=lambda s: s.created)
@@ -167,7 +171,7 @@ def _p95(values: list[float]) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3)
 
 
 def _age(seconds: int) -> str:

@@ -65,7 +65,8 @@ class Wired:
     async def turn(self, session: spb.Session, turns_after: int, **latencies: int) -> None:
         """A simulated user turn; waits until the gateway has measured it."""
         response = await self.emulator.admin.post(
-            f"/_emulator/instances/{session.agent_instance_id}/turns", json={"text": "How are you?", **latencies}
+            f"/_emulator/instances/{session.agent_instance_id}/turns",
+            json={"text": "How are you?", **latencies},
         )
         response.raise_for_status()
         async with asyncio.timeout(10):

@@ -49,7 +49,17 @@ async def test_list_filters_pages_and_prints_json_and_a_table(wired: Wired) -> N
     table = await wired.run("sessions", "list", "--page-size", "1")
     assert table.exit_code == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["SESSION", "KIND", "STATE", "AGENT", "ROOM", "AGE", "TURNS", "P95", "BREACHES"]
+    assert lines[0].split() == [
+        "SESSION",
+        "KIND",
+        "STATE",
+        "AGENT",
+        "ROOM",
+        "AGE",
+        "TURNS",
+        "P95",
+        "BREACHES",
+    ]
     assert "VOICE" in lines[1] and "ACTIVE" in lines[1]
     assert lines[-1].startswith("more: --page-token ")
 
