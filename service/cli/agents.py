@@ -10,6 +10,7 @@ Agent files are YAML or JSON in the proto's JSON form (``agentgw.v1.Agent``), e.
 
 from __future__ import annotations
 
+import json
 from typing import IO, Any
 
 import click
@@ -54,7 +55,11 @@ def _print_agent(ctx: Context, agent: Any) -> None:
     if ctx.printer.structured:
         ctx.printer.data(to_dict(agent))
         return
-    ctx.printer.table(("FIELD", "VALUE"), ((key, value) for key, value in to_dict(agent).items()))
+    rows = to_dict(agent).items()
+    ctx.printer.table(
+        ("FIELD", "VALUE"),
+        ((key, json.dumps(value) if isinstance(value, dict | list) else value) for key, value in rows),
+    )
 
 
 @click.group()

@@ -63,11 +63,10 @@ def capacity(ctx: Context) -> None:
         )
         return
     ctx.printer.table(
-        ("POOL", "KINDS", "IN USE", "PENDING", "SUSPECT", "FREE", "LIMIT"),
+        ("POOL", "IN USE", "PENDING", "SUSPECT", "FREE", "LIMIT"),
         (
             (
                 r["pool"],
-                ",".join(r["kinds"]),
                 r["in_use"],
                 r["pending"],
                 "-" if r["suspect"] is None else r["suspect"],

@@ -160,8 +160,8 @@ async def test_capacity_counts_pools_in_json_and_a_table(wired: Wired) -> None:
     assert pools["digital_human"]["in_use"] == 0 and pools["digital_human"]["free"] == 10
 
     table = (await wired.run("capacity")).stdout.splitlines()
-    assert table[0].split() == ["POOL", "KINDS", "IN", "USE", "PENDING", "SUSPECT", "FREE", "LIMIT"]
+    assert table[0].split() == ["POOL", "IN", "USE", "PENDING", "SUSPECT", "FREE", "LIMIT"]
     [voice] = [line for line in table if line.startswith("voice")]
     # SUSPECT reads PoolCapacity.suspect once the proto has it, and is "-" until then.
     suspect = "-" if suspect_of(api.PoolCapacity()) is None else "0"
-    assert voice.split() == ["voice", "VOICE", "1", "0", suspect, "9", "10"]
+    assert voice.split() == ["voice", "1", "0", suspect, "9", "10"]
