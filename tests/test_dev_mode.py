@@ -200,3 +200,36 @@ def test_help_names_every_default_and_variable_and_version_exists() -> None:
         [sys.executable, "-m", "service", "--version"], capture_output=True, text=True, timeout=30, check=True
     )
     assert version.stdout.strip() == "agentgw 0.1.0"
+
+
+async def test_agentgw_serve_runs_the_gateway_and_passes_its_flags_through(tmp_path: Path) -> None:
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "serve", "--help", stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        out, _ = await shown.communicate()
+    assert shown.returncode == 0 and b"usage: agentgw serve" in out and b"--grpc-listen" in out
+    grpc_port = free_port()
+    env = environment(tmp_path, free_port(), free_port())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b'"agentgw serving"' not in (line := await proc.stderr.readline()):
+                assert line, "agentgw serve exited early"
+        assert f'"grpc": "127.0.0.1:{grpc_port}"' in line.decode()
+        await stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -245,12 +245,18 @@ def render(model: TopModel, target: str, now: float | None = None) -> Renderable
 @click.option("--refresh", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds.")
 @click.option("--oldest", is_flag=True, help="Replay the retained events first (figures from history).")
 @click.option("--once", is_flag=True, help="Collect for one refresh period, print one frame, exit.")
+@click.option(
+    "-n", "--iterations", type=click.IntRange(min=1), default=None, help="Stop after this many refreshes."
+)
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True)
 @pass_context
-def top(ctx: Context, refresh: float, oldest: bool, once: bool, budget: float) -> None:
+def top(
+    ctx: Context, refresh: float, oldest: bool, once: bool, iterations: int | None, budget: float
+) -> None:
     """Live view: capacity bars, live sessions, turns per minute, p50/p95 against the budget.
 
-    Quit with Ctrl-C. With --once (for scripts, or with -o json) it prints one frame and exits.
+    Quit with Ctrl-C, or give -n. With --once (for scripts, or with -o json) it prints one frame
+    and exits. Off a terminal (piped), the last frame is printed when it stops.
 
     \b
     Examples:
@@ -297,7 +303,7 @@ def top(ctx: Context, refresh: float, oldest: bool, once: bool, budget: float) -
                 else:
                     ctx.printer.console.print(render(model, ctx.connection.target))
                 return
-            _live(ctx, stubs, model, refresh, failure)
+            _live(ctx, stubs, model, refresh, failure, iterations)
     finally:
         stop.set()
         for stream in streams:
@@ -321,18 +327,28 @@ def _check(failure: list[BaseException]) -> None:
         raise failure[0]
 
 
-def _live(ctx: Context, stubs: Any, model: TopModel, refresh: float, failure: list[BaseException]) -> None:
+def _live(
+    ctx: Context,
+    stubs: Any,
+    model: TopModel,
+    refresh: float,
+    failure: list[BaseException],
+    iterations: int | None,
+) -> None:
     from rich.live import Live
 
     console = ctx.printer.console
     with Live(
         render(model, ctx.connection.target), console=console, screen=console.is_terminal, auto_refresh=False
     ) as live:
+        done = 0
         try:
-            while True:
+            while iterations is None or done < iterations:
+                if done:
+                    time.sleep(refresh)
                 _check(failure)
                 _refresh(ctx, stubs, model)
                 live.update(render(model, ctx.connection.target), refresh=True)
-                time.sleep(refresh)
+                done += 1
         except KeyboardInterrupt:
             return

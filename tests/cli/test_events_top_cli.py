@@ -193,3 +193,20 @@ async def test_top_renders_to_a_recorded_console_from_stream_events(wired: Wired
                         model.apply(event)
                 await asyncio.sleep(0.05)
     assert model.summary()["sessions"] == []
+
+
+async def test_top_live_loop_follows_new_events_as_they_arrive(wired: Wired) -> None:
+    before = await wired.active_session(voice_request(user="u1", room="r1"))
+    # The view starts with one live session; a second one and its slow turn arrive while it runs.
+    view = asyncio.create_task(wired.run("top", "-n", "30", "--refresh", "0.2", columns=160))
+    await asyncio.sleep(0.5)
+    later = await wired.active_session(voice_request(user="u2", room="r2"))
+    await wired.turn(later, 1, **SLOW)
+    async with asyncio.timeout(30):
+        result = await view
+    assert result.exit_code == 0, result.output
+    frame = result.stdout  # off a terminal, Rich's Live prints the last frame when it stops
+    assert before.session_id in frame and later.session_id in frame
+    assert "2/10 in use" in frame and "breaches 1" in frame and "turns/min 1" in frame
+    [row] = [line for line in frame.splitlines() if later.session_id in line]
+    assert "2.20s" in row
