@@ -51,12 +51,12 @@ def enum_name(enum: Any, value: int, prefix: str) -> str:
     return name.removeprefix(prefix)
 
 
-def fmt_time(ts: Timestamp) -> str:
-    """A timestamp as UTC ``HH:MM:SS.mmm`` of its day, or ``-`` when unset."""
+def fmt_time(ts: Timestamp, *, date: bool = True) -> str:
+    """A timestamp in UTC, ``YYYY-MM-DD HH:MM:SS.mmm`` (or the time of day only), ``-`` when unset."""
     if not ts.seconds and not ts.nanos:
         return "-"
     when = ts.ToDatetime(tzinfo=dt.UTC)
-    return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+    return when.strftime("%Y-%m-%d %H:%M:%S." if date else "%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
 
 
 def age(ts: Timestamp, now: dt.datetime | None = None) -> str:
@@ -100,11 +100,17 @@ class Printer:
         else:
             click.echo(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
-    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-        """A Rich table."""
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        title: str | None = None,
+        no_wrap: int = 0,
+    ) -> None:
+        """A Rich table; the first ``no_wrap`` columns never wrap (the others fold when narrow)."""
         table = Table(title=title, header_style="bold", box=None, pad_edge=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
+        for i, column in enumerate(columns):
+            table.add_column(column, overflow="fold", no_wrap=i < no_wrap)
         for row in rows:
             table.add_row(*(str(cell) for cell in row))
         self.console.print(table)

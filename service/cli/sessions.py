@@ -106,18 +106,17 @@ def list_sessions(
         printer.data(to_dict(page) | {"sessions": [to_dict(s) for s in page.sessions]})
         return
     printer.table(
-        ("SESSION", "KIND", "STATE", "AGENT", "ROOM", "AGE", "TURNS", "P95", "BREACHES"),
+        # No turn figures: ListSessions leaves turn_stats to GetSession (`sessions show`).
+        ("SESSION", "KIND", "STATE", "AGENT", "USER", "ROOM", "AGE"),
         (
             (
                 s.session_id,
                 kind_name(s.kind),
                 state_name(s.state) + (" (leak?)" if s.possible_leak else ""),
                 s.agent_id,
+                s.user_id or "-",
                 s.room_id or "-",
                 age(s.create_time),
-                s.turn_stats.turns,
-                f"{s.turn_stats.p95_latency_seconds:.2f}s" if s.turn_stats.turns else "-",
-                s.turn_stats.budget_breaches,
             )
             for s in page.sessions
         ),
@@ -180,6 +179,7 @@ def show(ctx: Context, session_id: str) -> None:
     stats = session.turn_stats
     printer.text(
         f"[bold]{session.session_id}[/]  {kind_name(session.kind)}  {state_name(session.state)}"
+        f"  created {fmt_time(session.create_time)}"
         f"  agent={session.agent_id}  room={session.room_id or '-'}"
         f"  instance={session.agent_instance_id or '-'}"
     )
@@ -191,18 +191,19 @@ def show(ctx: Context, session_id: str) -> None:
         f"  max {stats.max_latency_seconds:.2f}s  breaches {stats.budget_breaches} (budget {budget:g}s)"
     )
     printer.table(
-        ("TIME (UTC)", "EVENT", "DETAIL", "TURN"),
+        ("TIME (UTC)", "EVENT", "TURN", "DETAIL"),
         (
             (
-                fmt_time(row.time),
+                fmt_time(row.time, date=False),
                 row.what,
-                row.detail,
                 ""
                 if row.turn is None
                 else f"{row.turn.latency_seconds:.3f}s" + (" ! over budget" if row.turn.breached else ""),
+                row.detail,
             )
             for row in rows
         ),
+        no_wrap=3,
     )
 
 

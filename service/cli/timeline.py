@@ -95,6 +95,8 @@ def describe_event(event: ev.SessionEvent) -> tuple[str, str]:
     if kind == "ended":
         reason = enum_name(session_pb2.EndReason, event.ended.reason, "END_REASON_")
         return kind, f"{reason} zego_code={event.ended.zego_code}"
+    if kind == "created":
+        return kind, ""
     if kind == "latency_budget_exceeded":
         breach = event.latency_budget_exceeded
         return kind, f"{breach.trigger} {breach.latency_seconds:.3f}s > {breach.budget_seconds:.1f}s"
@@ -114,7 +116,8 @@ def build_timeline(
         frm = enum_name(session_pb2.SessionState, t.from_state, "SESSION_STATE_")
         to = enum_name(session_pb2.SessionState, t.to_state, "SESSION_STATE_")
         detail = " ".join(part for part in (t.cause, t.detail) if part)
-        rows.append(TimelineRow(t.time, f"state {frm} -> {to}", detail))
+        frm = "" if frm == "UNSPECIFIED" else f"{frm} "  # the row's creation
+        rows.append(TimelineRow(t.time, f"state {frm}-> {to}", detail))
     for event in events:
         what, detail = describe_event(event)
         turn = None
