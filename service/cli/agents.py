@@ -98,6 +98,7 @@ def list_agents(ctx: Context, page_size: int, page_token: str) -> None:
             )
             for a in page.agents
         ),
+        no_wrap=1,
     )
     if page.next_page_token:
         ctx.printer.text(f"more: --page-token {page.next_page_token}")

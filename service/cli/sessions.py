@@ -120,6 +120,7 @@ def list_sessions(
             )
             for s in page.sessions
         ),
+        no_wrap=1,
     )
     if page.next_page_token:
         printer.text(f"more: --page-token {page.next_page_token}")
