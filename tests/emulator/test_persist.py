@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,8 +78,8 @@ async def test_an_unreadable_file_is_moved_aside_and_the_emulator_starts_empty(t
     state.write_text("{not json")
     async with emulator(state) as zego:
         assert (await zego.ok("ListAgents", {"Limit": 10}))["Agents"] == []
-    aside = [p for p in tmp_path.iterdir() if p.name.startswith("emulator.json.unreadable-")]
-    assert len(aside) == 1 and aside[0].read_text() == "{not json"
+    aside = [name for name in os.listdir(tmp_path) if name.startswith("emulator.json.unreadable-")]
+    assert len(aside) == 1 and (tmp_path / aside[0]).read_text() == "{not json"
 
 
 async def test_another_app_ids_state_is_not_restored(tmp_path: Path) -> None:
