@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,68 @@ async def test_top_live_loop_follows_new_events_as_they_arrive(wired: Wired) -> 
     assert "2/10 in use" in frame and "breaches 1" in frame and "turns/min 1" in frame
     [row] = [line for line in frame.splitlines() if later.session_id in line]
     assert "2.20s" in row
+
+
+def _read_pty(fd: int, until: bytes, seconds: float) -> bytes:
+    """Read a pseudo-terminal's output until ``until`` shows up, the child closes it, or time is up."""
+    import select
+    import time
+
+    out = b""
+    deadline = time.monotonic() + seconds
+    while until not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+async def test_top_full_screen_in_a_terminal_until_ctrl_c(wired: Wired) -> None:
+    import fcntl
+    import pty
+    import sys
+    import termios
+
+    session = await wired.active_session(voice_request())
+    master, slave = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTGW_")}
+    env |= {"COLUMNS": "140", "LINES": "40", "TERM": "xterm-256color"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "--target",
+        f"127.0.0.1:{wired.port}",
+        "top",
+        "--refresh",
+        "0.2",
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        # In its new session, make the pty its controlling terminal, so Ctrl-C reaches it as SIGINT.
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    try:
+        shown = await asyncio.to_thread(_read_pty, master, b"1/10 in use", 20)
+        assert b"\x1b[?1049h" in shown  # the alternate screen: full-screen, the shell's screen kept
+        text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", shown).decode(errors="replace")
+        assert "live sessions" in text and "1/10 in use" in text and session.session_id in text, text
+        os.write(master, b"\x03")  # Ctrl-C, through the terminal's line discipline
+        async with asyncio.timeout(15):
+            rest = await asyncio.gather(asyncio.to_thread(_read_pty, master, b"\x1b[?1049l", 15), proc.wait())
+        assert rest[1] == 0
+        assert b"\x1b[?1049l" in rest[0]  # the shell's screen is restored
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
