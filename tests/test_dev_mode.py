@@ -146,6 +146,20 @@ async def test_restarts_keep_agents_and_live_sessions_until_fresh(tmp_path: Path
         await stop(fresh, signal.SIGTERM)
 
 
+async def failed_start(env: dict[str, str]) -> dict[str, Any]:
+    """Run `python -m service`, which must fail at start-up: exit 1 and exactly one stderr line, JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    [line] = err.decode().splitlines()  # no traceback, no C-core line
+    logged: dict[str, Any] = json.loads(line)
+    assert logged["message"] == "cannot start" and logged["level"] == "ERROR"
+    return logged
+
+
 async def test_a_busy_listen_address_fails_in_one_json_line_naming_it(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -155,15 +169,7 @@ async def test_a_busy_listen_address_fails_in_one_json_line_naming_it(tmp_path: 
             ("grpc_listen", environment(tmp_path, port, free_port())),
             ("http_listen", environment(tmp_path, free_port(), port)),
         ):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
-            )
-            async with asyncio.timeout(30):
-                _, err = await proc.communicate()
-            assert proc.returncode == 1
-            [line] = err.decode().splitlines()
-            logged = json.loads(line)
-            assert logged["message"] == "cannot start" and logged["level"] == "ERROR"
+            logged = await failed_start(env)
             assert logged["setting"] == setting and logged["address"] == f"127.0.0.1:{port}"
             assert f"cannot listen on 127.0.0.1:{port} ({setting})" in logged["error"]
             assert "in use" in logged["error"]
@@ -173,14 +179,8 @@ async def test_an_unresolvable_listen_host_fails_in_one_json_line(tmp_path: Path
     env = environment(tmp_path, free_port(), free_port()) | {
         "AGENTGW_GRPC_LISTEN": "no-such-host.invalid:50051"
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(30):
-        _, err = await proc.communicate()
-    assert proc.returncode == 1
-    [line] = err.decode().splitlines()
-    assert json.loads(line)["address"] == "no-such-host.invalid:50051"
+    logged = await failed_start(env)
+    assert logged["setting"] == "grpc_listen" and logged["address"] == "no-such-host.invalid:50051"
 
 
 def test_help_names_every_default_and_variable_and_version_exists() -> None:

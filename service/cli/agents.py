@@ -18,7 +18,7 @@ import yaml
 from google.protobuf import field_mask_pb2, json_format
 
 from service.cli.app import Context, pass_context
-from service.cli.output import to_dict
+from service.cli.output import safe, to_dict
 from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2
 
 __all__ = ["agents", "load_agent"]
@@ -101,7 +101,7 @@ def list_agents(ctx: Context, page_size: int, page_token: str) -> None:
         no_wrap=1,
     )
     if page.next_page_token:
-        ctx.printer.text(f"more: --page-token {page.next_page_token}")
+        ctx.printer.text(safe(f"more: --page-token {page.next_page_token}"))
 
 
 @agents.command("get")
@@ -178,4 +178,4 @@ def delete(ctx: Context, agent_id: str, yes: bool) -> None:
     if ctx.printer.structured:
         ctx.printer.data({"deleted": agent_id})
     else:
-        ctx.printer.text(f"deleted {agent_id}")
+        ctx.printer.text(safe(f"deleted {agent_id}"))

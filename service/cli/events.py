@@ -12,7 +12,7 @@ import grpc
 
 from service.cli.app import Context, pass_context
 from service.cli.client import Connection, RpcFailure
-from service.cli.output import fmt_time, to_dict
+from service.cli.output import fmt_time, safe, to_dict
 from service.cli.timeline import describe_event
 from service.gen.agentgw.v1 import event_service_pb2, session_event_pb2
 
@@ -203,7 +203,7 @@ def tail(
         else:
             what, detail = describe_event(event)
             ctx.printer.text(
-                f"{event.cursor:>8}  {fmt_time(event.event_time)}  {event.session_id}  {what}  {detail}"
+                safe(f"{event.cursor:>8}  {fmt_time(event.event_time)}  {event.session_id}  {what}  {detail}")
             )
         return count is None or seen < count
 

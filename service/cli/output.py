@@ -19,13 +19,16 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = [
     "FORMATS",
     "Printer",
     "age",
+    "duration",
     "enum_name",
     "fmt_time",
+    "safe",
     "to_dict",
 ]
 
@@ -64,12 +67,29 @@ def age(ts: Timestamp, now: dt.datetime | None = None) -> str:
     if not ts.seconds and not ts.nanos:
         return "-"
     now = now or dt.datetime.now(dt.UTC)
-    seconds = max(0, int((now - ts.ToDatetime(tzinfo=dt.UTC)).total_seconds()))
+    return duration(int((now - ts.ToDatetime(tzinfo=dt.UTC)).total_seconds()))
+
+
+def duration(seconds: int) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
+    seconds = max(0, seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {
+    c: f"\\x{c:02x}" for c in range(0x80, 0xA0)
+}
+
+
+def safe(value: Any, style: str = "") -> Text:
+    """Untrusted text (ASR results, labels, ids) as a Rich Text: never parsed as Rich markup, and
+    with control characters shown escaped, so a hostile string cannot move the cursor or recolour
+    the terminal."""
+    return Text(str(value).translate(_CONTROL), style=style)
 
 
 class Printer:
@@ -112,13 +132,13 @@ class Printer:
         for i, column in enumerate(columns):
             table.add_column(column, overflow="fold", no_wrap=i < no_wrap)
         for row in rows:
-            table.add_row(*(str(cell) for cell in row))
+            table.add_row(*(cell if isinstance(cell, Text) else safe(cell) for cell in row))
         self.console.print(table)
 
-    def text(self, message: str) -> None:
-        """A line for people (Rich markup allowed)."""
+    def text(self, message: str | Text) -> None:
+        """A line for people: a str is our own Rich markup; wrap untrusted parts with :func:`safe`."""
         self.console.print(message, highlight=False)
 
     def notice(self, message: str) -> None:
         """A line on stderr (a reconnect, a resume), so it never mixes into piped JSON."""
-        self.err_console.print(message, highlight=False)
+        self.err_console.print(safe(message), highlight=False)

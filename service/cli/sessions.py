@@ -10,7 +10,7 @@ from rich.progress import Progress
 
 from service.cli.app import Context, pass_context
 from service.cli.client import RpcFailure
-from service.cli.output import age, enum_name, fmt_time, to_dict
+from service.cli.output import age, enum_name, fmt_time, safe, to_dict
 from service.cli.timeline import build_timeline
 from service.gen.agentgw.v1 import event_service_pb2, session_pb2, session_service_pb2
 
@@ -123,7 +123,7 @@ def list_sessions(
         no_wrap=1,
     )
     if page.next_page_token:
-        printer.text(f"more: --page-token {page.next_page_token}")
+        printer.text(safe(f"more: --page-token {page.next_page_token}"))
 
 
 def session_events(ctx: Context, stubs: Any, session_id: str) -> list[Any]:
@@ -179,14 +179,16 @@ def show(ctx: Context, session_id: str) -> None:
         return
     stats = session.turn_stats
     printer.text(
-        f"[bold]{session.session_id}[/]  {kind_name(session.kind)}  {state_name(session.state)}"
-        f"  created {fmt_time(session.create_time)}"
-        f"  agent={session.agent_id}  room={session.room_id or '-'}"
-        f"  instance={session.agent_instance_id or '-'}"
+        safe(
+            f"{session.session_id}  {kind_name(session.kind)}  {state_name(session.state)}"
+            f"  created {fmt_time(session.create_time)}"
+            f"  agent={session.agent_id}  room={session.room_id or '-'}"
+            f"  instance={session.agent_instance_id or '-'}"
+        )
     )
     if session.end_reason:
         reason = enum_name(session_pb2.EndReason, session.end_reason, "END_REASON_")
-        printer.text(f"ended: {reason} {session.end_detail}".rstrip())
+        printer.text(safe(f"ended: {reason} {session.end_detail}".rstrip()))
     printer.text(
         f"turns {stats.turns}  p50 {stats.p50_latency_seconds:.2f}s  p95 {stats.p95_latency_seconds:.2f}s"
         f"  max {stats.max_latency_seconds:.2f}s  breaches {stats.budget_breaches} (budget {budget:g}s)"
@@ -245,7 +247,7 @@ def end(
         if ctx.printer.structured:
             ctx.printer.data(to_dict(response))
         else:
-            ctx.printer.text(f"{session_id}: {state_name(response.session.state)}")
+            ctx.printer.text(safe(f"{session_id}: {state_name(response.session.state)}"))
         return
     targets = [
         s.session_id

@@ -25,13 +25,13 @@ from rich.table import Table
 from rich.text import Text
 
 from service.cli.app import Context, pass_context
-from service.cli.client import RpcFailure
+from service.cli.client import EXIT_UNAVAILABLE, RpcFailure
 from service.cli.events import follow, watch_request
 from service.cli.misc import pool_row
-from service.cli.output import enum_name
+from service.cli.output import duration, enum_name, safe
 from service.cli.sessions import LIVE_STATES, iter_sessions, kind_name, list_request, state_name
 from service.gen.agentgw.v1 import session_event_pb2 as ev
-from service.gen.agentgw.v1 import session_service_pb2
+from service.gen.agentgw.v1 import session_pb2, session_service_pb2
 
 __all__ = ["LiveSession", "TopModel", "render", "top"]
 
@@ -113,7 +113,7 @@ class TopModel:
                 session.state = "ACTIVE"
             elif kind == "ended":
                 self.sessions.pop(event.session_id, None)
-                if event.ended.reason == 7:  # END_REASON_REAPED_ORPHAN
+                if event.ended.reason == session_pb2.END_REASON_REAPED_ORPHAN:
                     self.reaped_orphans += 1
             elif kind == "user_speech" and event.user_speech.action == ev.USER_SPEECH_ACTION_END:
                 self._speech_end[(event.session_id, event.round)] = _seconds(event.event_time)
@@ -174,14 +174,6 @@ def _p95(values: list[float]) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3)
 
 
-def _age(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def _latency(value: float | None, budget: float) -> Text:
     if value is None:
         return Text("-")
@@ -218,12 +210,12 @@ def render(model: TopModel, target: str, now: float | None = None) -> Renderable
         table.add_column(column, no_wrap=True)
     for s in data["sessions"][:_MAX_ROWS]:
         table.add_row(
-            s["session_id"],
+            safe(s["session_id"]),
             s["kind"],
             s["state"] + (" (leak?)" if s["possible_leak"] else ""),
             s["agent_state"],
-            s["agent_id"],
-            _age(s["age_seconds"]),
+            safe(s["agent_id"]),
+            duration(s["age_seconds"]),
             _latency(s["last_turn_seconds"], budget),
         )
     hidden = len(data["sessions"]) - _MAX_ROWS
@@ -232,12 +224,12 @@ def render(model: TopModel, target: str, now: float | None = None) -> Renderable
         f", {hidden} not shown" if hidden > 0 else ""
     )
     if model.notice:
-        footer += f"  [{model.notice}]"
+        footer += f"  ({model.notice})"
     return Group(
         Panel(bars, title="capacity"),
         Panel(latency, title="latency (last 5 min)"),
         Panel(table, title="live sessions"),
-        Text(footer, style="dim"),
+        safe(footer, style="dim"),
     )
 
 
@@ -317,7 +309,7 @@ def _refresh(ctx: Context, stubs: Any, model: TopModel) -> None:
             ctx.connection.call(stubs.sessions.GetCapacity, session_service_pb2.GetCapacityRequest())
         )
     except RpcFailure as failure:
-        if failure.exit_code != 4:  # unreachable for a moment: keep the last figures, say so
+        if failure.exit_code != EXIT_UNAVAILABLE:  # unreachable for a moment: keep the figures, say so
             raise
         model.notice = f"capacity: {failure}"
 

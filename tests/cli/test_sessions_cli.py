@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from service.cli.misc import suspect_of
@@ -155,3 +156,28 @@ async def test_capacity_counts_pools_in_json_and_a_table(wired: Wired) -> None:
     # SUSPECT reads PoolCapacity.suspect once the proto has it, and is "-" until then.
     suspect = "-" if suspect_of(api.PoolCapacity()) is None else "0"
     assert voice.split() == ["voice", "1", "0", suspect, "9", "10"]
+
+
+async def test_hostile_text_is_shown_escaped_never_as_markup_or_terminal_control(wired: Wired) -> None:
+    session = await wired.active_session(voice_request())
+    hostile = "[/] [bold red]owned\x1b[2J\x1b]0;title\x07"
+    response = await wired.emulator.admin.post(
+        f"/_emulator/instances/{session.agent_instance_id}/turns", json={"text": hostile, **FAST}
+    )
+    response.raise_for_status()
+    async with asyncio.timeout(10):  # the turn reached SPEAKING: its ASR result is in the ledger
+        while (
+            await wired.sessions.GetSession(api.GetSessionRequest(session_id=session.session_id))
+        ).session.turn_stats.turns < 1:
+            await asyncio.sleep(0.02)
+    for args in (
+        ("sessions", "show", session.session_id),
+        ("events", "tail", "--oldest", "--type", "asr_result", "-n", "1"),
+    ):
+        result = await wired.run(*args)
+        assert result.exit_code == 0, result.output  # "[/]" would be a MarkupError if parsed
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert "[bold red]owned" in result.stdout and "\\x1b[2J" in result.stdout
+    # JSON keeps the text exactly (escaped by JSON itself).
+    raw = await wired.run("-o", "json", "events", "tail", "--oldest", "--type", "asr_result", "-n", "1")
+    assert json.loads(raw.stdout)["asr_result"]["text"] == hostile
