@@ -64,7 +64,13 @@ def _print_agent(ctx: Context, agent: Any) -> None:
 
 @click.group()
 def agents() -> None:
-    """Register, inspect, change and remove agents."""
+    """Register, inspect, change and remove agents.
+
+    \b
+    Examples:
+      agentgw agents list
+      agentgw agents create -f support-bot.yaml
+    """
 
 
 @agents.command("list")
@@ -108,7 +114,12 @@ def list_agents(ctx: Context, page_size: int, page_token: str) -> None:
 @click.argument("agent_id")
 @pass_context
 def get(ctx: Context, agent_id: str) -> None:
-    """Show one agent (secrets are never returned, only whether they are set)."""
+    """Show one agent (secrets are never returned, only whether they are set).
+
+    \b
+    Example:
+      agentgw agents get support-bot -o yaml > support-bot.yaml   # edit, then agents update -f
+    """
     with ctx.connection.channel() as channel:
         response = ctx.connection.call(
             ctx.connection.stubs(channel).agents.GetAgent,
@@ -167,7 +178,12 @@ def update(ctx: Context, file: IO[str], agent_id: str | None) -> None:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_context
 def delete(ctx: Context, agent_id: str, yes: bool) -> None:
-    """Unregister an agent (running sessions keep running)."""
+    """Unregister an agent (running sessions keep running).
+
+    \b
+    Example:
+      agentgw agents delete support-bot --yes
+    """
     if not yes:
         click.confirm(f"Delete agent {agent_id}?", abort=True, err=True)
     with ctx.connection.channel() as channel:

@@ -146,7 +146,12 @@ def follow(
 
 @click.group()
 def events() -> None:
-    """Follow the event stream."""
+    """Follow the event stream.
+
+    \b
+    Example:
+      agentgw events tail --session SESSION_ID
+    """
 
 
 @events.command()

@@ -95,7 +95,12 @@ def parse_duration(raw: str) -> duration_pb2.Duration:
 
 @click.group()
 def token() -> None:
-    """Mint RTC room tokens (ZEGO Token04) for a client."""
+    """Mint RTC room tokens (ZEGO Token04) for a client.
+
+    \b
+    Example:
+      agentgw token create --user-id alice --room-id r1 --publish
+    """
 
 
 @token.command("create")

@@ -72,7 +72,13 @@ def _filters(fn: Any) -> Any:
 
 @click.group()
 def sessions() -> None:
-    """List, inspect and end sessions."""
+    """List, inspect and end sessions.
+
+    \b
+    Examples:
+      agentgw sessions list --state active
+      agentgw sessions show SESSION_ID
+    """
 
 
 @sessions.command("list")

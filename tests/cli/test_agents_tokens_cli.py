@@ -113,6 +113,12 @@ async def test_no_gateway_at_the_target_is_unavailable_exit_4() -> None:
 async def test_help_everywhere_has_examples() -> None:
     for args in (
         [],
+        ["sessions"],
+        ["events"],
+        ["agents"],
+        ["token"],
+        ["agents", "get"],
+        ["agents", "delete"],
         ["sessions", "list"],
         ["sessions", "show"],
         ["sessions", "end"],
