@@ -118,7 +118,7 @@ def get(ctx: Context, agent_id: str) -> None:
 
     \b
     Example:
-      agentgw agents get support-bot -o yaml > support-bot.yaml   # edit, then agents update -f
+      agentgw agents get support-bot -o json | jq -r .llm.model
     """
     with ctx.connection.channel() as channel:
         response = ctx.connection.call(
