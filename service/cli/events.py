@@ -88,7 +88,8 @@ def follow(
     announced through ``notify`` (stderr for ``events tail``). A non-resumable error (a bad
     filter, CURSOR_EXPIRED) raises RpcFailure.
     ``stop`` ends the loop from another thread, which should also cancel the call it got from
-    ``on_stream``.
+    ``on_stream``. Watching one session, the stream's completion (OK, after its ENDED event)
+    ends the loop.
     """
     resuming = request.start == event_service_pb2.START_POSITION_AFTER_CURSOR
     cursor: int | None = request.after_cursor if resuming else None
@@ -120,7 +121,9 @@ def follow(
                         if not on_event(event):
                             stream.cancel()
                             return
-                why = "the stream ended"
+                if len(request.filter.session_ids) == 1:
+                    return  # completed with OK after the watched session's ENDED: done
+                why = "the stream ended"  # never by contract; resume rather than stop silently
             except grpc.RpcError as exc:
                 if stop is not None and stop.is_set():
                     return
@@ -182,6 +185,8 @@ def tail(
     max_reconnects: int | None,
 ) -> None:
     """Print events as they happen; resumes by cursor by itself when the stream breaks.
+
+    With one --session it stops after that session's ended event.
 
     \b
     Examples:

@@ -65,6 +65,17 @@ async def test_tail_from_oldest_and_from_a_cursor_with_filters(wired: Wired) -> 
     assert f"{cursors[0]:>8}" in table.stdout and "created" in table.stdout
 
 
+async def test_tail_of_one_session_stops_after_its_end(wired: Wired) -> None:
+    session = await wired.active_session(voice_request())
+    await wired.turn(session, 1, **FAST)
+    await wired.sessions.EndSession(api.EndSessionRequest(session_id=session.session_id))
+    result = await wired.run("-o", "json", "events", "tail", "--oldest", "--session", session.session_id)
+    assert result.exit_code == 0, result.output
+    got = lines(result.stdout)
+    assert got[0]["created"] and "ended" in got[-1] and "resuming" not in result.stderr
+    assert {e["session_id"] for e in got} == {session.session_id}
+
+
 async def test_tail_resumes_by_cursor_across_a_gateway_restart(emulator: Emulator, tmp_path: Path) -> None:
     port = free_port()
     settings = gateway_settings(emulator, tmp_path / "ledger.db", grpc_listen=f"127.0.0.1:{port}")
