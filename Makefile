@@ -17,7 +17,7 @@ PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
 RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules
+.PHONY: help install run run-with-emulator demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -30,13 +30,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create the virtualenv and install agentgw with its dev tools
 
-run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emulator without ZEGO credentials)
-	$(BIN)/python -m service $(ARGS)
+run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emulator, state in var/emulator.json)
+	$(BIN)/agentgw serve $(ARGS)
+
+run-with-emulator: $(STAMP) ## the emulator (:8090) and the gateway as two processes, wired together
+	BIN=$(BIN) tools/run-with-emulator.sh $(ARGS)
 
 demo: $(STAMP) ## a live digital-human call on the emulator, its events printed as they arrive
 	$(BIN)/python -m service.demo
 
-emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090)
+emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090; ARGS="--state-file var/emulator-standalone.json")
 	$(BIN)/python -m service.zego.emulator $(ARGS)
 
 test: $(STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite

@@ -13,12 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from service.config import ConfigError, load_settings
+from service.config import ConfigError, Settings, argument_parser, load_settings
 from service.logs import configure_logging
-from service.server import Gateway
+from service.server import Gateway, ListenError
 from service.store.base import StoreError
 from service.store.lock import LedgerInUse
 from service.tracing import TracingConfigError
+from service.zego.emulator import persist
 
 log = logging.getLogger("agentgw")
 
@@ -59,12 +60,15 @@ def settle_heap() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a configuration error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(args)
     except ConfigError as exc:
         print(f"agentgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if argument_parser().parse_args(args).fresh:
+        start_fresh(settings)
     try:
         asyncio.run(serve(Gateway(settings)))
     except TracingConfigError as exc:  # raised by the gateway's start, before it serves
@@ -77,10 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra={"error": str(exc), "db": exc.ledger, "lock": exc.lock_path, "holder_pid": exc.holder_pid},
         )
         return 1
+    except ListenError as exc:
+        log.error("cannot start", extra={"error": str(exc), "setting": exc.setting, "address": exc.address})
+        return 1
     except (OSError, StoreError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
     return 0
+
+
+def start_fresh(settings: Settings) -> None:
+    """``--fresh``: forget the embedded emulator's agents and instances (its state file)."""
+    path = settings.emulator_state_path
+    if not settings.uses_emulator or path is None:
+        log.warning("--fresh ignored: no embedded emulator state file in use")
+        return
+    removed = persist.StateFile(path).delete()
+    log.warning(
+        "emulator state discarded" if removed else "no emulator state to discard", extra={"path": str(path)}
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service import __version__
 from service.auth.authenticator import AUTH_MODES
 from service.auth.certs import parse_roles
 from service.auth.principal import Role
@@ -170,6 +171,12 @@ def _leeway(raw: str) -> float:
 
 def _roles(raw: str) -> tuple[tuple[str, Role], ...]:
     return tuple(sorted(parse_roles(raw).items()))
+
+
+def _state_file(raw: str) -> str:
+    if raw.strip() != raw or raw.endswith("/"):
+        raise ValueError("must be auto, off, or a file path")
+    return raw
 
 
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
@@ -357,6 +364,23 @@ class Settings:
         """True when the gRPC port serves TLS."""
         return self.tls_cert_file is not None
 
+    emulator_state_file: str = _setting(
+        "auto",
+        _state_file,
+        "Embedded emulator's state file: auto (emulator.json beside the ledger), off, or a path.",
+    )
+    """Where the embedded emulator (no ZEGO credentials) keeps its agents, instances and secrets, so
+    a restart finds them as ZEGO would; ``off`` keeps them in memory only. Unused with ZEGO."""
+
+    @property
+    def emulator_state_path(self) -> Path | None:
+        """The embedded emulator's state file, or None when it keeps its state in memory only."""
+        if self.emulator_state_file == "off":
+            return None
+        if self.emulator_state_file == "auto":
+            return self.db_path.parent / "emulator.json"
+        return Path(self.emulator_state_file)
+
     @property
     def uses_emulator(self) -> bool:
         """True when no ZEGO credentials are configured, so the bundled emulator is started."""
@@ -379,17 +403,26 @@ def _flag(field_name: str) -> str:
 def argument_parser() -> argparse.ArgumentParser:
     """The CLI: one flag per setting, documented with its environment variable."""
     parser = argparse.ArgumentParser(
-        prog="agentgw",
-        description="gRPC gateway for ZEGO AI agents and digital humans.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="agentgw serve",
+        description="gRPC gateway for ZEGO AI agents and digital humans. Every flag can also be set "
+        "by its environment variable; a flag wins over the variable, which wins over the default.",
+        epilog="Without ZEGO credentials the gateway starts its bundled ZEGO emulator on loopback.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentgw {__version__}")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Start the embedded emulator empty: delete its state file first (dev mode only).",
     )
     for f in dataclasses.fields(Settings):
+        default = "unset" if f.default is None else str(f.default)
         parser.add_argument(
             _flag(f.name),
             dest=f.name,
             default=None,
             metavar=f.name.upper(),
-            help=f"{f.metadata['doc']} [env {env_name(f.name)}]",
+            # "%" would start an argparse format specifier.
+            help=f"{f.metadata['doc']} (default: {default}; env {env_name(f.name)})".replace("%", "%%"),
         )
     return parser
 

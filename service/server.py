@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
@@ -68,10 +69,11 @@ from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
 from service.store.lock import LedgerLock
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
+from service.zego.emulator import persist
 from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
 
-__all__ = ["EMULATOR_APP_ID", "Gateway"]
+__all__ = ["EMULATOR_APP_ID", "Gateway", "ListenError", "check_listen"]
 
 log = logging.getLogger("agentgw")
 
@@ -112,6 +114,32 @@ def grpc_server_options() -> list[tuple[str, int]]:
 def _split(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+class ListenError(OSError):
+    """A listen address cannot be bound (busy, not local, not resolvable); names the setting."""
+
+    def __init__(self, setting: str, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address} ({setting}): {reason}")
+        self.setting = setting
+        self.address = address
+
+
+def check_listen(setting: str, listen: str) -> None:
+    """Bind ``listen`` once and release it, as the servers will (SO_REUSEADDR, no SO_REUSEPORT).
+
+    Raises:
+        ListenError: the address is busy, invalid or not resolvable.
+    """
+    host, port = _split(listen)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        raise ListenError(setting, listen, exc.strerror or str(exc)) from None
 
 
 class Gateway:
@@ -159,6 +187,15 @@ class Gateway:
         settings = self.settings
         # One ledger, one owner: refuse before anything starts (the ledger's own lock is the guarantee).
         LedgerLock.probe(settings.db_path)
+        # Fail before anything starts, with the address named, rather than with gRPC's C-core
+        # line or uvicorn's unnamed OSError half-way through start-up.
+        check_listen("grpc_listen", settings.grpc_listen)
+        for name in ("http_listen", "callback_listen", "admin_listen"):
+            address = getattr(settings, name)
+            if address is not None and not (
+                name == "http_listen" and settings.callback_listen and settings.admin_listen
+            ):
+                check_listen(name, address)
         if settings.uses_emulator:
             log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
             settings = await self._start_emulator(settings)
@@ -176,10 +213,13 @@ class Gateway:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         host, port = _split(settings.grpc_listen)
         credentials = server_credentials(settings)
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(f"{host}:{port}")
-        else:
-            self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
+        try:
+            if credentials is None:
+                self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
+        except RuntimeError as exc:  # taken since check_listen: gRPC says only "Failed to bind"
+            raise ListenError("grpc_listen", settings.grpc_listen, str(exc)) from None
         await server.start()
         self.server = server
         self._stack.push_async_callback(self._stop_grpc, server)
@@ -320,8 +360,13 @@ class Gateway:
         return server
 
     async def _start_emulator(self, settings: Settings) -> Settings:
-        server_secret = secrets.token_hex(16)
-        callback_secret = secrets.token_hex(16)
+        state_path = settings.emulator_state_path
+        # Dev mode: the secrets persist with the emulator's state, so clients that signed with them
+        # (and the page tokens MACed with a key derived from them) keep working after a restart.
+        saved = (
+            persist.secrets_of(persist.StateFile(state_path).load(), EMULATOR_APP_ID) if state_path else None
+        )
+        server_secret, callback_secret = saved or (secrets.token_hex(16), secrets.token_hex(16))
         http_host, http_port = _split(settings.callback_listen or settings.http_listen)
         config = EmulatorConfig(
             app_id=EMULATOR_APP_ID,
@@ -329,9 +374,18 @@ class Gateway:
             callback_secret=callback_secret,
             callback_url=f"http://{http_host}:{http_port}/v1/zego/callbacks",
         )
-        url = await self._stack.enter_async_context(run_emulator(config, host="127.0.0.1", port=0))
+        url = await self._stack.enter_async_context(
+            run_emulator(config, host="127.0.0.1", port=0, state_file=state_path)
+        )
         self.zego_base_url = url
-        log.warning("ZEGO emulator listening", extra={"url": url, "app_id": EMULATOR_APP_ID})
+        log.warning(
+            "ZEGO emulator listening",
+            extra={
+                "url": url,
+                "app_id": EMULATOR_APP_ID,
+                "state_file": str(state_path) if state_path else None,
+            },
+        )
 
         async def point_callbacks_at(callback_url: str) -> None:
             # The HTTP port is known only once bound (it may be 0), so tell the emulator now.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -96,11 +98,22 @@ def test_config_rejects_impossible_values(overrides: dict[str, Any]) -> None:
     assert SECRET not in str(info.value)
 
 
-def test_command_line_serves_and_prints_the_generated_secret() -> None:
+def test_command_line_logs_json_and_writes_its_secrets_to_a_private_file(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGW_EMULATOR_")}
     env["AGENTGW_EMULATOR_APP_ID"] = "777"
+    secrets_file = tmp_path / "secrets.env"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.zego.emulator", "--port", "0", "--time-scale", "0.5"],
+        [
+            sys.executable,
+            "-m",
+            "service.zego.emulator",
+            "--port",
+            "0",
+            "--time-scale",
+            "0.5",
+            "--secrets-file",
+            str(secrets_file),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -109,28 +122,100 @@ def test_command_line_serves_and_prints_the_generated_secret() -> None:
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        secret_line = proc.stdout.readline()
-        secret = re.fullmatch(r"generated server secret: ([0-9a-f]{32})\n", secret_line)
-        assert secret, secret_line
-        assert proc.stdout.readline().startswith("generated callback secret: ")
-        listen_line = proc.stderr.readline()
-        url = re.search(r"listening on (http://127\.0\.0\.1:\d+) \(AppId 777\)", listen_line)
-        assert url, listen_line
-        ts, nonce = int(time.time()), new_nonce()
-        params = {
-            "Action": "ListAgents",
-            "AppId": "777",
-            "SignatureNonce": nonce,
-            "Timestamp": str(ts),
-            "Signature": api_signature(777, nonce, secret.group(1), ts),
-            "SignatureVersion": "2.0",
-        }
-        response = httpx.post(url.group(1) + "/", params=params, json={}, timeout=5)
-        assert response.json()["Code"] == 0
+        listening = json.loads(proc.stderr.readline())
+        assert listening["message"] == "ZEGO emulator listening" and listening["app_id"] == 777
+        assert listening["secrets_file"] == str(secrets_file)
+        url = re.fullmatch(r"http://127\.0\.0\.1:\d+", listening["url"])
+        assert url, listening
+        assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        written = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines())
+        assert written["AGENTGW_ZEGO_APP_ID"] == "777" and written["AGENTGW_ZEGO_API_BASE"] == url.group(0)
+        secret = re.fullmatch(r"[0-9a-f]{32}", written["AGENTGW_ZEGO_SERVER_SECRET"])
+        assert secret and written["AGENTGW_ZEGO_CALLBACK_SECRET"]
+        assert _signed(written, "ListAgents", {})["Code"] == 0
     finally:
         proc.terminate()
         try:
-            proc.communicate(timeout=10)
+            out, err = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
-            proc.communicate()
+            out, err = proc.communicate()
+    # Nothing it printed or logged shows a secret.
+    assert secret.group(0) not in out + err and written["AGENTGW_ZEGO_CALLBACK_SECRET"] not in out + err
+
+
+def _start_standalone(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGW_EMULATOR_")}
+    secrets_file = tmp_path / "secrets.env"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.zego.emulator",
+            "--port",
+            "0",
+            "--secrets-file",
+            str(secrets_file),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    while True:
+        line = json.loads(proc.stderr.readline())
+        if line["message"] == "ZEGO emulator listening":
+            break
+    written = dict(row.split("=", 1) for row in secrets_file.read_text().splitlines())
+    return proc, written
+
+
+def _signed(written: dict[str, str], action: str, body: dict[str, Any]) -> dict[str, Any]:
+    app_id, secret = int(written["AGENTGW_ZEGO_APP_ID"]), written["AGENTGW_ZEGO_SERVER_SECRET"]
+    ts, nonce = int(time.time()), new_nonce()
+    params = {
+        "Action": action,
+        "AppId": str(app_id),
+        "SignatureNonce": nonce,
+        "Timestamp": str(ts),
+        "Signature": api_signature(app_id, nonce, secret, ts),
+        "SignatureVersion": "2.0",
+    }
+    response = httpx.post(written["AGENTGW_ZEGO_API_BASE"] + "/", params=params, json=body, timeout=5)
+    return dict(response.json())
+
+
+def test_command_line_state_file_keeps_agents_and_secrets_across_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "emulator.json"
+    proc, first = _start_standalone(tmp_path, "--state-file", str(state))
+    try:
+        agent = {
+            "AgentId": "kept",
+            "LLM": {"Url": "https://llm.example/v1", "ApiKey": "k", "Model": "m"},
+            "TTS": {"Vendor": "ByteDance", "Params": {"app": {"appid": "a", "token": "t", "cluster": "c"}}},
+        }
+        assert _signed(first, "RegisterAgent", agent)["Code"] == 0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+
+    proc, second = _start_standalone(tmp_path, "--state-file", str(state))
+    try:
+        assert second["AGENTGW_ZEGO_SERVER_SECRET"] == first["AGENTGW_ZEGO_SERVER_SECRET"]
+        listed = _signed(second, "ListAgents", {})
+        assert [a["AgentId"] for a in listed["Data"]["Agents"]] == ["kept"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+    proc, fresh = _start_standalone(tmp_path, "--state-file", str(state), "--fresh")
+    try:
+        assert fresh["AGENTGW_ZEGO_SERVER_SECRET"] != first["AGENTGW_ZEGO_SERVER_SECRET"]
+        assert _signed(fresh, "ListAgents", {})["Data"]["Agents"] == []
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -1,8 +1,10 @@
 """``python -m service.zego.emulator``: run the ZEGO emulator as a local server.
 
 Every option falls back to an ``AGENTGW_EMULATOR_*`` environment variable (``--app-id`` to
-``AGENTGW_EMULATOR_APP_ID`` and so on). Without a server secret, a random 32-character one is generated
-and printed once, since a client needs it to sign requests to this local emulator.
+``AGENTGW_EMULATOR_APP_ID`` and so on). It logs JSON lines on stderr, like the gateway, and never
+prints a secret: the secrets (given, restored from ``--state-file``, or generated) are written to
+``--secrets-file`` (mode 0600) as the ``AGENTGW_ZEGO_*`` variables a gateway needs, and the log
+says where. ``--state-file`` keeps agents and running instances across restarts (dev mode).
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from service.logs import configure_logging
+
+from . import persist
 from .config import EmulatorConfig
 from .digital_humans import catalogue_from_json
 from .server import run_emulator
@@ -79,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("DH_CONCURRENCY_CODE", "410001031"),
         help="code beyond --dh-limit: 410001031 (ZEGO's docs) or 410001025 (what ZEGO's sample expects)",
     )
+    p.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("STATE_FILE"),
+        help="keep agents, instances and secrets in this JSON file across restarts (mode 0600)",
+    )
+    p.add_argument("--fresh", action="store_true", help="delete the --state-file first and start empty")
+    p.add_argument(
+        "--secrets-file",
+        type=Path,
+        default=_env("SECRETS_FILE", "var/emulator-secrets.env"),
+        help="where the secrets are written (mode 0600) as AGENTGW_ZEGO_* lines; default %(default)s",
+    )
     return p
 
 
@@ -90,29 +110,57 @@ def _catalogue(path: str | None) -> dict[str, Any]:
     return {"digital_humans": avatars, "timbres": timbres}
 
 
-def _secret(given: str | None, name: str) -> str:
-    if given:
-        return given
-    generated = secrets.token_hex(16)
-    # Printed (never logged) once: it is a local emulator and its clients need the secret.
-    print(f"generated {name}: {generated}", flush=True)
-    return generated
+def write_secrets(path: Path, config: EmulatorConfig, url: str) -> None:
+    """The variables a gateway needs to use this emulator, in a file only its owner can read."""
+    text = "".join(
+        f"{name}={value}\n"
+        for name, value in (
+            ("AGENTGW_ZEGO_APP_ID", config.app_id),
+            ("AGENTGW_ZEGO_SERVER_SECRET", config.server_secret),
+            ("AGENTGW_ZEGO_CALLBACK_SECRET", config.callback_secret),
+            ("AGENTGW_ZEGO_API_BASE", url),
+        )
+    )
+    # StateFile.save is the one atomic 0600 writer.
+    persist.StateFile(path).save(text)
 
 
-async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
-    async with run_emulator(config, host, port) as url:
-        logger.info("ZEGO emulator listening on %s (AppId %d)", url, config.app_id)
+async def _serve(
+    config: EmulatorConfig, host: str, port: int, state_file: Path | None, secrets_file: Path
+) -> None:
+    async with run_emulator(config, host, port, state_file=state_file) as url:
+        write_secrets(secrets_file, config, url)
+        logger.info(
+            "ZEGO emulator listening",
+            extra={
+                "url": url,
+                "app_id": config.app_id,
+                "secrets_file": str(secrets_file),
+                "state_file": str(state_file) if state_file else None,
+                "callback_url": config.callback_url,
+            },
+        )
         if host not in ("127.0.0.1", "::1", "localhost"):
             logger.warning("the /_emulator/ admin endpoints are unauthenticated: do not expose %s", host)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # A clean stop runs the app's shutdown, which saves the state file one last time.
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        logger.info("ZEGO emulator stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse options, print any generated secret once, and serve until interrupted."""
+    """Parse options, resolve the secrets (given, saved or generated), and serve until interrupted."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server_secret = _secret(args.server_secret, "server secret")
-    callback_secret = _secret(args.callback_secret, "callback secret")
+    configure_logging("INFO")
+    state = persist.StateFile(args.state_file) if args.state_file else None
+    if state is not None and args.fresh:
+        state.delete()
+    saved = persist.secrets_of(state.load(), args.app_id) if state is not None else None
+    server_secret = args.server_secret or (saved[0] if saved else secrets.token_hex(16))
+    callback_secret = args.callback_secret or (saved[1] if saved else secrets.token_hex(16))
     try:
         config = EmulatorConfig(
             app_id=args.app_id,
@@ -132,8 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, args.host, args.port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(config, args.host, args.port, args.state_file, args.secrets_file))
+    except (OSError, RuntimeError) as exc:  # EmulatorStartupError (a busy port) is a RuntimeError
+        logger.error("cannot start", extra={"error": str(exc), "address": f"{args.host}:{args.port}"})
+        return 1
     return 0
 
 

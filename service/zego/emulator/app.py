@@ -23,6 +23,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Collection
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.signing import verify_api_signature
 
-from . import errors
+from . import errors, persist
 from .actions import ACTIONS
 from .admin import admin_routes
 from .callbacks import CallbackDeliverer
@@ -278,28 +279,40 @@ async def _digital_human_api(request: Request) -> Response:
     return _envelope(0, "success", request_id, data, with_data=True)
 
 
-def create_app(config: EmulatorConfig, *, event_sink: EventSink | None = None) -> Starlette:
+def create_app(
+    config: EmulatorConfig, *, event_sink: EventSink | None = None, state_file: Path | None = None
+) -> Starlette:
     """The emulator as a Starlette app; the runtime is at ``app.state.emulator`` (:class:`Emulator`).
 
     ``event_sink`` additionally receives every internal event. Server callbacks go to
     ``config.callback_url`` (or the URL set at ``POST /_emulator/callbacks``). The app's lifespan runs the
     ticker that advances emulated time (conversations, graceful shutdown, MaxIdleTime, automatic turns) and
     closes callback delivery, so serve it with lifespan enabled, as :func:`~.server.run_emulator` does.
+
+    With ``state_file`` (dev mode, :mod:`.persist`) the emulator starts from the agents and instances
+    saved there and keeps the file up to date while it runs.
     """
     emulator = Emulator(config, event_sink)
+    saved = persist.StateFile(state_file) if state_file is not None else None
+    if saved is not None:
+        persist.load_into(emulator, saved)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         emulator.closing.clear()
         emulator.callbacks.open()
         ticker = asyncio.create_task(run_ticker(emulator.state), name="zego-emulator-ticker")
+        tasks = [ticker]
+        if saved is not None:
+            tasks.append(asyncio.create_task(persist.run_saver(emulator, saved), name="zego-emulator-saver"))
         try:
             yield
         finally:
             emulator.closing.set()
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await emulator.callbacks.aclose()
 
     app = Starlette(

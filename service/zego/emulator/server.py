@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -53,6 +54,7 @@ async def run_emulator(
     port: int = 0,
     *,
     event_sink: EventSink | None = None,
+    state_file: Path | None = None,
 ) -> AsyncIterator[str]:
     """Serve the emulator on ``host:port`` (0 = any free port) and yield its base URL.
 
@@ -62,9 +64,10 @@ async def run_emulator(
             ...  # POST f"{url}/?Action=RegisterAgent&..."
 
     The server runs in the current event loop, installs no signal handlers, and is shut down (with its
-    background ticker) when the block exits.
+    background ticker) when the block exits. ``state_file`` keeps agents and instances across
+    restarts (:mod:`.persist`).
     """
-    app = create_app(config, event_sink=event_sink)
+    app = create_app(config, event_sink=event_sink, state_file=state_file)
     emulator: Emulator = app.state.emulator
 
     def started(server: uvicorn.Server) -> None:
