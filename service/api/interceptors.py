@@ -13,11 +13,20 @@ status the caller gets. Our own services (``/agentgw.v1.*``) also get:
 
 * a request id: the caller's ``x-request-id`` if it is 1-64 printable characters, else a new one
   (:func:`new_request_id`). It is set in ``service.logs.request_id_var`` for every log line of the
-  call and, for unary responses, sent back as trailing metadata ``x-request-id``;
+  call and sent back as trailing metadata ``x-request-id``, on success and on error, unary or stream;
 * one ``rpc ok`` log line per successful unary call, built only when INFO is enabled;
 * rich errors: an exception escaping the handler becomes a ``google.rpc.Status`` by
-  ``service.api.status``, sent with ``abort_with_status``. ``AbortError`` (the handler aborted on its
-  own) and cancellation pass through untouched, as grpc requires.
+  ``service.api.status``, sent in the trailers next to the request id. ``AbortError`` (the handler
+  aborted on its own) and cancellation pass through untouched, as grpc requires.
+
+Every method also gets a request deserializer that cannot fail: bytes that do not parse as the
+request message (including a ``Struct`` nested beyond protobuf's recursion limit) become an
+:class:`Undecodable` marker, which the wrapper answers with INVALID_ARGUMENT. Without it grpc itself
+answers UNKNOWN ("Unexpected DecodeError") and logs a traceback.
+
+A client that drops a stream ends its handler with a cancellation: recorded in the metrics, logged at
+DEBUG at most. The generator may then be closed by asyncio's finalizer in another context, where the
+request-id contextvar token cannot be reset (and need not be: the call's task, and its context, are gone).
 
 Usage::
 
@@ -29,6 +38,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import itertools
 import logging
@@ -36,18 +47,18 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
+from service import errors
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.status import to_status
 from service.logs import request_id_var
 from service.metrics import Metrics
 
-__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "new_request_id"]
+__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "Undecodable", "new_request_id"]
 
 log = logging.getLogger("agentgw.rpc")
 
@@ -91,6 +102,42 @@ def _request_id(context: Context) -> str:
     return new_request_id()
 
 
+class Undecodable:
+    """What the request deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def invalid(self) -> errors.InvalidArgument:
+        """The caller's error: the request does not parse (the parser's words, clipped later)."""
+        return errors.InvalidArgument(
+            [errors.FieldViolation("", f"the request is not a valid message: {self.error}")],
+            "the request bytes do not decode as the request message",
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, RecursionError...: all of them the caller's bytes
+            return Undecodable(exc)
+
+    return deserialize
+
+
+def _reset(token: contextvars.Token[str | None] | None) -> None:
+    if token is not None:
+        # A dropped stream's generator can be closed by asyncio's finalizer, in another context.
+        with contextlib.suppress(ValueError):
+            request_id_var.reset(token)
+
+
 async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoReturn:
     remaining = context.time_remaining()
     spent = remaining is not None and remaining < _DEADLINE_SLACK_SECONDS
@@ -101,9 +148,19 @@ async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoRe
         log.info(
             "rpc rejected", extra={"method": method, "reason": type(exc).__name__, "detail": status.message}
         )
-    # grpc-stubs lacks the aio abort_with_status; it exists since grpcio 1.38.
-    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
-    raise AssertionError("abort_with_status returned")  # it raises AbortError
+    # What abort_with_status sends, plus the request id: abort_with_status would replace the
+    # trailing metadata set earlier with the status alone.
+    trailers: list[tuple[str, str | bytes]] = [
+        (rpc_status.GRPC_DETAILS_METADATA_KEY, status.SerializeToString())
+    ]
+    if rid:
+        trailers.append((REQUEST_ID_HEADER, rid))
+    code = _CODES[status.code]
+    await context.abort(code, status.message, trailing_metadata=tuple(trailers))
+    raise AssertionError("abort returned")  # it raises AbortError
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _unary_response(
@@ -126,13 +183,15 @@ def _unary_response(
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 response = behavior(request, handler_context)
                 if inspect.isawaitable(response):
                     response = await response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours:
+                if not ours and not isinstance(request, Undecodable):
                     raise
                 await _fail(exc, method, rid, context)
             if ours and log.isEnabledFor(logging.INFO):
@@ -142,8 +201,7 @@ def _unary_response(
             rec.finish(context, exc, started)
             raise
         finally:
-            if token is not None:
-                request_id_var.reset(token)
+            _reset(token)
         if rec.finish(context, None, started) == "OK":
             rec.sent.inc()
         return response
@@ -167,11 +225,14 @@ def _stream_response(
         if ours:
             rid = _request_id(context)
             token = request_id_var.set(rid)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 result = behavior(request, CountingContext(context, rec))
                 if inspect.isasyncgen(result):  # yield-style handler
-                    async with aclosing(result) as responses:
+                    async with contextlib.aclosing(result) as responses:
                         async for response in responses:
                             rec.sent.inc()
                             yield response
@@ -184,15 +245,14 @@ def _stream_response(
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours:
+                if not ours and not isinstance(request, Undecodable):
                     raise
                 await _fail(exc, method, rid, context)
         except BaseException as exc:  # incl. AbortError, CancelledError, GeneratorExit: re-raised
             rec.finish(context, exc, started)
             raise
         finally:
-            if token is not None:
-                request_id_var.reset(token)
+            _reset(token)
         rec.finish(context, None, started)
 
     return wrapper
@@ -203,7 +263,7 @@ def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
     rec = Recorder(metrics, rpc_type(handler.request_streaming, handler.response_streaming), service, name)
     ours = path.startswith(_OUR_PREFIX)
     codecs: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
