@@ -150,9 +150,7 @@ async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoRe
         )
     # What abort_with_status sends, plus the request id: abort_with_status would replace the
     # trailing metadata set earlier with the status alone.
-    trailers: list[tuple[str, str | bytes]] = [
-        (rpc_status.GRPC_DETAILS_METADATA_KEY, status.SerializeToString())
-    ]
+    trailers: list[tuple[str, str | bytes]] = [(_DETAILS_KEY, status.SerializeToString())]
     if rid:
         trailers.append((REQUEST_ID_HEADER, rid))
     code = _CODES[status.code]
@@ -161,6 +159,7 @@ async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoRe
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_DETAILS_KEY: str = rpc_status.GRPC_DETAILS_METADATA_KEY  # type: ignore[attr-defined]
 
 
 def _unary_response(

@@ -232,14 +232,20 @@ async def test_undecodable_request_bytes_are_invalid_argument_not_unknown(probe:
                     pass
         err = rich_error(failure.value)
         assert err.code == grpc.StatusCode.INVALID_ARGUMENT, method
-        assert "Error parsing message" in err.get(error_details_pb2.BadRequest).field_violations[0].description
+        assert (
+            "Error parsing message" in err.get(error_details_pb2.BadRequest).field_violations[0].description
+        )
         assert dict(tuple(failure.value.trailing_metadata() or ()))[REQUEST_ID_HEADER] == "trace-13"
         await eventually(
-            lambda: probe.value("grpc_server_handled_total", kind, method, grpc_code="InvalidArgument") == 1
+            lambda k=kind, m=method: (
+                probe.value("grpc_server_handled_total", k, m, grpc_code="InvalidArgument") == 1
+            )
         )
 
 
-async def test_a_dropped_stream_logs_nothing_above_debug(probe: Probe, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_dropped_stream_logs_nothing_above_debug(
+    probe: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     for i in range(5):  # cancelled while the handler sleeps and while it is at a yield
         call = probe.channel.unary_stream(f"/{OURS}/StreamForever", _identity, _identity)(
