@@ -3,8 +3,10 @@ services, the gRPC server and the HTTP server, with an explicit start/stop lifec
 
 Start order: emulator (only without ZEGO credentials) -> core (ledger, ZEGO client, event log,
 sessions, reconciliation, reaper; see ``service.core``) -> gRPC (health NOT_SERVING) -> HTTP ->
-health SERVING. Stop runs the reverse, through one
-``AsyncExitStack``, so a failure half-way through start-up still releases what was acquired.
+health SERVING. Stop runs through one ``AsyncExitStack``, so a failure half-way through start-up
+still releases what was acquired: health NOT_SERVING -> gRPC (event streams end at once with
+UNAVAILABLE and their resume cursor; unary calls drain within the grace period) -> HTTP (so ZEGO's
+callbacks are accepted until gRPC has drained) -> core -> emulator.
 
 Usage::
 
@@ -114,6 +116,7 @@ class Gateway:
         self.http_port = 0
         self.zego_base_url = settings.zego_api_base
         self.server: grpc.aio.Server | None = None
+        self._grpc_stopped = False
         self._emulator_admin: Callable[[str], Awaitable[None]] | None = None
 
     @property
@@ -158,7 +161,7 @@ class Gateway:
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self.server = server
-        self._stack.push_async_callback(self._stop_grpc, server)
+        self._stack.push_async_callback(self._stop_grpc, server)  # if the HTTP side fails to start
 
         http_host, http_port = _split(settings.http_listen)
         refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
@@ -174,6 +177,8 @@ class Gateway:
         ]
         app = create_http_app(lambda: self._ready, routes)
         self.http_port = await self._stack.enter_async_context(serve_asgi(app, http_host, http_port))
+        # Stopped before the HTTP side: callbacks ZEGO sends while gRPC drains are still accepted.
+        self._stack.push_async_callback(self._stop_grpc, server)
         if self._emulator_admin is not None:
             await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
 
@@ -266,6 +271,12 @@ class Gateway:
         )
 
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:
+        """End every event stream at once (UNAVAILABLE, with the cursor to resume after), then let
+        unary calls finish within the grace period. Idempotent."""
+        if self._grpc_stopped:
+            return
+        self._grpc_stopped = True
+        self.core.bus.shut_down()
         await server.stop(self.settings.shutdown_grace_seconds)
 
     async def stop(self) -> None:

@@ -11,10 +11,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
 from service.gen.agentgw.v1 import event_service_pb2 as events_api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
-from service.gen.agentgw.v1 import session_pb2
 from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from tests.api.sessions_helpers import register_agent, voice_request
