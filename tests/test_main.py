@@ -15,8 +15,13 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
-from service.gen.agentgw.v1 import event_service_pb2, event_service_pb2_grpc
+from service.gen.agentgw.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+)
 from tests.conftest import rich_error
 
 
