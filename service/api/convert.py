@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from service.domain.validation import Violations
+from service.domain.validation import TTS_VENDORS, Violations
 from service.gen.agentgw.v1 import agent_pb2 as pb
 from service.zego import models as m
 
@@ -248,8 +248,8 @@ def validate_llm(v: Violations, path: str, msg: pb.LlmConfig) -> None:
 
 def validate_tts(v: Violations, path: str, msg: pb.TtsConfig) -> None:
     """ZEGO requires Vendor and Params.app inside a TTS object (spec §6.3)."""
-    v.required(f"{path}.vendor", msg.vendor)
-    v.max_chars(f"{path}.vendor", msg.vendor, 64)
+    if v.required(f"{path}.vendor", msg.vendor):
+        v.one_of(f"{path}.vendor", msg.vendor, TTS_VENDORS)
     v.check(
         msg.HasField("app") and len(msg.app.fields) > 0, f"{path}.app", "is required (the vendor credentials)"
     )

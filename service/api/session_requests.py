@@ -254,6 +254,9 @@ def create_spec(
         if v.required(f"{path}.digital_human_id", dh_spec.digital_human_id):
             v.max_chars(f"{path}.digital_human_id", dh_spec.digital_human_id, 128)
         v.check(dh_spec.profile in (0, *_PROFILES), f"{path}.profile", "is not a known profile")
+        v.check(
+            dh_spec.encode_code in ("", "H264"), f"{path}.encode_code", "must be H264 (ZEGO's only codec)"
+        )
         digital_human = m.DigitalHuman(
             digital_human_id=dh_spec.digital_human_id,
             config_id=_PROFILES.get(dh_spec.profile),

@@ -18,6 +18,7 @@ __all__ = [
     "AGENT_ID_MAX_BYTES",
     "ASR_VENDORS",
     "RTC_ID_MAX_BYTES",
+    "TTS_VENDORS",
     "USER_ID_MAX_BYTES",
     "Violations",
 ]
@@ -33,9 +34,10 @@ _AGENT_ID = re.compile(r"[0-9A-Za-z!#$%&()+\-:;<=.>?@\[\]^_{}|~,`]+")
 # Spec §1.3 allows digits, letters, - and _ for user ids; §6.1 adds "." for RTC properties.
 _USER_ID = re.compile(r"[0-9A-Za-z_\-]+")
 _RTC_ID = re.compile(r"[0-9A-Za-z_.\-]+")
-# Spec §6.4; ZEGO's own examples differ in case, so the check folds case (as the emulator does).
+# Spec §6.4 and §6.3 (the yaml enum plus the legacy "ByteDance" ZEGO's own examples still use).
+# ZEGO's examples differ in case, so the checks fold case (as the emulator does).
 ASR_VENDORS = ("Tencent", "AliyunParaformer", "Microsoft", "AliyunFunASR", "AliyunQwenASR", "VolcSeedASR")
-_ASR_VENDORS_FOLDED = frozenset(v.casefold() for v in ASR_VENDORS)
+TTS_VENDORS = ("Aliyun", "ByteDanceV3", "ByteDanceFlowing", "MiniMax", "CosyVoice", "ByteDance")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/\-]{0,61}[A-Za-z0-9])?")
 
 
@@ -90,6 +92,14 @@ class Violations:
         """JSON, and so ZEGO, has no NaN or Infinity."""
         return self.check(math.isfinite(value), field, f"must be a finite number (got {value})")
 
+    def one_of(self, field: str, value: str, allowed: Iterable[str]) -> bool:
+        """``value`` is one of ``allowed``, ignoring case."""
+        names = tuple(allowed)
+        folded = value.casefold()
+        return self.check(
+            any(folded == name.casefold() for name in names), field, f"must be one of {', '.join(names)}"
+        )
+
     def asr(self, field: str, vendor: str, vad: dict[str, float | None]) -> None:
         """The agent-level ASR object (spec §6.4): a known vendor, and the VAD ranges of §6.5.
 
@@ -98,11 +108,7 @@ class Violations:
         ``vad_min_speech_duration_ms``, ``vad_energy_threshold``.
         """
         if vendor:
-            self.check(
-                vendor.casefold() in _ASR_VENDORS_FOLDED,
-                f"{field}.vendor",
-                f"must be one of {', '.join(ASR_VENDORS)}",
-            )
+            self.one_of(f"{field}.vendor", vendor, ASR_VENDORS)
         for name, value in vad.items():
             if value is None:
                 continue
