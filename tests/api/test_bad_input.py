@@ -16,7 +16,7 @@ from service.gen.agentgw.v1 import event_service_pb2 as events_api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from tests.api.sessions_helpers import register_agent, voice_request
+from tests.api.sessions_helpers import digital_human_request, register_agent, voice_request
 from tests.conftest import Emulator, RichError, rich_error
 
 TIMEOUT = 5.0
@@ -155,4 +155,31 @@ async def test_bad_asr_and_nan_on_a_session_never_reach_zego(
     assert (await _rejected(sessions.CreateSession(request, timeout=TIMEOUT))).field_paths == [
         "llm.temperature"
     ]
+    assert (await _zego_calls(emulator))["instances"] == 0
+
+
+async def test_an_unknown_tts_vendor_never_reaches_zego(
+    channel: grpc.aio.Channel, emulator: Emulator
+) -> None:
+    """Found by the fuzz: ZEGO answered 410000003 to an UpdateAgent with a made-up TTS vendor."""
+    agents = agent_service_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+    tts = agent_pb2.TtsConfig(vendor="helper-agent")
+    tts.app.update({"appid": "a"})
+    create = agent_service_pb2.CreateAgentRequest(agent=agent_pb2.Agent(agent_id="a3", llm=LLM, tts=tts))
+    assert (await _rejected(agents.CreateAgent(create, timeout=TIMEOUT))).field_paths == ["agent.tts.vendor"]
+    create.agent.tts.vendor = "minimax"  # ZEGO's examples spell vendors in several cases: accepted
+    await agents.CreateAgent(create, timeout=TIMEOUT)
+    assert (await _zego_calls(emulator))["agents"] == 1
+
+
+async def test_a_digital_human_codec_other_than_h264_never_reaches_zego(
+    channel: grpc.aio.Channel, emulator: Emulator
+) -> None:
+    """Found by the fuzz: ZEGO answered 410000014 to a digital human with EncodeCode "m"."""
+    await register_agent(emulator)
+    sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
+    request = digital_human_request()
+    request.digital_human.encode_code = "VP8"
+    err = await _rejected(sessions.CreateSession(request, timeout=TIMEOUT))
+    assert err.field_paths == ["digital_human.encode_code"]
     assert (await _zego_calls(emulator))["instances"] == 0
