@@ -7,7 +7,7 @@ synchronous calls. Requests are built from the message descriptors: random value
 cases (NaN, infinities, huge strings, extreme integers, unknown enum numbers) and towards values that
 pass the first checks (a registered agent, an existing session), so the deeper rules are reached too.
 Examples are bounded (``FUZZ_EXAMPLES`` per RPC, default 25) and derandomized, so ``make test`` is
-repeatable; raise ``FUZZ_EXAMPLES`` locally for a longer hunt.
+repeatable; for a longer hunt, raise ``FUZZ_EXAMPLES`` and set ``FUZZ_RANDOM=1`` (fresh examples).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from tests.conftest import Emulator, emulator_config, gateway_settings, unpack_d
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") in ("", "0")
 CALL_TIMEOUT = 5.0
 STREAM_TIMEOUT = 0.3
 """A valid WatchEvents stream never ends on its own: it is read this long, then its deadline ends it."""
@@ -371,7 +372,7 @@ def _fuzz(
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
-        derandomize=True,
+        derandomize=DERANDOMIZE,
         database=None,
         suppress_health_check=[
             HealthCheck.function_scoped_fixture,
@@ -401,7 +402,7 @@ def test_no_request_gets_an_unknown_or_internal_answer(
 @settings(
     max_examples=EXAMPLES * 2,
     deadline=None,
-    derandomize=True,
+    derandomize=DERANDOMIZE,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
