@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from service.config import ConfigError, load_settings
 from service.logs import configure_logging
 from service.server import Gateway
+from service.tracing import TracingConfigError
 
 log = logging.getLogger("agentgw")
 
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         asyncio.run(serve(Gateway(settings)))
+    except TracingConfigError as exc:  # raised by the gateway's start, before it serves
+        print(f"agentgw: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

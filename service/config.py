@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.auth.authenticator import AUTH_MODES
+from service.auth.certs import parse_roles
+from service.auth.principal import Role
+from service.domain.quotas import load_quotas
+from service.zego.digital_human import resolve_digital_human_base
 from service.zego.regions import resolve_base_url
 
 __all__ = ["ConfigError", "Secret", "Settings", "load_settings"]
@@ -116,6 +122,56 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _validation_policy(raw: str) -> str:
+    policy = raw.strip().lower()
+    if policy not in {"strict", "fail_open", "off"}:
+        raise ValueError("must be one of strict, fail_open, off")
+    return policy
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _auth_mode(raw: str) -> frozenset[str]:
+    modes = frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    unknown = sorted(modes - AUTH_MODES)
+    if not modes or unknown:
+        raise ValueError("must be none, jwt, mtls or jwt,mtls")
+    if "none" in modes and len(modes) > 1:
+        raise ValueError("none cannot be combined with jwt or mtls")
+    return modes
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"no such file: {raw}")
+    return path
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return raw
+
+
+def _leeway(raw: str) -> float:
+    value = _non_negative_float(raw)
+    if value > 300:
+        raise ValueError("must be at most 300 seconds")
+    return value
+
+
+def _roles(raw: str) -> tuple[tuple[str, Role], ...]:
+    return tuple(sorted(parse_roles(raw).items()))
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -139,6 +195,32 @@ class Settings:
         "ZEGO API host: a region name (unified, sha, hkg, fra, lax, bom, sgp) or a URL.",
     )
     """Base URL of the ZEGO AI Agent API (spec §1.1)."""
+
+    zego_digital_human_api_base: str | None = _setting(
+        None,
+        resolve_digital_human_base,
+        "ZEGO Digital Human API host: unified, sample, or a URL. Unset: derived from zego_api_base.",
+    )
+    """Base URL of ZEGO's Digital Human API (docs/zego-digital-human-api.md §1). ZEGO's docs say
+    ``aigc-digitalhuman-api.zegotech.cn`` (``unified``), its sample server ``aigc-digital-human-api``
+    (``sample``). Unset: the documented host for a ZEGO region, ``<zego_api_base>/digitalhuman`` for
+    any other URL (the emulator serves both APIs) [INFER]."""
+
+    digital_human_cache_seconds: float = _setting(
+        300.0, _non_negative_float, "How long digital-human lookups are cached."
+    )
+    """Cache lifetime of avatar and voice answers; never past the avatar URL's 24 h validity."""
+
+    digital_human_not_found_cache_seconds: float = _setting(
+        10.0, _non_negative_float, "How long an unknown digital_human_id is remembered."
+    )
+    """A short negative cache, so a retried typo does not spend ZEGO's 10 requests/s."""
+
+    digital_human_validation: str = _setting(
+        "fail_open", _validation_policy, "CreateSession's digital_human_id check: strict, fail_open, off."
+    )
+    """``fail_open``: unknown ids are NOT_FOUND before any create, but if the Digital Human API cannot
+    answer the create proceeds; ``strict`` fails it then; ``off`` never looks the id up [INFER]."""
 
     zego_rate_per_second: float = _setting(10.0, _positive_float, "Client-side limit per ZEGO action.")
     """Requests per second per action; ZEGO documents 10."""
@@ -194,6 +276,17 @@ class Settings:
     """After EndSession's delete, wait this long for ZEGO's AgentInstanceDeleted (it carries ZEGO's
     LatencyData) before synthesizing the session's ended event; 0 never waits."""
 
+    leak_give_up_seconds: float = _setting(3600.0, _positive_float, "Give up confirming a leak after.")
+    """An instance that may still run at ZEGO (a possible leak) is retried until ZEGO confirms it
+    gone or this long after its session ended; then it is reported as a leak (metric, alert). Its
+    capacity slot stays held either way."""
+
+    leak_retry_initial_seconds: float = _setting(5.0, _positive_float, "First delay between leak retries.")
+    """The delay after the first failed attempt to confirm a possible leak gone; it doubles per attempt."""
+
+    leak_retry_max_seconds: float = _setting(300.0, _positive_float, "Largest delay between leak retries.")
+    """The cap of the doubling delay between attempts to confirm a possible leak gone."""
+
     interaction_budget_seconds: float = _setting(1.5, _positive_float, "Turn-latency budget.")
     """A turn slower than this (end of user speech to agent speaking) is a budget breach."""
 
@@ -202,6 +295,67 @@ class Settings:
 
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.")
     """Log level of the JSON logs on stderr."""
+
+    callback_listen: str | None = _setting(
+        None, _listen, "Address serving only POST /v1/zego/callbacks (what ZEGO must reach)."
+    )
+    """With ``admin_listen``, splits the HTTP side; unset, ``http_listen`` serves callbacks."""
+
+    admin_listen: str | None = _setting(None, _listen, "Address serving /metrics, /healthz and /readyz.")
+    """With ``callback_listen``, splits the HTTP side; unset, ``http_listen`` serves them."""
+
+    auth_mode: frozenset[str] = _setting(frozenset({"none"}), _auth_mode, "none, jwt, mtls or jwt,mtls.")
+    """How callers authenticate. ``none`` is refused on a non-loopback gRPC address unless
+    ``allow_insecure`` is set."""
+
+    allow_insecure: bool = _setting(False, _bool, "Allow AUTH_MODE=none on a non-loopback address.")
+    """Accept unauthenticated calls on a reachable address (never do this in production)."""
+
+    auth_jwks_file: Path | None = _setting(None, _existing_file, "JWKS file of the JWT keys (reloaded).")
+    """Verification keys for bearer tokens; re-read when the file changes."""
+
+    auth_jwks_url: str | None = _setting(None, _http_url, "JWKS URL of the JWT keys (cached).")
+    """Verification keys for bearer tokens, fetched and cached for five minutes."""
+
+    auth_issuer: str | None = _setting(None, str, "Required JWT iss, when set.")
+    """Tokens from another issuer are refused."""
+
+    auth_audience: str | None = _setting(None, str, "Required JWT aud, when set.")
+    """Tokens for another audience are refused."""
+
+    auth_leeway_seconds: float = _setting(30.0, _leeway, "Clock skew allowed on exp/nbf (max 300).")
+    """Tolerance for clock differences between the token issuer and the gateway."""
+
+    auth_roles: tuple[tuple[str, Role], ...] = _setting(
+        (), _roles, "Roles of certificate callers, e.g. sre-bot=viewer,ops=admin."
+    )
+    """mTLS identities and their roles; unlisted identities are callers."""
+
+    tls_cert_file: Path | None = _setting(None, _existing_file, "Server certificate (PEM) for gRPC TLS.")
+    """With ``tls_key_file``, the gRPC port serves TLS."""
+
+    tls_key_file: Path | None = _setting(None, _existing_file, "Server private key (PEM) for gRPC TLS.")
+    """The key of ``tls_cert_file``."""
+
+    tls_client_ca_file: Path | None = _setting(
+        None, _existing_file, "CA bundle (PEM) that client certificates must chain to."
+    )
+    """Set: every gRPC client must present a certificate signed by it (mTLS)."""
+
+    quotas_file: Path | None = _setting(None, _existing_file, "Per-caller quotas (TOML).")
+    """Concurrent sessions per pool and a share of ZEGO's request rate, per caller (see
+    ``service.domain.quotas``); unset, callers share the pools freely."""
+
+    audit_retention_seconds: int = _setting(7_776_000, _positive_int, "How long audit records are kept.")
+    """Audit records older than this are purged (default 90 days)."""
+
+    reflection: bool = _setting(True, _bool, "Serve gRPC server reflection.")
+    """Reflection lists every method; turn it off where callers should not browse the API."""
+
+    @property
+    def tls(self) -> bool:
+        """True when the gRPC port serves TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def uses_emulator(self) -> bool:
@@ -266,10 +420,55 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     return settings
 
 
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_security(settings: Settings) -> None:
+    modes = settings.auth_mode
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        missing = "tls_key_file" if settings.tls_key_file is None else "tls_cert_file"
+        raise ConfigError(f"{env_name(missing)}: required when the other TLS file is set")
+    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+        raise ConfigError(f"{env_name('tls_cert_file')}: client certificates need the server's TLS files")
+    if "jwt" in modes and settings.auth_jwks_file is None and settings.auth_jwks_url is None:
+        raise ConfigError(
+            f"{env_name('auth_jwks_file')}: jwt mode needs a JWKS file or AGENTGW_AUTH_JWKS_URL"
+        )
+    if "mtls" in modes and settings.tls_client_ca_file is None:
+        raise ConfigError(f"{env_name('tls_client_ca_file')}: mtls mode needs the client CA bundle")
+    if (
+        modes == frozenset({"none"})
+        and not settings.allow_insecure
+        and not _is_loopback(settings.grpc_listen)
+    ):
+        raise ConfigError(
+            f"{env_name('auth_mode')}: authentication is off and {settings.grpc_listen} is not loopback; "
+            f"set AGENTGW_AUTH_MODE=jwt or mtls, or AGENTGW_ALLOW_INSECURE=true to accept any caller"
+        )
+
+
 def _check_consistency(settings: Settings) -> None:
+    _check_security(settings)
+    if settings.quotas_file is not None:
+        try:
+            load_quotas(settings.quotas_file)
+        except ValueError as exc:
+            raise ConfigError(f"{env_name('quotas_file')}: {exc}") from None
     if (settings.zego_app_id is None) != (settings.zego_server_secret is None):
         missing = "zego_server_secret" if settings.zego_server_secret is None else "zego_app_id"
         raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")
+    if settings.leak_retry_max_seconds < settings.leak_retry_initial_seconds:
+        raise ConfigError(
+            f"{env_name('leak_retry_max_seconds')}: must not be below "
+            f"{env_name('leak_retry_initial_seconds')} ({settings.leak_retry_initial_seconds:g})"
+        )
     if settings.max_session_duration_seconds > settings.max_session_duration_cap_seconds:
         raise ConfigError(
             f"{env_name('max_session_duration_seconds')}: must not exceed "

@@ -13,17 +13,23 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+from service.auth.principal import current_principal
 from service.config import Settings
 from service.domain.agents import AgentService
+from service.domain.audit import AuditTrail
+from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.event_log import EventBus, EventLog
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyTracker
+from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind
+from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
 from service.metrics import Metrics, ZegoMetricsObserver
 from service.store.sqlite import SqliteLedger
 from service.zego.client import ZegoClient
+from service.zego.ratelimit import FairRateLimiter
 
 __all__ = ["Core", "build_core"]
 
@@ -45,6 +51,8 @@ class Core:
     latency: LatencyTracker
     ingestor: CallbackIngestor
     limits: dict[str, int]
+    digital_humans: DigitalHumanCatalog
+    audit: AuditTrail
 
 
 class _ReaperMetrics:
@@ -68,16 +76,19 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     ledger = SqliteLedger(settings.db_path)
     await ledger.open()
     stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
 
+    quotas = load_quotas(settings.quotas_file) if settings.quotas_file is not None else None
     zego = ZegoClient(
         app_id=settings.zego_app_id,
         server_secret=settings.zego_server_secret.reveal(),
         base_url=settings.zego_api_base,
+        digital_human_base_url=settings.zego_digital_human_api_base,
         timeout_seconds=settings.zego_timeout_seconds,
         rate_per_second=settings.zego_rate_per_second,
         max_retries=settings.zego_max_retries,
         observer=ZegoMetricsObserver(metrics),
+        limiter=_fair_limiter(settings, quotas),
     )
     stack.push_async_callback(zego.aclose)
 
@@ -97,6 +108,13 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         events=events,
         observer=metrics,
         end_confirm_seconds=settings.end_confirm_seconds,
+        quotas=quotas,
+        leak_policy=LeakPolicy(
+            give_up_seconds=settings.leak_give_up_seconds,
+            retry_initial_seconds=settings.leak_retry_initial_seconds,
+            retry_max_seconds=settings.leak_retry_max_seconds,
+            call_timeout_seconds=settings.zego_timeout_seconds,
+        ),
     )
     latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
     await stack.enter_async_context(latency)
@@ -120,7 +138,36 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         skew_seconds=settings.callback_skew_seconds,
     )
     agents = AgentService(zego, ledger)
-    return Core(ledger, zego, bus, events, agents, sessions, latency, ingestor, limits)
+    digital_humans = DigitalHumanCatalog(
+        zego,
+        ttl_seconds=settings.digital_human_cache_seconds,
+        not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
+        validation=settings.digital_human_validation,
+    )
+    return Core(
+        ledger,
+        zego,
+        bus,
+        events,
+        agents,
+        sessions,
+        latency,
+        ingestor,
+        limits,
+        digital_humans,
+        AuditTrail(ledger),
+    )
+
+
+def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
+    """The ZEGO client's limiter when quotas give callers a share of the rate; else its default."""
+    if quotas is None or not quotas.limits_rate:
+        return None
+    return FairRateLimiter(
+        settings.zego_rate_per_second,
+        caller=lambda: current_principal().name,
+        share=lambda name: quotas.for_caller(name).rate_share,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -135,6 +182,7 @@ async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[
                 removed += await ledger.purge(
                     idempotency_before=now - settings.idempotency_ttl_seconds, sessions_ended_before=0.0
                 )
+                removed += await ledger.purge_audit(now - settings.audit_retention_seconds)
                 if removed:
                     log.info("retention purge", extra={"rows": removed})
             except Exception:

@@ -1,10 +1,11 @@
 """``make demo``: a live digital-human call on the bundled emulator, its events printed as they come.
 
 It starts a gateway (with its emulator) in this process on free loopback ports, registers an agent,
-starts a digital-human session, watches the session's event stream, has the simulated user speak a
-few times (the emulator's admin endpoint plays the user), makes the agent speak once through the
-API, ends the session, and prints the session's turn latency. Nothing here is needed in production:
-it is a tour of the API.
+lists the digital humans the app may use and picks one (with its voices), starts a digital-human
+session, watches the session's event stream, has the simulated user speak a few times (the
+emulator's admin endpoint plays the user), makes the agent speak once through the API, ends the
+session, and prints the session's turn latency. Nothing here is needed in production: it is a tour
+of the API.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from service.gen.agentgw.v1 import (
     agent_pb2,
     agent_service_pb2,
     agent_service_pb2_grpc,
+    digital_human_service_pb2_grpc,
     event_service_pb2_grpc,
     session_service_pb2_grpc,
 )
+from service.gen.agentgw.v1 import digital_human_service_pb2 as dapi
 from service.gen.agentgw.v1 import event_service_pb2 as eapi
 from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.gen.agentgw.v1 import session_pb2 as spb
@@ -33,7 +36,7 @@ from service.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.logs import configure_logging
 from service.server import Gateway
 
-AVATAR = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"  # ZEGO's public test digital human
+AVATAR = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"  # ZEGO's public test digital human, preferred if listed
 UTTERANCES = ("Hello, who are you?", "What can you do for me?", "Thanks, goodbye!")
 
 
@@ -83,6 +86,30 @@ async def turn_over(idle: asyncio.Queue[None]) -> None:
     await asyncio.wait_for(idle.get(), timeout=30)
 
 
+async def pick_avatar(stub: digital_human_service_pb2_grpc.DigitalHumanServiceAsyncStub) -> str:
+    """List the digital humans (every page), print them, and pick ZEGO's public test avatar if present."""
+    avatars: list[dapi.DigitalHuman] = []
+    token = ""
+    for _ in range(50):  # bounded: 50 pages of 20 is far more than any catalogue
+        page = await stub.ListDigitalHumans(dapi.ListDigitalHumansRequest(page_token=token), timeout=10)
+        avatars += page.digital_humans
+        token = page.next_page_token
+        if not token:
+            break
+    print(f"{len(avatars)} digital humans available:")
+    for avatar in avatars:
+        kind = "public" if avatar.public else "private"
+        print(f"  {avatar.digital_human_id}  {kind:<7}  {avatar.name}")
+    chosen = next((a for a in avatars if a.digital_human_id == AVATAR), avatars[0]).digital_human_id
+    details = (
+        await stub.GetDigitalHuman(dapi.GetDigitalHumanRequest(digital_human_id=chosen), timeout=10)
+    ).digital_human
+    voices = (await stub.ListVoices(dapi.ListVoicesRequest(), timeout=10)).voices
+    actions = ", ".join(a.name for a in details.actions) or "none"
+    print(f"picked {details.name!r} ({chosen}); actions: {actions}; {len(voices)} public voices")
+    return chosen
+
+
 async def tour(gateway: Gateway) -> None:
     """The call itself, as a client would make it."""
     emulator = httpx.AsyncClient(base_url=gateway.zego_base_url, timeout=10)
@@ -102,12 +129,13 @@ async def tour(gateway: Gateway) -> None:
         )
         await agents.CreateAgent(agent_service_pb2.CreateAgentRequest(agent=agent), timeout=10)
         print("registered agent demo-agent")
+        avatar_id = await pick_avatar(digital_human_service_pb2_grpc.DigitalHumanServiceStub(channel))
         session = (
             await sessions.CreateSession(
                 sapi.CreateSessionRequest(
                     agent_id="demo-agent",
                     user_id="demo_user",
-                    digital_human=sapi.DigitalHumanSpec(digital_human_id=AVATAR),
+                    digital_human=sapi.DigitalHumanSpec(digital_human_id=avatar_id),
                     rtc=sapi.RtcSpec(room_id="demo_room", user_stream_id="demo_user_stream"),
                     labels={"demo": "yes"},
                 ),

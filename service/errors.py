@@ -31,8 +31,11 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutOfRange",
+    "PermissionDenied",
+    "QuotaExhausted",
     "RequestIdReused",
     "SubscriberTooSlow",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -123,6 +126,18 @@ class CapacityExhausted(AgentGwError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class QuotaExhausted(CapacityExhausted):
+    """The caller's own quota of the pool is used up (the pool itself may have room)."""
+
+    reason = "QUOTA_EXHAUSTED"
+
+    def __init__(self, caller: str, pool: str, quota: int, in_use: int, retry_after_seconds: float) -> None:
+        super().__init__(pool, quota, in_use, retry_after_seconds)
+        self.message = f"{caller} holds {in_use} of its quota of {quota} {pool} sessions"
+        self.args = (self.message,)
+        self.caller = caller
+
+
 class SubscriberTooSlow(AgentGwError):
     """The subscriber's buffer overflowed; it should resume from its last cursor."""
 
@@ -154,3 +169,25 @@ class Unavailable(AgentGwError):
         self.reason = reason
         self.retry_after_seconds = retry_after_seconds
         self.metadata: Mapping[str, str] = metadata or {}
+
+
+class Unauthenticated(AgentGwError):
+    """Missing or bad credentials: ``UNAUTHENTICATED`` with an ``ErrorInfo`` reason.
+
+    ``reason`` is ``CREDENTIALS_MISSING``, ``TOKEN_EXPIRED`` or ``TOKEN_INVALID``. The message
+    says what to send in general terms only: it never names a key id, an issuer or a claim value
+    the gateway expected, nor whether the identity exists.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(AgentGwError):
+    """The caller is known and may see the resource, but its role may not change it
+    (a ``viewer`` ending a session). Never used where it would confirm that something exists."""
+
+    def __init__(self, message: str, *, reason: str = "PERMISSION_DENIED") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -16,20 +16,28 @@ Example::
     body = prometheus_client.generate_latest(metrics.registry)
 
 The handler wrapper of ``service.api.interceptors`` feeds the ``grpc_server_*`` families
-(go-grpc-prometheus style) through ``service.api.metrics_interceptor``.
+(go-grpc-prometheus style) through ``service.api.metrics_interceptor``. Like go-grpc-prometheus,
+nothing exports ``*_created`` series.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Final, Protocol
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.domain.model import EndReason, SessionKind, SessionState
 from service.zego.actions import Action
+
+# No ``*_created`` series (a third of /metrics, one per counter, histogram and summary child):
+# go-grpc-prometheus and the Go client do not export them, and nothing of ours reads them. The switch
+# is prometheus_client's own and process-wide (its env twin: PROMETHEUS_DISABLE_CREATED_SERIES).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "CALLBACK_EVENTS",
@@ -56,7 +64,7 @@ KINDS: Final = tuple(k.value for k in SessionKind)
 STATES: Final = tuple(s.value for s in SessionState)
 END_REASONS: Final = tuple(r.value.lower() for r in EndReason)
 CREATE_OUTCOMES: Final = tuple(
-    "created replayed rejected_capacity failed_upstream failed_unconfirmed invalid".split()
+    "created replayed rejected_capacity rejected_quota failed_upstream failed_unconfirmed invalid".split()
 )
 ACTIONS: Final = tuple(a.value for a in Action)
 #: ZegoClient's outcome for a transport failure (``ZegoTransportError.outcome``); "0" is success.
@@ -187,6 +195,17 @@ class Metrics:
             "Sessions closed without confirming their ZEGO instance is gone (it may still bill).",
             "kind",
         )
+        self.suspect_sessions = gauge(
+            "agentgw_suspect_sessions",
+            "Ended sessions whose ZEGO instance may still run; each keeps a capacity slot until ZEGO "
+            "confirms it gone.",
+            "kind",
+        )
+        self.leaked_sessions = gauge(
+            "agentgw_leaked_sessions",
+            "Suspect sessions past the leak give-up time: never confirmed gone, no longer retried.",
+            "kind",
+        )
 
         # ZEGO API client (fed by ZegoMetricsObserver).
         self.zego_requests = counter(
@@ -266,6 +285,8 @@ class Metrics:
             self.session_duration.labels(kind)
             self.admission_rejections.labels(kind)
             self.possible_leaks.labels(kind)
+            self.suspect_sessions.labels(kind)
+            self.leaked_sessions.labels(kind)
             for state in STATES:
                 self.sessions.labels(kind, state)
             for outcome in CREATE_OUTCOMES:
@@ -316,14 +337,33 @@ class Metrics:
             if kind.pool in limits:
                 self.session_limit.labels(kind.value).set(limits[kind.pool])
 
-    async def refresh_from_ledger(self, ledger: SessionCounts, limits: Mapping[str, int]) -> None:
+    async def refresh_from_ledger(
+        self,
+        ledger: SessionCounts,
+        limits: Mapping[str, int],
+        *,
+        leak_give_up_seconds: float | None = None,
+    ) -> None:
         """Set ``agentgw_sessions`` for every kind x state (zero where the ledger has none) and the
-        limits, so the gauges are exact right after a restart and at every scrape."""
+        limits, so the gauges are exact right after a restart and at every scrape.
+
+        With ``leak_give_up_seconds`` and a ledger that has ``leak_counts``, also set the suspect
+        and leaked gauges (a leak: suspect for longer than the give-up time since its end).
+        """
         counts = await ledger.count_by_kind_state()
         for kind in SessionKind:
             for state in SessionState:
                 self.sessions.labels(kind.value, state.value).set(counts.get((kind, state), 0))
         self.set_limits(limits)
+        leak_counts = getattr(ledger, "leak_counts", None)
+        if leak_give_up_seconds is not None and leak_counts is not None:
+            leaks: Mapping[SessionKind, tuple[int, int]] = await leak_counts(
+                time.time() - leak_give_up_seconds
+            )
+            for kind in SessionKind:
+                suspect, leaked = leaks.get(kind, (0, 0))
+                self.suspect_sessions.labels(kind.value).set(suspect)
+                self.leaked_sessions.labels(kind.value).set(leaked)
 
     def zego_request(self, action: str, code: str, seconds: float) -> None:
         """Count one ZEGO attempt and observe its duration; unknown actions fold into "other"."""

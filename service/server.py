@@ -31,22 +31,31 @@ from typing import Self
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from starlette.applications import Starlette
 from starlette.routing import Route
 
-from service import __version__
+from service import __version__, tracing
 from service.api.agents import AgentServicer
+from service.api.audit import AuditServicer, audit_hook
+from service.api.digital_humans import DigitalHumanServicer
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
+from service.api.reflection import reflection_services, register_reflection
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
+from service.auth.authenticator import Authenticator
+from service.auth.setup import build_authenticator, server_credentials
 from service.config import Secret, Settings
 from service.core import Core, build_core
 from service.gen.agentgw.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    digital_human_service_pb2,
+    digital_human_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     room_token_service_pb2,
@@ -59,6 +68,7 @@ from service.http.asgi import serve_asgi
 from service.http.callbacks import callback_endpoint
 from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
+from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
 
@@ -74,6 +84,8 @@ SERVICES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
     room_token_service_pb2.DESCRIPTOR.services_by_name["RoomTokenService"],
+    digital_human_service_pb2.DESCRIPTOR.services_by_name["DigitalHumanService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -114,6 +126,9 @@ class Gateway:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.grpc_port = 0
         self.http_port = 0
+        """The port serving ZEGO callbacks (and, unless split, health and metrics)."""
+        self.admin_port = 0
+        """The port serving /metrics, /healthz and /readyz (``http_port`` unless split)."""
         self.zego_base_url = settings.zego_api_base
         self.server: grpc.aio.Server | None = None
         self._grpc_stopped = False
@@ -142,6 +157,7 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
+        self._start_tracing()
         settings = self.settings
         if settings.uses_emulator:
             log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
@@ -151,34 +167,27 @@ class Gateway:
         metrics = self.metrics = Metrics(
             version=__version__, interaction_budget_seconds=settings.interaction_budget_seconds
         )
+        authenticator = await build_authenticator(settings, self._stack)
         core = self.core = await build_core(settings, self._stack, metrics)
         self.sessions = core.sessions
 
-        server = self._grpc_server(settings, core, metrics)
+        server = self._grpc_server(settings, core, metrics, authenticator)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         host, port = _split(settings.grpc_listen)
-        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
         await server.start()
         self.server = server
         self._stack.push_async_callback(self._stop_grpc, server)  # if the HTTP side fails to start
 
-        http_host, http_port = _split(settings.http_listen)
-        refresh = functools.partial(metrics.refresh_from_ledger, core.ledger, core.limits)
-        routes = [
-            Route(
-                "/v1/zego/callbacks",
-                callback_endpoint(
-                    core.ingestor, max_body_bytes=settings.callback_max_body_bytes, observe=metrics.callback
-                ),
-                methods=["POST"],
-            ),
-            Route("/metrics", metrics_endpoint(metrics, refresh)),
-        ]
-        app = create_http_app(lambda: self._ready, routes)
-        self.http_port = await self._stack.enter_async_context(serve_asgi(app, http_host, http_port))
+        await self._serve_http(settings, core, metrics)
         # Stopped before the HTTP side: callbacks ZEGO sends while gRPC drains are still accepted.
         self._stack.push_async_callback(self._stop_grpc, server)
+        http_host = _split(settings.callback_listen or settings.http_listen)[0]
         if self._emulator_admin is not None:
             await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
 
@@ -190,15 +199,72 @@ class Gateway:
             extra={
                 "grpc": f"{host}:{self.grpc_port}",
                 "http": f"{http_host}:{self.http_port}",
+                "admin_http_port": self.admin_port,
+                "tls": settings.tls,
+                "auth_mode": ",".join(sorted(settings.auth_mode)),
                 "zego": self.zego_base_url,
                 "emulator": self._emulator_admin is not None,
                 "db": str(settings.db_path),
             },
         )
 
-    def _grpc_server(self, settings: Settings, core: Core, metrics: Metrics) -> grpc.aio.Server:
+    def _start_tracing(self) -> None:
+        """Tracing on if ``OTEL_*`` asks for it (``service.tracing``); before the gRPC server is built,
+        since its handlers are wrapped in spans only while tracing is on. Stopping flushes the spans."""
+        provider = tracing.configure_from_env()
+        if provider is not None:
+
+            async def stop_tracing() -> None:
+                tracing.install(None)
+                # The last export may wait on an unreachable collector: not on the event loop.
+                await asyncio.to_thread(provider.shutdown)
+
+            self._stack.push_async_callback(stop_tracing)
+
+    async def _serve_http(self, settings: Settings, core: Core, metrics: Metrics) -> None:
+        """Callbacks on ``callback_listen`` and health and metrics on ``admin_listen`` (the one unset
+        defaults to ``http_listen``); everything on ``http_listen`` when neither is set, or when
+        both name the same fixed address."""
+        callback_listen = settings.callback_listen or settings.http_listen
+        admin_listen = settings.admin_listen or settings.http_listen
+        refresh = functools.partial(
+            metrics.refresh_from_ledger,
+            core.ledger,
+            core.limits,
+            leak_give_up_seconds=settings.leak_give_up_seconds,
+        )
+        callbacks = Route(
+            "/v1/zego/callbacks",
+            callback_endpoint(
+                core.ingestor, max_body_bytes=settings.callback_max_body_bytes, observe=metrics.callback
+            ),
+            methods=["POST"],
+        )
+        metrics_route = Route("/metrics", metrics_endpoint(metrics, refresh))
+        split = settings.callback_listen is not None or settings.admin_listen is not None
+        if not split or (callback_listen == admin_listen and not callback_listen.endswith(":0")):
+            both = create_http_app(lambda: self._ready, [callbacks, metrics_route])
+            host, port = _split(callback_listen)
+            self.http_port = self.admin_port = await self._stack.enter_async_context(
+                serve_asgi(both, host, port)
+            )
+            return
+        admin = create_http_app(lambda: self._ready, [metrics_route])
+        # The internet-facing side answers the callback route and nothing else.
+        host, port = _split(callback_listen)
+        self.http_port = await self._stack.enter_async_context(
+            serve_asgi(Starlette(routes=[callbacks]), host, port, name="callbacks")
+        )
+        host, port = _split(admin_listen)
+        self.admin_port = await self._stack.enter_async_context(serve_asgi(admin, host, port, name="admin"))
+
+    def _grpc_server(
+        self, settings: Settings, core: Core, metrics: Metrics, authenticator: Authenticator
+    ) -> grpc.aio.Server:
         # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
-        handlers = RpcHandlers(metrics)
+        handlers = RpcHandlers(
+            metrics, authenticator, audit_hook(core.audit, authenticating=authenticator.enabled)
+        )
         # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
         # never the secret itself.
         assert settings.zego_server_secret is not None and settings.zego_app_id is not None
@@ -217,7 +283,12 @@ class Gateway:
                 max_duration_cap_seconds=settings.max_session_duration_cap_seconds,
                 on_api_turn=core.latency.api_turn,
                 budget_seconds=settings.interaction_budget_seconds,
+                digital_humans=core.digital_humans,
             ),
+        )
+        handlers.register(
+            digital_human_service_pb2_grpc.add_DigitalHumanServiceServicer_to_server,
+            DigitalHumanServicer(core.digital_humans, PageTokens(token_key, "digital_humans")),
         )
         handlers.register(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
@@ -225,18 +296,22 @@ class Gateway:
         )
         handlers.register(
             room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,
-            RoomTokenServicer(settings.zego_app_id, settings.zego_server_secret),
-        )
-        handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
-        # What reflection.enable_server_reflection does for an aio server, here through RpcHandlers.
-        handlers.register(
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-            # reflection.aio is public (in reflection's __all__), but declared in a branch mypy skips.
-            reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
-                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            RoomTokenServicer(
+                settings.zego_app_id,
+                settings.zego_server_secret,
+                authorize=core.sessions.authorize_room_token,
             ),
         )
-        preinitialize(metrics, [*SERVICES, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]])
+        handlers.register(
+            audit_service_pb2_grpc.add_AuditServiceServicer_to_server,
+            AuditServicer(core.audit, PageTokens(token_key, "audit")),
+        )
+        handlers.register(health_pb2_grpc.add_HealthServicer_to_server, self._health)
+        preinitialized = list(SERVICES)
+        if settings.reflection:
+            register_reflection(handlers, (*SERVICE_NAMES, health.SERVICE_NAME))
+            preinitialized += reflection_services()
+        preinitialize(metrics, preinitialized)
         server = grpc.aio.server(options=grpc_server_options())
         server.add_generic_rpc_handlers((handlers,))
         return server
@@ -244,7 +319,7 @@ class Gateway:
     async def _start_emulator(self, settings: Settings) -> Settings:
         server_secret = secrets.token_hex(16)
         callback_secret = secrets.token_hex(16)
-        http_host, http_port = _split(settings.http_listen)
+        http_host, http_port = _split(settings.callback_listen or settings.http_listen)
         config = EmulatorConfig(
             app_id=EMULATOR_APP_ID,
             server_secret=server_secret,
@@ -268,6 +343,7 @@ class Gateway:
             zego_server_secret=Secret(server_secret),
             zego_callback_secret=Secret(callback_secret),
             zego_api_base=url,
+            zego_digital_human_api_base=url + EMULATOR_DIGITAL_HUMAN_PATH,
         )
 
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:

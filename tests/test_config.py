@@ -47,10 +47,16 @@ def test_env_and_flags_with_flags_winning() -> None:
         ({"AGENTGW_ZEGO_SERVER_SECRET": "short"}, "AGENTGW_ZEGO_SERVER_SECRET"),
         ({"AGENTGW_ZEGO_APP_ID": "12"}, "AGENTGW_ZEGO_SERVER_SECRET"),
         ({"AGENTGW_ZEGO_API_BASE": "mars"}, "AGENTGW_ZEGO_API_BASE"),
+        ({"AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE": "sgp"}, "AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE"),
+        ({"AGENTGW_DIGITAL_HUMAN_VALIDATION": "maybe"}, "AGENTGW_DIGITAL_HUMAN_VALIDATION"),
+        ({"AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS": "-1"}, "AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS"),
         ({"AGENTGW_GRPC_LISTEN": "nohost"}, "AGENTGW_GRPC_LISTEN"),
         ({"AGENTGW_VOICE_LIMIT": "-1"}, "AGENTGW_VOICE_LIMIT"),
         ({"AGENTGW_LOG_LEVEL": "loud"}, "AGENTGW_LOG_LEVEL"),
         ({"AGENTGW_MAX_SESSION_DURATION_SECONDS": "99999"}, "AGENTGW_MAX_SESSION_DURATION_SECONDS"),
+        ({"AGENTGW_LEAK_GIVE_UP_SECONDS": "0"}, "AGENTGW_LEAK_GIVE_UP_SECONDS"),
+        ({"AGENTGW_LEAK_RETRY_INITIAL_SECONDS": "nan"}, "AGENTGW_LEAK_RETRY_INITIAL_SECONDS"),
+        ({"AGENTGW_LEAK_RETRY_MAX_SECONDS": "1"}, "AGENTGW_LEAK_RETRY_MAX_SECONDS"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -59,6 +65,21 @@ def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> No
     message = str(info.value)
     assert message.startswith(named + ":")
     assert "\n" not in message
+
+
+def test_digital_human_settings() -> None:
+    settings = load_settings(
+        [],
+        {
+            "AGENTGW_ZEGO_DIGITAL_HUMAN_API_BASE": "sample",
+            "AGENTGW_DIGITAL_HUMAN_VALIDATION": "STRICT",
+            "AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS": "0",
+        },
+    )
+    assert settings.zego_digital_human_api_base == "https://aigc-digital-human-api.zegotech.cn"
+    assert settings.digital_human_validation == "strict"
+    assert settings.digital_human_cache_seconds == 0.0
+    assert load_settings([], {}).zego_digital_human_api_base is None
 
 
 def test_invalid_flag_names_the_flag() -> None:
@@ -81,3 +102,62 @@ def test_main_exits_2_with_one_line(
     assert main([]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "agentgw: invalid configuration: AGENTGW_ZEGO_APP_ID: not a number"
+
+
+# --- security settings ------------------------------------------------------------------------------
+
+
+def test_auth_off_on_a_reachable_address_refuses_to_start_in_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(["--grpc-listen", "0.0.0.0:50051"], {})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("AGENTGW_AUTH_MODE:")
+    assert "AGENTGW_ALLOW_INSECURE=true" in message
+    allowed = load_settings(["--grpc-listen", "0.0.0.0:50051"], {"AGENTGW_ALLOW_INSECURE": "true"})
+    assert allowed.allow_insecure and allowed.auth_mode == frozenset({"none"})
+    for loopback in ("127.0.0.1:1", "[::1]:1", "localhost:1", "127.0.0.2:1"):
+        assert load_settings(["--grpc-listen", loopback], {}).grpc_listen == loopback
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"AGENTGW_AUTH_MODE": "jwt"}, "AGENTGW_AUTH_JWKS_FILE"),
+        ({"AGENTGW_AUTH_MODE": "mtls"}, "AGENTGW_TLS_CLIENT_CA_FILE"),
+        ({"AGENTGW_AUTH_MODE": "kerberos"}, "AGENTGW_AUTH_MODE"),
+        ({"AGENTGW_AUTH_MODE": "none,jwt"}, "AGENTGW_AUTH_MODE"),
+        ({"AGENTGW_AUTH_ROLES": "sre-bot=root"}, "AGENTGW_AUTH_ROLES"),
+        ({"AGENTGW_AUTH_ROLES": "no-equals"}, "AGENTGW_AUTH_ROLES"),
+        ({"AGENTGW_AUTH_LEEWAY_SECONDS": "3600"}, "AGENTGW_AUTH_LEEWAY_SECONDS"),
+        ({"AGENTGW_AUTH_JWKS_FILE": "/nonexistent/jwks.json"}, "AGENTGW_AUTH_JWKS_FILE"),
+        ({"AGENTGW_AUTH_JWKS_URL": "ftp://idp/jwks"}, "AGENTGW_AUTH_JWKS_URL"),
+        ({"AGENTGW_ALLOW_INSECURE": "maybe"}, "AGENTGW_ALLOW_INSECURE"),
+        ({"AGENTGW_CALLBACK_LISTEN": "nowhere"}, "AGENTGW_CALLBACK_LISTEN"),
+    ],
+)
+def test_bad_security_settings_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings([], env)
+    assert str(info.value).startswith(variable + ":")
+
+
+def test_tls_files_come_in_pairs(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(ConfigError, match=r"^AGENTGW_TLS_KEY_FILE:"):
+        load_settings([], {"AGENTGW_TLS_CERT_FILE": str(cert)})
+    with pytest.raises(ConfigError, match=r"^AGENTGW_TLS_CERT_FILE:"):
+        load_settings([], {"AGENTGW_TLS_CLIENT_CA_FILE": str(cert)})
+    settings = load_settings(
+        [],
+        {
+            "AGENTGW_TLS_CERT_FILE": str(cert),
+            "AGENTGW_TLS_KEY_FILE": str(cert),
+            "AGENTGW_TLS_CLIENT_CA_FILE": str(cert),
+            "AGENTGW_AUTH_MODE": "mtls",
+            "AGENTGW_AUTH_ROLES": "sre-bot=viewer, ops=admin",
+            "AGENTGW_GRPC_LISTEN": "0.0.0.0:50051",
+        },
+    )
+    assert settings.tls and settings.auth_mode == frozenset({"mtls"})
+    assert dict(settings.auth_roles) == {"sre-bot": "viewer", "ops": "admin"}

@@ -181,3 +181,31 @@ async def test_serve_settles_the_heap_once_the_gateway_has_started(monkeypatch: 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     assert calls == ["start", "settle", "stop"]
+
+
+def test_an_unusable_otel_exporter_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from service.__main__ import main
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        code = main(
+            [
+                "--db-path",
+                str(tmp_path / "l.db"),
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ]
+        )
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert code == 2
+    assert "invalid configuration: OTEL_TRACES_EXPORTER: no exporter 'zipkin'" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.gen.agentgw.v1 import session_pb2 as spb
 
-__all__ = ["TYPE_FROM_PROTO", "event_filter", "event_to_proto", "fill_event"]
+__all__ = ["TYPE_FROM_PROTO", "agent_state", "event_filter", "event_to_proto", "fill_event"]
 
 TYPE_TO_PROTO = {t: getattr(epb, f"EVENT_TYPE_{t.name}") for t in EventType}
 TYPE_FROM_PROTO = {v: k for k, v in TYPE_TO_PROTO.items()}
@@ -28,6 +28,14 @@ _STATES = {
     "THINKING": epb.AGENT_STATE_THINKING,
     "SPEAKING": epb.AGENT_STATE_SPEAKING,
 }
+
+
+def agent_state(status: object) -> epb.AgentState.ValueType:
+    """ZEGO's agent status (``IDLE``, ``SPEAKING``...; any case) as an ``AgentState``, for events and
+    GetAgentStatus alike."""
+    return _STATES.get(str(status).upper(), epb.AGENT_STATE_UNSPECIFIED)
+
+
 _SPEECH = {"SPEAK_BEGIN": epb.USER_SPEECH_ACTION_BEGIN, "SPEAK_END": epb.USER_SPEECH_ACTION_END}
 _CATEGORIES = {
     "agent": epb.EXCEPTION_CATEGORY_AGENT,
@@ -79,7 +87,7 @@ def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
     elif t is EventType.LLM_RESULT:
         msg.llm_result.text = str(d.get("text", ""))
     elif t is EventType.AGENT_STATUS:
-        msg.agent_status.status = _STATES.get(str(d.get("status")), epb.AGENT_STATE_UNSPECIFIED)
+        msg.agent_status.status = agent_state(d.get("status"))
     elif t is EventType.INTERRUPTED:
         interrupt = int(d.get("reason") or 0)
         msg.interrupted.reason = interrupt if 0 < interrupt <= 4 else 0  # type: ignore[assignment]
@@ -132,6 +140,8 @@ def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False
             labels[key] = value
     if include_raw and event.raw:
         msg.raw_json = event.raw
+    if event.trace_id:
+        msg.trace_id = event.trace_id
     _fill_payload(msg, event)
 
 

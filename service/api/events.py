@@ -18,6 +18,7 @@ queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a bat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from google.protobuf import timestamp_pb2
 
 from service.api.event_convert import event_filter, event_to_proto, fill_event
 from service.api.paging import page_size
+from service.domain.access import owner_scope, session_visible
 from service.domain.event_log import EventBus
 from service.domain.events import Event, EventFilter, EventType
 from service.domain.validation import Violations
@@ -143,10 +145,9 @@ class EventServicer(rpc.EventServiceServicer):
     ) -> AsyncIterator[api.WatchEventsResponse]:
         v = Violations()
         v.in_range("max_batch_size", request.max_batch_size, 0, MAX_BATCH_SIZE)
-        flt = event_filter(request.filter, v=v)
+        flt = await self._scoped(event_filter(request.filter, v=v))
         batch_size = max(1, request.max_batch_size)
         include_raw = request.include_raw
-        await self._check_sessions_exist(flt.session_ids)
         with self._bus.subscribe(flt) as sub:
             last = await self._start_cursor(request.start, request.after_cursor)
             # A watch on given sessions completes once every one of them has ended.
@@ -207,11 +208,15 @@ class EventServicer(rpc.EventServiceServicer):
                 if ended:
                     return
 
-    async def _check_sessions_exist(self, session_ids: frozenset[str]) -> None:
-        """NOT_FOUND for the first watched session the ledger does not know (sorted, so stable)."""
-        for session_id in sorted(session_ids):
-            if await self._ledger.get_session(session_id) is None:
+    async def _scoped(self, flt: EventFilter) -> EventFilter:
+        """The filter limited to what the principal may see: a caller's own sessions only, and
+        NOT_FOUND for a named session it may not see (or that does not exist)."""
+        for session_id in sorted(flt.session_ids):
+            record = await self._ledger.get_session(session_id)
+            if record is None or not session_visible(record.owner):
                 raise NotFound("session", session_id, "SESSION_NOT_FOUND")
+        scope = owner_scope()
+        return flt if scope is None else dataclasses.replace(flt, owner=scope)
 
     async def _not_over(self, session_ids: frozenset[str], after: int) -> set[str]:
         """The watched sessions whose ``ended`` event is not at or before ``after`` (still to come)."""
@@ -225,7 +230,7 @@ class EventServicer(rpc.EventServiceServicer):
         return set(session_ids) - {e.session_id for e in ended if e.cursor <= after and e.session_id}
 
     async def ListEvents(self, request: api.ListEventsRequest, context: Context) -> api.ListEventsResponse:
-        flt = event_filter(request.filter)
+        flt = await self._scoped(event_filter(request.filter))
         size = page_size(request.page_size, default=DEFAULT_LIST_PAGE, maximum=MAX_LIST_PAGE)
         # The head is read first: everything up to it is committed, so a short page covers it all.
         purged, head = await self._ledger.event_bounds()

@@ -21,12 +21,16 @@ status the caller gets. Our own services (``/agentgw.v1.*``) also get:
 
 Every method also gets a request deserializer that cannot fail: bytes that do not parse as the
 request message (including a ``Struct`` nested beyond protobuf's recursion limit) become an
-:class:`Undecodable` marker, which the wrapper answers with INVALID_ARGUMENT. Without it grpc itself
-answers UNKNOWN ("Unexpected DecodeError") and logs a traceback.
+:class:`Undecodable` marker, which the wrapper answers with INVALID_ARGUMENT (after authentication,
+so an unauthenticated caller learns nothing). Without it grpc itself answers UNKNOWN ("Unexpected
+DecodeError") and logs a traceback.
 
 A client that drops a stream ends its handler with a cancellation: recorded in the metrics, logged at
 DEBUG at most. The generator may then be closed by asyncio's finalizer in another context, where the
 request-id contextvar token cannot be reset (and need not be: the call's task, and its context, are gone).
+
+While tracing is on, each wrapped handler gets one more layer outside it, a span per call
+(``service.api.rpc_tracing``); while it is off, nothing.
 
 Usage::
 
@@ -46,15 +50,19 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
 from service import errors
+from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
+from service.api.rpc_tracing import trace_handler
 from service.api.status import to_status
+from service.auth.authenticator import Authenticator
+from service.auth.principal import principal_var
 from service.logs import request_id_var
 from service.metrics import Metrics
 
@@ -68,6 +76,9 @@ _DEADLINE_SLACK_SECONDS = 0.1
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_DETAILS_KEY: str = rpc_status.GRPC_DETAILS_METADATA_KEY  # type: ignore[attr-defined]
 S = TypeVar("S")
 
 
@@ -138,10 +149,18 @@ def _reset(token: contextvars.Token[str | None] | None) -> None:
             request_id_var.reset(token)
 
 
-async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoReturn:
+async def _fail(
+    exc: Exception,
+    method: str,
+    rid: str,
+    context: Context,
+    audit: Callable[[grpc.StatusCode], Awaitable[None]] | None = None,
+) -> NoReturn:
     remaining = context.time_remaining()
     spent = remaining is not None and remaining < _DEADLINE_SLACK_SECONDS
     status = to_status(exc, rid, deadline_spent=spent)
+    if audit is not None:
+        await audit(_CODES[status.code])
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error("rpc failed", exc_info=exc, extra={"method": method})
     else:
@@ -153,19 +172,21 @@ async def _fail(exc: Exception, method: str, rid: str, context: Context) -> NoRe
     trailers: list[tuple[str, str | bytes]] = [(_DETAILS_KEY, status.SerializeToString())]
     if rid:
         trailers.append((REQUEST_ID_HEADER, rid))
-    code = _CODES[status.code]
-    await context.abort(code, status.message, trailing_metadata=tuple(trailers))
+    await context.abort(_CODES[status.code], status.message, trailing_metadata=tuple(trailers))
     raise AssertionError("abort returned")  # it raises AbortError
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-_DETAILS_KEY: str = rpc_status.GRPC_DETAILS_METADATA_KEY  # type: ignore[attr-defined]
-
-
 def _unary_response(
-    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+    rec: Recorder,
+    behavior: Callable[..., Any],
+    method: str,
+    ours: bool,
+    streaming_request: bool,
+    authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
 ) -> Callable[[Any, Context], Any]:
-    """The wrapper of a unary-unary or stream-unary handler."""
+    """The wrapper of a unary-unary or stream-unary handler. ``audit`` (mutating RPCs only) hears
+    how each call ended, after the handler and before the caller gets the answer."""
 
     async def wrapper(request: Any, context: Context) -> Any:
         rec.started.inc()
@@ -182,6 +203,8 @@ def _unary_response(
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
+                if authenticate is not None:
+                    await authenticate(context)
                 if isinstance(request, Undecodable):
                     raise request.invalid()
                 response = behavior(request, handler_context)
@@ -192,7 +215,16 @@ def _unary_response(
             except Exception as exc:
                 if not ours and not isinstance(request, Undecodable):
                     raise
-                await _fail(exc, method, rid, context)
+                on_status = None
+                if audit is not None:
+                    hook = audit
+
+                    async def on_status(code: grpc.StatusCode) -> None:
+                        await hook(method, request, None, code.name, rid)
+
+                await _fail(exc, method, rid, context, on_status)
+            if audit is not None:
+                await audit(method, request, response, "OK", rid)
             if ours and log.isEnabledFor(logging.INFO):
                 ms = round((time.perf_counter() - started) * 1e3, 2)
                 log.info("rpc ok", extra={"method": method, "ms": ms})
@@ -209,7 +241,12 @@ def _unary_response(
 
 
 def _stream_response(
-    rec: Recorder, behavior: Callable[..., Any], method: str, ours: bool, streaming_request: bool
+    rec: Recorder,
+    behavior: Callable[..., Any],
+    method: str,
+    ours: bool,
+    streaming_request: bool,
+    authenticate: Authenticate = None,
 ) -> Callable[[Any, Context], AsyncIterator[Any]]:
     """The wrapper of a unary-stream or stream-stream handler, yield-style or write-style."""
 
@@ -227,6 +264,8 @@ def _stream_response(
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
+                if authenticate is not None:
+                    await authenticate(context)
                 if isinstance(request, Undecodable):
                     raise request.invalid()
                 result = behavior(request, CountingContext(context, rec))
@@ -257,29 +296,56 @@ def _stream_response(
     return wrapper
 
 
-def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
+def _authenticator_hook(authenticator: Authenticator | None) -> Authenticate:
+    """What runs before each of our handlers: authenticate, and set the principal for the call.
+
+    ``None`` when authentication is off, so an anonymous gateway pays nothing per call. Each call
+    runs in a task of its own, so the principal set here is seen by that call only.
+    """
+    if authenticator is None or not authenticator.enabled:
+        return None
+
+    async def authenticate(context: Context) -> None:
+        auth_context = context.auth_context() if authenticator.needs_auth_context else None
+        principal = await authenticator.authenticate(context.invocation_metadata(), auth_context)
+        principal_var.set(principal)
+
+    return authenticate
+
+
+def _wrap(
+    handler: Handler,
+    path: str,
+    metrics: Metrics,
+    authenticate: Authenticate = None,
+    audit: AuditHook | None = None,
+) -> Handler:
     service, _, name = path.lstrip("/").partition("/")
     rec = Recorder(metrics, rpc_type(handler.request_streaming, handler.response_streaming), service, name)
     ours = path.startswith(_OUR_PREFIX)
+    if not ours:
+        authenticate = None  # health and reflection stay open
+    if path not in AUDITED_METHODS:
+        audit = None
     codecs: dict[str, Any] = {
         "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(rec, handler.unary_unary, path, ours, False), **codecs
+            _unary_response(rec, handler.unary_unary, path, ours, False, authenticate, audit), **codecs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(rec, handler.stream_unary, path, ours, True), **codecs
+            _unary_response(rec, handler.stream_unary, path, ours, True, authenticate), **codecs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(rec, handler.unary_stream, path, ours, False), **codecs
+            _stream_response(rec, handler.unary_stream, path, ours, False, authenticate), **codecs
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _stream_response(rec, handler.stream_stream, path, ours, True), **codecs
+            _stream_response(rec, handler.stream_stream, path, ours, True, authenticate), **codecs
         )
     return handler
 
@@ -287,8 +353,12 @@ def _wrap(handler: Handler, path: str, metrics: Metrics) -> Handler:
 class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Every method handler of the server, each wrapped once; install it as the server's generic handler."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self, metrics: Metrics, authenticator: Authenticator | None = None, audit: AuditHook | None = None
+    ) -> None:
         self._metrics = metrics
+        self._authenticate = _authenticator_hook(authenticator)
+        self._audit = audit
         self._methods: dict[str, Handler] = {}
         self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
         # Generic handlers are resolved per call: wrap what they return once per method, not per call.
@@ -302,7 +372,9 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         """What ``grpc.aio.Server`` offers the generated code: the methods of ``service``, by name."""
         for name, handler in method_handlers.items():
             path = f"/{service}/{name}"
-            self._methods[path] = _wrap(handler, path, self._metrics)
+            self._methods[path] = trace_handler(
+                _wrap(handler, path, self._metrics, self._authenticate, self._audit), path
+            )
 
     def add_generic_rpc_handlers(
         self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
@@ -322,7 +394,9 @@ class RpcHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 cached = self._wrapped.get(method)
                 if cached is not None and cached[0] is handler:
                     return cached[1]
-                wrapped = _wrap(handler, method, self._metrics)
+                wrapped = trace_handler(
+                    _wrap(handler, method, self._metrics, self._authenticate, self._audit), method
+                )
                 self._wrapped[method] = (handler, wrapped)
                 return wrapped
         return None  # unknown method: not counted, as in Go

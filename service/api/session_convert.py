@@ -115,6 +115,7 @@ def session_fields(record: SessionRecord) -> Fields:
         "exception_count": record.exception_count,
         "last_exception_code": record.last_exception_code or 0,
         "last_exception_message": record.last_exception_message,
+        "owner": record.owner,
     }
     if record.digital_human_config:
         fields["digital_human_config"] = decode_digital_human_config(record.digital_human_config)

@@ -23,6 +23,7 @@ from service.api.convert import (
     validate_llm,
     validate_tts,
 )
+from service.api.event_convert import agent_state
 from service.api.paging import PageTokens, page_size
 from service.api.session_convert import (
     KIND_FROM_PROTO,
@@ -35,6 +36,7 @@ from service.api.session_convert import (
     turn_stats_fields,
 )
 from service.api.session_requests import chat_messages, create_spec, validate_request_id, whole_seconds
+from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.model import SessionFilter, SessionKind
 from service.domain.sessions import SessionService
 from service.domain.validation import Violations, parse_label_selector
@@ -58,12 +60,6 @@ _PRIORITY: dict[int, str] = {
 _SAME_PRIORITY: dict[int, str] = {
     api.SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: "ClearAndInterrupt",
     api.SAME_PRIORITY_OPTION_ENQUEUE: "Enqueue",
-}
-_STATUS = {
-    "IDLE": api.AGENT_STATUS_IDLE,
-    "LISTENING": api.AGENT_STATUS_LISTENING,
-    "THINKING": api.AGENT_STATUS_THINKING,
-    "SPEAKING": api.AGENT_STATUS_SPEAKING,
 }
 _ROLE_TO_PROTO = {"user": spb.CHAT_ROLE_USER, "assistant": spb.CHAT_ROLE_ASSISTANT}
 
@@ -90,7 +86,9 @@ class SessionServicer(rpc.SessionServiceServicer):
         max_duration_cap_seconds: int,
         on_api_turn: Callable[[str, str, int, float], None] | None = None,
         budget_seconds: float = 1.5,
+        digital_humans: DigitalHumanCatalog | None = None,
     ) -> None:
+        self._digital_humans = digital_humans
         self._sessions = sessions
         self._tokens = page_tokens
         self._cap = max_duration_cap_seconds
@@ -108,6 +106,11 @@ class SessionServicer(rpc.SessionServiceServicer):
         self, request: api.CreateSessionRequest, context: Context
     ) -> api.CreateSessionResponse:
         spec = create_spec(request, max_duration_cap_seconds=self._cap, request_hash=fingerprint(request))
+        if spec.digital_human is not None and self._digital_humans is not None:
+            # Before any reservation or create: an unknown avatar is NOT_FOUND and spends nothing.
+            await self._digital_humans.require(
+                spec.digital_human.digital_human_id, timeout=time_budget(context)
+            )
         record = await self._sessions.create(spec, timeout=time_budget(context))
         return api.CreateSessionResponse(session=session_to_proto(record))
 
@@ -137,6 +140,7 @@ class SessionServicer(rpc.SessionServiceServicer):
             agent_id=request.agent_id,
             room_id=request.room_id,
             label_selector=parse_label_selector(request.label_selector),
+            possible_leak_only=request.possible_leak,
         )
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         # Canonical (sorted) so a token stays valid across processes, whatever set order they use.
@@ -147,6 +151,8 @@ class SessionServicer(rpc.SessionServiceServicer):
             flt.room_id,
             [[r.key, r.op.value, r.value] for r in flt.label_selector],
         ]
+        if flt.possible_leak_only:  # appended only when set, so tokens issued before it stay valid
+            canonical.append("possible_leak")
         filter_hash = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:16]
         after = None
         if request.page_token:
@@ -305,8 +311,8 @@ class SessionServicer(rpc.SessionServiceServicer):
             )
             return data.status
 
-        status = await self._sessions.control(request.session_id, call)
-        return api.GetAgentStatusResponse(status=_STATUS.get(status.upper(), api.AGENT_STATUS_UNSPECIFIED))
+        status = await self._sessions.control(request.session_id, call, changes=False)
+        return api.GetAgentStatusResponse(status=agent_state(status))
 
     async def GetContext(self, request: api.GetContextRequest, context: Context) -> api.GetContextResponse:
         self._require_session(request.session_id)
@@ -316,7 +322,7 @@ class SessionServicer(rpc.SessionServiceServicer):
                 m.GetAgentInstanceMsgListRequest(agent_instance_id=instance_id), timeout=time_budget(context)
             )
 
-        data = await self._sessions.control(request.session_id, call)
+        data = await self._sessions.control(request.session_id, call, changes=False)
         return api.GetContextResponse(
             messages=[
                 spb.ChatMessage(
@@ -391,10 +397,27 @@ class SessionServicer(rpc.SessionServiceServicer):
             kinds = [KIND_TO_PROTO[k] for k in SessionKind if k.pool == cap.pool]
             pools.append(
                 api.PoolCapacity(
-                    pool=cap.pool, kinds=kinds, limit=cap.limit, in_use=cap.in_use, pending=cap.pending
+                    pool=cap.pool,
+                    kinds=kinds,
+                    limit=cap.limit,
+                    in_use=cap.in_use,
+                    pending=cap.pending,
+                    suspect=cap.suspect,
                 )
             )
-        return api.GetCapacityResponse(pools=pools)
+        callers = []
+        for name, usage in sorted((await self._sessions.usage_by_owner()).items()):
+            voice_quota, dh_quota = self._sessions.quota_for(name)
+            callers.append(
+                api.CallerUsage(
+                    caller=name,
+                    voice_in_use=usage.get("voice", 0),
+                    voice_quota=voice_quota,
+                    digital_human_in_use=usage.get("digital_human", 0),
+                    digital_human_quota=dh_quota,
+                )
+            )
+        return api.GetCapacityResponse(pools=pools, callers=callers)
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -120,10 +120,16 @@ def _precondition(exc: BaseException) -> Sequence[Message]:
 
 def _capacity(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, errors.CapacityExhausted)
-    violation = error_details_pb2.QuotaFailure.Violation(
-        subject=f"pool:{exc.pool}",
-        description=f"{exc.in_use} of {exc.limit} concurrent {exc.pool} instances in use",
-    )
+    if isinstance(exc, errors.QuotaExhausted):
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=f"caller:{exc.caller}/pool:{exc.pool}",
+            description=f"{exc.in_use} of the caller's quota of {exc.limit} concurrent {exc.pool} sessions",
+        )
+    else:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=f"pool:{exc.pool}",
+            description=f"{exc.in_use} of {exc.limit} concurrent {exc.pool} instances in use",
+        )
     return [error_details_pb2.QuotaFailure(violations=[violation]), _retry(exc.retry_after_seconds)]
 
 
@@ -155,10 +161,13 @@ RULES: tuple[Rule, ...] = (
     Rule(errors.Unavailable, S.UNAVAILABLE, None, _retry_after),
     Rule(errors.SubscriberTooSlow, S.RESOURCE_EXHAUSTED),
     Rule(errors.OutOfRange, S.OUT_OF_RANGE),
+    Rule(errors.Unauthenticated, S.UNAUTHENTICATED),
+    Rule(errors.PermissionDenied, S.PERMISSION_DENIED),
     # ZEGO answered with a non-zero Code (spec §7).
     Rule(zx.ZegoAgentAlreadyExists, S.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS"),
     Rule(zx.ZegoAgentNotFound, S.NOT_FOUND, "AGENT_NOT_FOUND"),
     Rule(zx.ZegoInstanceNotFound, S.NOT_FOUND, "INSTANCE_NOT_FOUND"),
+    Rule(zx.ZegoDigitalHumanNotFound, S.NOT_FOUND, "DIGITAL_HUMAN_NOT_FOUND"),
     Rule(zx.ZegoConcurrencyLimit, S.RESOURCE_EXHAUSTED, "UPSTREAM_CONCURRENCY_LIMIT", _upstream_quota),
     Rule(zx.ZegoRateLimited, S.UNAVAILABLE, "UPSTREAM_RATE_LIMITED", _retry_after),
     # Never UNAUTHENTICATED: that would blame the caller for our ZEGO credentials.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -44,9 +44,17 @@ def privilege_payload(privilege: api.RoomPrivilege) -> str:
 class RoomTokenServicer(rpc.RoomTokenServiceServicer):
     """Mints tokens with the configured AppId and ServerSecret; the secret never leaves."""
 
-    def __init__(self, app_id: int, server_secret: Secret, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        app_id: int,
+        server_secret: Secret,
+        *,
+        authorize: Callable[[str, str | None], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._app_id = app_id
         self._secret = server_secret
+        self._authorize = authorize
         self._clock = clock
 
     async def CreateRoomToken(
@@ -68,6 +76,9 @@ class RoomTokenServicer(rpc.RoomTokenServiceServicer):
                 v.rtc_id(f"privilege.stream_ids[{i}]", stream_id)
             payload = privilege_payload(request.privilege)
         v.raise_if_any()
+        if self._authorize is not None:
+            room_id = request.privilege.room_id if request.HasField("privilege") else None
+            await self._authorize(request.user_id, room_id)
         layout = _LAYOUTS[request.layout]
         now = int(self._clock())
         token = mint_token04(

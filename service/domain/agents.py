@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from service.auth.principal import current_principal
+from service.domain.access import check_agent_change, check_may_change
 from service.domain.model import IdempotencyRecord
 from service.errors import NotFound, RequestIdReused
 from service.store.base import Ledger
@@ -51,7 +53,8 @@ class AgentService:
     async def create(
         self, agent: m.Agent, *, request_id: str = "", request_hash: str = "", timeout: float | None = None
     ) -> m.Agent:
-        """Register ``agent``; idempotent per request_id."""
+        """Register ``agent``; idempotent per request_id. The caller becomes its owner."""
+        check_may_change("register agents")
         if not request_id:
             await self._register(agent, timeout)
             return agent
@@ -75,6 +78,7 @@ class AgentService:
             agent_id=agent.agent_id, name=agent.name, llm=agent.llm, tts=agent.tts, asr=agent.asr
         )
         await self._zego.register_agent(request, timeout=timeout)
+        await self._ledger.put_agent_owner(agent.agent_id, current_principal().name, self._clock())
 
     async def get(self, agent_id: str, *, timeout: float | None = None) -> m.Agent:
         """The stored agent, secrets included. ``NotFound`` if ZEGO does not know it."""
@@ -106,8 +110,10 @@ class AgentService:
         name_changed: bool,
         timeout: float | None = None,
     ) -> m.Agent:
-        """Read the agent, apply ``merge`` and send the whole LLM/TTS/ASR objects that changed."""
+        """Read the agent, apply ``merge`` and send the whole LLM/TTS/ASR objects that changed.
+        Only its creator or an admin may."""
         current = await self.get(agent_id, timeout=timeout)
+        check_agent_change(agent_id, await self._ledger.agent_owner(agent_id), "update")
         merged = merge(current)
         request = m.UpdateAgentRequest(
             agent_id=agent_id,
@@ -120,5 +126,8 @@ class AgentService:
         return merged
 
     async def delete(self, agent_id: str, *, timeout: float | None = None) -> None:
-        """Unregister the agent. ``ZegoAgentNotFound`` propagates as NOT_FOUND."""
+        """Unregister the agent (its creator or an admin only). ``ZegoAgentNotFound`` propagates as
+        NOT_FOUND."""
+        check_agent_change(agent_id, await self._ledger.agent_owner(agent_id), "delete")
         await self._zego.unregister_agent(m.UnregisterAgentRequest(agent_id=agent_id), timeout=timeout)
+        await self._ledger.delete_agent_owner(agent_id)

@@ -16,8 +16,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
+from service import tracing
 from service.domain.events import Event, EventFilter, NewEvent
 from service.domain.model import SessionRecord, SessionState
 from service.store.base import Ledger
@@ -25,6 +27,16 @@ from service.store.base import Ledger
 __all__ = ["BusObserver", "EventBus", "EventLog", "LogObserver", "Subscription"]
 
 log = logging.getLogger("agentgw.events")
+
+
+def _traced(event: NewEvent) -> NewEvent:
+    """``event`` with the current trace id, unless it has one (taken here, in the producer's context:
+    the group-commit flusher runs in another task)."""
+    if event.trace_id:
+        return event
+    trace_id = tracing.current_trace_id()  # "" while tracing is off
+    return replace(event, trace_id=trace_id) if trace_id else event
+
 
 APPEND_GROUP_MAX = 64
 """Most events stored in one transaction by ``EventLog.append``'s group commit."""
@@ -259,7 +271,7 @@ class EventLog:
         reaches only the caller whose event caused it.
         """
         waiter: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, waiter))
+        self._pending.append((_traced(event), waiter))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
         return await waiter
@@ -320,7 +332,7 @@ class EventLog:
                 expected=expected,
                 at=self._clock(),
                 cause=cause,
-                event=event,
+                event=_traced(event),
                 detail=detail,
                 updates=updates,
             )

@@ -88,6 +88,11 @@ class NewEvent:
     """From the callback envelope: matches a callback to a session whose instance id is unknown."""
     hidden: bool = False
     """Stored for dedupe and audit, never delivered (a second end after the session ended)."""
+    owner: str = ""
+    """The owner of the event's session; empty until the event is matched to a session."""
+    trace_id: str = ""
+    """The trace it was produced in (a callback's span, or the RPC that synthesized it); empty when
+    untraced. Set by ``EventLog`` from the current span unless the producer set it."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,13 @@ class EventFilter:
     room_id: str = ""
     event_types: frozenset[EventType] = frozenset()
     label_selector: tuple[LabelRequirement, ...] = ()
+    owner: str | None = None
+    """Only events of this principal's sessions; None for everyone's (viewers and admins)."""
 
     def matches(self, event: Event) -> bool:
         """Whether a live event passes the filter (the store applies the same rules in SQL)."""
+        if self.owner is not None and event.owner != self.owner:
+            return False
         if self.session_ids and event.session_id not in self.session_ids:
             return False
         if self.agent_id and event.agent_id != self.agent_id:

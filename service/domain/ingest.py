@@ -20,12 +20,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
+from service import tracing
 from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
-from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
 from service.store.base import DuplicateEvent, TransitionConflict
-from service.zego import models as m
 from service.zego.signing import verify_callback_signature
 
 __all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]
@@ -80,6 +81,17 @@ class _ReplayCache:
         return True
 
 
+VERIFICATION_FIELDS = ("Signature", "Nonce")
+"""Dropped from the stored raw body once verified: replay protection keeps what it needs itself,
+and a stored pair must never be replayable by whoever can read the event log."""
+
+
+def stored_body(data: dict[str, Any]) -> str:
+    """The callback body as it is kept with its event: everything but its Signature and Nonce."""
+    kept = {key: value for key, value in data.items() if key not in VERIFICATION_FIELDS}
+    return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
 class CallbackIngestor:
     """Turns raw callback bodies into stored events and session state changes."""
 
@@ -100,6 +112,7 @@ class CallbackIngestor:
         self._replays = _ReplayCache(2 * skew_seconds)
         self._background: set[asyncio.Task[None]] = set()
 
+    @tracing.traced_callback  # while tracing is on: a span per callback
     async def ingest(self, body: bytes) -> IngestOutcome:
         """Verify and store one callback body. Never raises for bad input: it says why instead."""
         now = self._clock()
@@ -130,7 +143,7 @@ class CallbackIngestor:
                 IngestResult.REPLAYED, event_name, "Nonce and Signature reused with another body"
             )
         try:
-            event = normalize_callback(data, body.decode(), now)
+            event = normalize_callback(data, stored_body(data), now)
         except CallbackError as exc:
             return IngestOutcome(IngestResult.MALFORMED, event_name, str(exc))
         stored = await self._apply(event)
@@ -148,6 +161,8 @@ class CallbackIngestor:
     async def _apply(self, event: NewEvent) -> bool:
         """Store the event and update the session; False for a duplicate."""
         record = await self._match(event)
+        if record is not None:
+            tracing.link_session(record.trace_parent, record.session_id)
         if record is None:
             # Kept, not dropped: the session's create may still be recorded; it claims these later.
             return await self._events.append(event) is not None
@@ -155,6 +170,7 @@ class CallbackIngestor:
             event,
             session_id=record.session_id,
             labels=record.labels,
+            owner=record.owner,
             agent_id=event.agent_id or record.agent_id,
             room_id=event.room_id or record.room_id,
         )
@@ -184,7 +200,17 @@ class CallbackIngestor:
         if record.terminal or record.state is SessionState.PENDING:
             # The session already has its one terminal event (or cannot end before it started):
             # keep ZEGO's for dedupe and audit, deliver nothing.
-            return await self._events.append(replace(event, hidden=True)) is not None
+            stored = await self._events.append(replace(event, hidden=True)) is not None
+            known = record.instance_id
+            if stored and record.terminal and record.possible_leak and known in (None, event.instance_id):
+                # ZEGO says the instance we could not confirm is gone: its slot is free again.
+                try:
+                    await self._sessions.leaks.confirm_gone(
+                        record, "ZEGO reported the instance deleted (AgentInstanceDeleted)"
+                    )
+                except Exception:  # the event is stored; the leak tracker finds it next pass
+                    log.exception("could not clear possible_leak", extra={"session_id": record.session_id})
+            return stored
         reason = end_reason_for_zego_code(code)
         if code == 0 and record.end_reason is not None:
             reason = record.end_reason  # e.g. MAX_DURATION: our delete, ZEGO's confirmation
@@ -223,27 +249,9 @@ class CallbackIngestor:
     def _adopt_orphan(self, record: SessionRecord, event: NewEvent) -> None:
         """A create we could not confirm did make an instance: now that we know it, delete it.
 
-        Runs in the background so ZEGO gets its answer without waiting for our delete.
+        Runs in the background so ZEGO gets its answer without waiting for our delete; if the
+        delete fails, the leak tracker retries it until ZEGO confirms the instance gone.
         """
-        task = asyncio.create_task(self._delete_orphan(record, event.instance_id or ""))
+        task = asyncio.create_task(self._sessions.leaks.adopt_orphan(record, event.instance_id or ""))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _delete_orphan(self, record: SessionRecord, instance_id: str) -> None:
-        log.warning("deleting an orphan instance", extra={"session_id": record.session_id})
-        try:
-            await self._ledger.update_session(record.session_id, {"instance_id": instance_id}, self._clock())
-            await self._sessions.zego.delete_agent_instance(
-                m.DeleteAgentInstanceRequest(agent_instance_id=instance_id), timeout=10.0
-            )
-            await self._ledger.update_session(
-                record.session_id,
-                {
-                    "possible_leak": False,
-                    "end_reason": EndReason.REAPED_ORPHAN,
-                    "end_detail": "the unconfirmed create did start an instance; it was deleted",
-                },
-                self._clock(),
-            )
-        except Exception:
-            log.exception("orphan delete failed", extra={"session_id": record.session_id})

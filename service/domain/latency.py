@@ -264,6 +264,9 @@ class LatencyTracker:
                 },
                 labels=record.labels,
                 agent_user_id=record.agent_user_id,
+                owner=record.owner,
+                # The trace of the callback that closed the turn (it links to the CreateSession).
+                trace_id=event.trace_id if event is not None else "",
             )
         )
 

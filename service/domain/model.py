@@ -14,7 +14,9 @@ Session lifecycle::
 * STARTING: ZEGO returned an AgentInstanceId; the agent has not yet confirmed it joined the room.
 * ACTIVE: confirmed, by the AgentInstanceCreated callback or a status query.
 * ENDING: DeleteAgentInstance was sent (or a graceful shutdown is in progress).
-* ENDED / FAILED: terminal. The capacity slot is released.
+* ENDED / FAILED: terminal. The capacity slot is released, unless the row is flagged
+  ``possible_leak`` (its instance may still run at ZEGO): then it holds the slot until ZEGO
+  confirms the instance gone (``service.domain.leaks``).
 """
 
 from __future__ import annotations
@@ -64,10 +66,10 @@ class SessionState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({SessionState.ENDED, SessionState.FAILED})
-"""States that release the capacity slot and never change again."""
+"""States that never change again; they release the capacity slot unless ``possible_leak``."""
 
 SLOT_HOLDING_STATES = frozenset(set(SessionState) - TERMINAL_STATES)
-"""States that hold a capacity slot."""
+"""States that hold a capacity slot (so do terminal rows flagged ``possible_leak``)."""
 
 
 class EndReason(enum.StrEnum):
@@ -86,11 +88,11 @@ class EndReason(enum.StrEnum):
     UPSTREAM_GONE = "UPSTREAM_GONE"
     """ZEGO no longer knows the instance (410001002) and never said why."""
     REAPED_ORPHAN = "REAPED_ORPHAN"
-    """Recovery found a session it could not confirm upstream and closed it."""
+    """A create whose answer was lost did start an instance (a late callback said so); it was deleted."""
     CREATE_FAILED = "CREATE_FAILED"
     """ZEGO rejected the create call; no instance exists."""
     CREATE_UNCONFIRMED = "CREATE_UNCONFIRMED"
-    """The gateway stopped while ZEGO was creating it; whether an instance exists is unknown."""
+    """ZEGO's answer to the create never arrived; whether an instance exists is unknown."""
     UPSTREAM_DELETED = "UPSTREAM_DELETED"
     """ZEGO deleted it with a code we do not know."""
 
@@ -113,6 +115,10 @@ class NewSession:
     request_hash: str | None
     created_at: float
     cdn_url: str | None = None
+    owner: str = ""
+    """The principal that created it (``anonymous`` while authentication is off)."""
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span (None while tracing is off)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ class SessionRecord:
     zego_code: int | None = None
     """The ZEGO code that ended or failed it, if any."""
     possible_leak: bool = False
-    """Recovery or the reaper could not confirm that the upstream instance is gone."""
+    """Nobody could confirm that the upstream instance is gone: the row keeps its slot."""
     exception_count: int = 0
     """How many Exception callbacks ZEGO sent for it."""
     last_exception_code: int | None = None
@@ -155,6 +161,10 @@ class SessionRecord:
     """Its message."""
     version: int = 0
     """Bumped on every transition; guards concurrent updates."""
+    owner: str = ""
+    """The principal that created it; only it, viewers and admins see the session."""
+    trace_parent: str | None = None
+    """W3C ``traceparent`` of the CreateSession span that made it: callbacks link to that trace."""
 
     @property
     def terminal(self) -> bool:
@@ -207,6 +217,10 @@ class SessionFilter:
     room_id: str = ""
     label_selector: tuple[LabelRequirement, ...] = ()
     """Every requirement must hold."""
+    owner: str | None = None
+    """Only sessions of this principal; None for every owner (viewers and admins)."""
+    possible_leak_only: bool = False
+    """Only sessions flagged ``possible_leak`` (their instance may still run at ZEGO)."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ applies, to each non-terminal row, at most one rule:
 3. ENDING for longer than ``ending_timeout_seconds``: ask ZEGO. Unknown -> ENDED with the reason the
    end was asked for (UPSTREAM_GONE if none was recorded); alive -> send a non-graceful delete again.
 4. PENDING for longer than ``pending_grace_seconds`` and not being created by this process: the
-   process that called ZEGO is gone, so whether an instance exists is unknown -> FAILED
-   CREATE_UNCONFIRMED with ``possible_leak`` (nobody knows its id, so nobody can delete it).
+   process that called ZEGO is gone. If a callback named the session, ZEGO created it: the row
+   takes that instance id and is checked as a STARTING row. Otherwise whether an instance exists is
+   unknown -> FAILED CREATE_UNCONFIRMED with ``possible_leak`` and its ``ended`` event; the row
+   keeps its capacity slot (``service.domain.leaks``).
 5. ACTIVE and not asked about for ``active_probe_seconds``: ask ZEGO. Unknown -> ENDED
    UPSTREAM_GONE with a synthesized ``ended`` event. ZEGO's AgentInstanceDeleted callback is best
    effort; without this, an instance ZEGO removed silently (MaxIdleTime, say) would hold its slot
@@ -24,6 +26,9 @@ applies, to each non-terminal row, at most one rule:
 CREATE_UNCONFIRMED at once (nothing of ours can be in flight yet) and every other live row is checked
 upstream. Sessions outlive a gateway restart, so neither path ever ends a healthy session.
 
+After every pass, and at start-up, ``LeakTracker.run_once`` retries the possible leaks that are
+due, until ZEGO confirms their instances gone or the give-up time passes.
+
 ZEGO failures (timeouts, dropped connections, system errors) leave a row as it is for the next pass;
 one bad row never stops the others.
 """
@@ -31,17 +36,23 @@ one bad row never stops the others.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
-from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionKind, SessionRecord, SessionState
+from service.domain.leaks import LeakReport
+from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.reaper_reports import (
+    NullReaperObserver,
+    Outcome,
+    PassReport,
+    ReaperObserver,
+    ReconcileReport,
+)
 from service.domain.sessions import SessionService
 from service.store.base import TransitionConflict
 from service.zego import exceptions as zx
@@ -55,84 +66,6 @@ S = SessionState
 GRACEFUL_SHUTDOWN_IN_PROGRESS = 410001041
 """ZEGO's answer to any call on an instance that is finishing a graceful delete (spec §5.10)."""
 MAX_INTERVAL_SECONDS = 3600.0
-
-
-class ReaperObserver(Protocol):
-    """Metrics hooks; the metrics module implements them so this module never imports prometheus."""
-
-    def possible_leak(self, kind: SessionKind) -> None:
-        """A row was failed with ``possible_leak``: an instance may run upstream with an unknown id."""
-
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        """The reaper moved a session to ENDED or FAILED, for ``reason``."""
-
-
-class NullReaperObserver:
-    """The default observer: records nothing."""
-
-    def possible_leak(self, kind: SessionKind) -> None:
-        """Ignore."""
-
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        """Ignore."""
-
-
-class _Outcome(enum.Enum):
-    """What happened to one row; the value names the report field it counts towards."""
-
-    UNTOUCHED = "untouched"
-    MAX_DURATION = "max_duration"
-    CREATE_UNCONFIRMED = "create_unconfirmed"
-    ACTIVATED = "activated"
-    ALIVE = "alive"
-    ENDED = "ended"
-    UNVERIFIED = "unverified"
-    ERRORS = "errors"
-
-
-@dataclass(frozen=True)
-class PassReport:
-    """What one periodic pass did, in rows.
-
-    ``examined``: non-terminal rows read; ``max_duration``: ended (or their end started) for
-    exceeding max_duration; ``create_unconfirmed``: PENDING rows failed with possible_leak;
-    ``activated``: STARTING rows ZEGO confirmed, now ACTIVE; ``alive``: checked upstream and left as
-    they are (a graceful delete under way); ``ended``: now ENDED, gone upstream or deleted again;
-    ``unverified``: ZEGO could not be asked or failed, retried next pass; ``errors``: unexpected
-    failures (store errors, bugs), logged and retried next pass.
-    """
-
-    examined: int = 0
-    max_duration: int = 0
-    create_unconfirmed: int = 0
-    activated: int = 0
-    alive: int = 0
-    ended: int = 0
-    unverified: int = 0
-    errors: int = 0
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    """What start-up reconciliation did, in rows.
-
-    ``examined``: non-terminal rows found; ``create_unconfirmed``: PENDING rows failed with
-    possible_leak; ``activated``: STARTING rows ZEGO confirmed, now ACTIVE; ``alive``: confirmed alive
-    and left as they are (ACTIVE, or ENDING with a graceful delete under way); ``ended``: now ENDED,
-    gone upstream or an ENDING row whose delete was retried; ``unverified``: ZEGO could not be asked,
-    left for the periodic pass; ``errors``: unexpected failures, left for the periodic pass;
-    ``untouched``: PENDING rows still being created by this process (only if called after serving
-    began) or rows changed concurrently.
-    """
-
-    examined: int = 0
-    create_unconfirmed: int = 0
-    activated: int = 0
-    alive: int = 0
-    ended: int = 0
-    unverified: int = 0
-    errors: int = 0
-    untouched: int = 0
 
 
 class Reaper:
@@ -243,13 +176,14 @@ class Reaper:
             counts: Counter[str] = Counter()
             for record in rows:
                 counts[(await self._guarded(record, self._reap(record))).value] += 1
-        counts.pop(_Outcome.UNTOUCHED.value, None)
-        report = PassReport(examined=len(rows), **counts)
+            leaks = await self._leak_pass()
+        counts.pop(Outcome.UNTOUCHED.value, None)
+        report = PassReport(examined=len(rows), leaks_resolved=leaks.resolved, leaked=leaks.leaked, **counts)
         if sum(counts.values()):
             log.info("reaper pass: %s", report)
         return report
 
-    async def _reap(self, record: SessionRecord) -> _Outcome:
+    async def _reap(self, record: SessionRecord) -> Outcome:
         now = self._clock()
         age = now - record.updated_at
         if record.state in (S.STARTING, S.ACTIVE) and now >= record.deadline:
@@ -271,9 +205,9 @@ class Reaper:
             and not self._sessions.is_creating(record.session_id)
         ):
             return await self._fail_unconfirmed(record, "reaper_create_unconfirmed")
-        return _Outcome.UNTOUCHED
+        return Outcome.UNTOUCHED
 
-    async def _end_max_duration(self, record: SessionRecord) -> _Outcome:
+    async def _end_max_duration(self, record: SessionRecord) -> Outcome:
         sid = record.session_id
         log.info("ending session %s at max_duration", sid, extra={"session_id": sid})
         ended = await self._sessions.end(
@@ -283,14 +217,15 @@ class Reaper:
             timeout=self._call_timeout,
         )
         self._notify_ended(ended)
-        return _Outcome.MAX_DURATION
+        return Outcome.MAX_DURATION
 
     # --- start-up ---------------------------------------------------------------------------------
 
     async def reconcile_at_startup(self) -> ReconcileReport:
         """Resolve what a previous process left behind; call once before the gateway serves.
 
-        PENDING rows fail as CREATE_UNCONFIRMED with ``possible_leak``; STARTING, ACTIVE and ENDING
+        PENDING rows are settled as rule 4 says (adopted if a callback named them, else
+        CREATE_UNCONFIRMED with ``possible_leak``); STARTING, ACTIVE and ENDING
         rows are checked upstream (alive STARTING -> ACTIVE, alive ENDING -> delete retried, gone ->
         ENDED). A row ZEGO could not be asked about is left for the periodic pass ("unverified").
         """
@@ -302,18 +237,29 @@ class Reaper:
                     step = self._verify(record, "reconcile")
                 elif self._sessions.is_creating(record.session_id):
                     # Only possible if called after serving began; that create will settle the row.
-                    counts[_Outcome.UNTOUCHED.value] += 1
+                    counts[Outcome.UNTOUCHED.value] += 1
                     continue
                 else:
                     step = self._fail_unconfirmed(record, "reconcile_create_unconfirmed")
                 counts[(await self._guarded(record, step)).value] += 1
-        report = ReconcileReport(examined=len(rows), **counts)
+            leaks = await self._leak_pass()
+        report = ReconcileReport(
+            examined=len(rows), leaks_resolved=leaks.resolved, leaked=leaks.leaked, **counts
+        )
         log.info("start-up reconciliation: %s", report)
         return report
 
     # --- shared steps -----------------------------------------------------------------------------
 
-    async def _guarded(self, record: SessionRecord, step: Awaitable[_Outcome]) -> _Outcome:
+    async def _leak_pass(self) -> LeakReport:
+        """Retry the possible leaks that are due (``service.domain.leaks``); never raises."""
+        try:
+            return await self._sessions.leaks.run_once()
+        except Exception:
+            log.exception("leak pass failed; retrying next pass")
+            return LeakReport()
+
+    async def _guarded(self, record: SessionRecord, step: Awaitable[Outcome]) -> Outcome:
         """Run one row's step so that its failure is logged and never reaches the other rows."""
         sid = record.session_id
         try:
@@ -322,17 +268,17 @@ class Reaper:
             # Transport errors, deadlines, ZEGO system errors: nothing is known, so nothing changes.
             what = f"{record.state.value}: ZEGO {exc.action} failed ({exc.outcome})"
             log.warning("session %s (%s); retrying next pass", sid, what, extra={"session_id": sid})
-            return _Outcome.UNVERIFIED
+            return Outcome.UNVERIFIED
         except TransitionConflict as conflict:
             # An RPC or a callback moved the row meanwhile; its newer knowledge wins.
             now = conflict.current.state.value if conflict.current is not None else "missing"
             log.info("session %s changed under the reaper (now %s)", sid, now, extra={"session_id": sid})
-            return _Outcome.UNTOUCHED
+            return Outcome.UNTOUCHED
         except Exception:
             log.exception("reaper failed on session %s", sid, extra={"session_id": sid})
-            return _Outcome.ERRORS
+            return Outcome.ERRORS
 
-    async def _verify(self, record: SessionRecord, cause: str) -> _Outcome:
+    async def _verify(self, record: SessionRecord, cause: str) -> Outcome:
         """Ask ZEGO whether the instance of a STARTING, ACTIVE or ENDING row still exists, and act."""
         if record.instance_id is None:
             # Every transition out of PENDING stores the id; a row without one is corrupt.
@@ -350,15 +296,15 @@ class Reaper:
                 record, reason, cause, "ZEGO no longer knows the instance (410001002)"
             )
             self._notify_ended(ended)
-            return _Outcome.ENDED
+            return Outcome.ENDED
         except zx.ZegoStateConflict as exc:
             if exc.code != GRACEFUL_SHUTDOWN_IN_PROGRESS:
                 raise
             # A graceful delete is under way; ZEGO finishes it within its timeout (<= 120 s).
-            return _Outcome.ALIVE
+            return Outcome.ALIVE
         if record.state is S.STARTING:
             await self._sessions.mark_active(record, f"{cause}_status_ok")
-            return _Outcome.ACTIVATED
+            return Outcome.ACTIVATED
         if record.state is S.ENDING:
             # The delete was lost (or the process died before sending it): send it again, non-graceful.
             ended = await self._sessions.end(
@@ -368,32 +314,19 @@ class Reaper:
                 timeout=self._call_timeout,
             )
             self._notify_ended(ended)
-            return _Outcome.ENDED if ended.terminal else _Outcome.ALIVE
-        return _Outcome.ALIVE
+            return Outcome.ENDED if ended.terminal else Outcome.ALIVE
+        return Outcome.ALIVE
 
-    async def _fail_unconfirmed(self, record: SessionRecord, cause: str) -> _Outcome:
-        """PENDING -> FAILED CREATE_UNCONFIRMED, flagged as a possible leak."""
-        detail = "the gateway stopped before ZEGO's answer to the create was recorded"
-        failed = await self._sessions.ledger.transition(
-            record.session_id,
-            S.FAILED,
-            expected=frozenset({S.PENDING}),
-            at=self._clock(),
-            cause=cause,
-            detail=detail,
-            updates={
-                "end_reason": EndReason.CREATE_UNCONFIRMED,
-                "end_detail": detail,
-                "possible_leak": True,
-            },
-        )
-        # An instance may run (and bill) upstream, and no API can find it: an operator must look.
-        where = f"{failed.kind.value}, room {failed.room_id}, agent user {failed.agent_user_id}"
-        sid = failed.session_id
-        log.warning("possible leak: session %s (%s) unconfirmed", sid, where, extra={"session_id": sid})
-        self._call_observer(self._observer.possible_leak, failed.kind)
-        self._notify_ended(failed)
-        return _Outcome.CREATE_UNCONFIRMED
+    async def _fail_unconfirmed(self, record: SessionRecord, cause: str) -> Outcome:
+        """Settle an abandoned PENDING row (``LeakTracker.resolve_pending``): adopt the instance a
+        callback revealed, or fail it as CREATE_UNCONFIRMED with ``possible_leak``."""
+        settled = await self._sessions.leaks.resolve_pending(record, cause)
+        if settled.state is S.STARTING:
+            # ZEGO created it: ask now whether it still runs (ACTIVE) or has gone (ENDED).
+            return await self._verify(settled, cause)
+        self._call_observer(self._observer.possible_leak, settled.kind)
+        self._notify_ended(settled)
+        return Outcome.CREATE_UNCONFIRMED
 
     def _notify_ended(self, record: SessionRecord) -> None:
         if record.terminal and record.end_reason is not None:

@@ -41,6 +41,8 @@ _COLUMNS = (
     "data",
     "raw",
     "hidden",
+    "owner",
+    "trace_id",
 )
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks(_COLUMNS)})"
@@ -66,6 +68,8 @@ def _params(event: NewEvent) -> tuple[Any, ...]:
         json.dumps(event.data, separators=(",", ":"), ensure_ascii=False),
         event.raw,
         1 if event.hidden else 0,
+        event.owner,
+        event.trace_id,
     )
 
 
@@ -87,6 +91,8 @@ def event_from_row(row: sqlite3.Row) -> Event:
         data=dict(json.loads(row["data"])),
         raw=row["raw"],
         hidden=bool(row["hidden"]),
+        owner=row["owner"],
+        trace_id=row["trace_id"],
     )
 
 
@@ -103,11 +109,14 @@ def append_many(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[Ev
     return [append(conn, event) for event in events]
 
 
-def attach(conn: sqlite3.Connection, instance_id: str, session_id: str, labels: dict[str, str]) -> int:
+def attach(
+    conn: sqlite3.Connection, instance_id: str, session_id: str, labels: dict[str, str], owner: str = ""
+) -> int:
     """Give events that arrived before their session was known that session; returns how many."""
     cursor = conn.execute(
-        "UPDATE events SET session_id = ?, labels = ? WHERE instance_id = ? AND session_id IS NULL",
-        (session_id, dump_labels(labels), instance_id),
+        "UPDATE events SET session_id = ?, labels = ?, owner = ?"
+        " WHERE instance_id = ? AND session_id IS NULL",
+        (session_id, dump_labels(labels), owner, instance_id),
     )
     return int(cursor.rowcount)
 
@@ -139,6 +148,9 @@ def bounds(conn: sqlite3.Connection) -> tuple[int, int]:
 def _filter_sql(flt: EventFilter) -> tuple[list[str], list[Any]]:
     where = ["hidden = 0"]
     params: list[Any] = []
+    if flt.owner is not None:
+        where.append("owner = ?")
+        params.append(flt.owner)
     if flt.session_ids:
         ids = sorted(flt.session_ids)
         where.append(f"session_id IN ({marks(ids)})")

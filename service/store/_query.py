@@ -65,6 +65,9 @@ def list_sessions_query(
         kinds = sorted(SessionKind(k).value for k in flt.kinds)
         where.append(f"kind IN ({marks(kinds)})")
         params += kinds
+    if flt.owner is not None:
+        where.append("owner = ?")
+        params.append(flt.owner)
     if flt.agent_id:
         where.append("agent_id = ?")
         params.append(flt.agent_id)
@@ -75,6 +78,8 @@ def list_sessions_query(
         clause, clause_params = label_clause(req)
         where.append(clause)
         params += clause_params
+    if flt.possible_leak_only:
+        where.append("possible_leak = 1")
     if after is not None:
         # Strictly after the previous page's last key in (created_at DESC, session_id DESC) order;
         # session_id breaks ties, so rows sharing a timestamp are neither skipped nor repeated.

@@ -133,6 +133,8 @@ def new_session_params(new: NewSession, state: SessionState) -> dict[str, Any]:
         "updated_at": float(new.created_at),
         "cdn_url": new.cdn_url,
         "version": 0,
+        "owner": new.owner,
+        "trace_parent": new.trace_parent,
     }
 
 

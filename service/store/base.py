@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.domain.audit import AuditFilter, AuditRecord, NewAuditRecord
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import (
     IdempotencyRecord,
@@ -48,9 +49,12 @@ class Capacity:
     pool: str
     limit: int
     in_use: int
-    """Sessions holding a slot (every non-terminal state)."""
+    """Slots held: every non-terminal session, plus the ``suspect`` ones."""
     pending: int
     """Of in_use, those still PENDING or STARTING."""
+    suspect: int = 0
+    """Of in_use, ended sessions flagged ``possible_leak``: their instance may still run at ZEGO,
+    so the slot stays held until ZEGO confirms it gone."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class ReserveOutcome:
     session: SessionRecord | None
     created: bool
     capacity: Capacity
+    owner_in_use: int = 0
+    """With a quota: the owner's slots of the pool when it was refused."""
+    over_quota: bool = False
+    """Refused by the owner's quota rather than by the pool's limit."""
 
     @property
     def rejected(self) -> bool:
@@ -80,7 +88,9 @@ class Ledger(Protocol):
     async def close(self) -> None:
         """Flush and close."""
 
-    async def reserve_session(self, new: NewSession, limit: int) -> ReserveOutcome:
+    async def reserve_session(
+        self, new: NewSession, limit: int, owner_limit: int | None = None
+    ) -> ReserveOutcome:
         """Atomically: return the existing row if ``new.request_id`` is known; otherwise insert a
         PENDING row if fewer than ``limit`` sessions of ``new.kind.pool`` hold a slot."""
 
@@ -201,5 +211,45 @@ class Ledger(Protocol):
     async def session_view(self, session_id: str) -> tuple[SessionRecord, list[Transition], TurnStats] | None:
         """A session, its transitions and its turn statistics, read together."""
 
+    async def possible_leaks(self) -> list[SessionRecord]:
+        """Ended or failed sessions still flagged ``possible_leak``, oldest end first."""
+
+    async def leak_counts(self, given_up_before: float) -> dict[SessionKind, tuple[int, int]]:
+        """Per kind: (possible leaks, those of them that ended before ``given_up_before``)."""
+
+    async def instance_ids_seen(self, session_id: str) -> list[str]:
+        """ZEGO instance ids that callbacks matched to the session, first logged first."""
+
+    async def retry_session(
+        self, failed_session_id: str, new: NewSession, limit: int, owner_limit: int | None = None
+    ) -> ReserveOutcome:
+        """Move ``new.request_id`` from a FAILED session to a new PENDING row if a slot is free."""
+
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off; returns how many."""
+
+    # -- identities (agent owners, per-owner usage, audit) -----------------------------------------
+
+    async def put_agent_owner(self, agent_id: str, owner: str, at: float) -> None:
+        """Record who registered ``agent_id`` (the first registration wins)."""
+
+    async def agent_owner(self, agent_id: str) -> str | None:
+        """Who registered ``agent_id`` through the gateway; None if unknown."""
+
+    async def delete_agent_owner(self, agent_id: str) -> None:
+        """Forget the owner of a deleted agent."""
+
+    async def usage_by_owner(self) -> dict[str, dict[str, int]]:
+        """Slots in use per owner and pool."""
+
+    async def owns_live_session(self, owner: str, user_id: str, room_id: str | None) -> bool:
+        """Whether ``owner`` has a session not yet ended for ``user_id`` (in ``room_id``, if given)."""
+
+    async def append_audit(self, record: NewAuditRecord) -> None:
+        """Store one audit record."""
+
+    async def list_audit(self, flt: AuditFilter, limit: int, before_id: int | None) -> list[AuditRecord]:
+        """Audit records, newest first, keyset-paged by id."""
+
+    async def purge_audit(self, before: float) -> int:
+        """Delete audit records older than ``before``."""

@@ -168,7 +168,59 @@ _V4 = """
 CREATE INDEX events_instance_type ON events (instance_id, event_type);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+_V7 = """
+-- Identities (issue 12). Who created each session: only it, viewers and admins see it.
+ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX sessions_owner ON sessions (owner, created_at);
+-- Events carry their session's owner, so a caller's stream and ListEvents filter in SQL.
+ALTER TABLE events ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+-- Who registered each agent through the gateway: only it or an admin may change or delete it.
+CREATE TABLE agent_owners (
+    agent_id   TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+-- The audit trail of every mutating RPC. No secret is ever written here.
+CREATE TABLE audit_records (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          REAL NOT NULL,
+    principal   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    rpc         TEXT NOT NULL,
+    session_id  TEXT NOT NULL DEFAULT '',
+    agent_id    TEXT NOT NULL DEFAULT '',
+    target      TEXT NOT NULL DEFAULT '',
+    request_id  TEXT NOT NULL DEFAULT '',
+    code        TEXT NOT NULL
+);
+CREATE INDEX audit_records_at ON audit_records (at);
+CREATE INDEX audit_records_principal ON audit_records (principal, id);
+CREATE INDEX audit_records_session ON audit_records (session_id, id) WHERE session_id != '';
+"""
+
+_V6 = """
+-- Terminal rows flagged possible_leak may still have an instance running at ZEGO, so they keep
+-- their capacity slot (admission counts them) and the leak tracker retries them: both read them
+-- through this index, which stays tiny because such rows are rare.
+CREATE INDEX sessions_possible_leak ON sessions (kind, ended_at) WHERE possible_leak = 1;
+"""
+
+_V8 = """
+-- Traces across the webhook (service/tracing.py): the CreateSession's W3C traceparent, which every
+-- callback for the session links to, and the trace id each event was produced in (empty: untraced).
+ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
+ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+    (6, _V6),
+    (7, _V7),
+    (8, _V8),
+)
 """Every schema version, in order. Append only."""
 
 

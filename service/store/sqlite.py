@@ -39,6 +39,8 @@ from service.store._query import list_sessions_query, marks
 from service.store.base import Capacity, DuplicateEvent, ReserveOutcome, StoreError, TransitionConflict
 from service.store.migrations import migrate
 from service.store.sqlite_events import EventLogMixin
+from service.store.sqlite_identity import IdentityMixin, owner_usage
+from service.store.sqlite_leaks import LeakMixin
 
 __all__ = ["SqliteLedger"]
 
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 _IDEMPOTENCY_SELECT = "SELECT * FROM idempotency_keys WHERE method = ? AND request_id = ?"
 
 
-class SqliteLedger(EventLogMixin):
+class SqliteLedger(EventLogMixin, IdentityMixin, LeakMixin):
     """A :class:`~service.store.base.Ledger` in one SQLite file (or ``":memory:"`` for tests)."""
 
     def __init__(self, path: pathlib.Path | str, *, clock: Callable[[], float] = time.time) -> None:
@@ -71,8 +73,11 @@ class SqliteLedger(EventLogMixin):
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def reserve_session(self, new: NewSession, limit: int) -> ReserveOutcome:
-        """Return the row of a known request_id, else insert a PENDING row if the pool has a slot."""
+    async def reserve_session(
+        self, new: NewSession, limit: int, owner_limit: int | None = None
+    ) -> ReserveOutcome:
+        """Return the row of a known request_id, else insert a PENDING row if the pool has a slot
+        and, with ``owner_limit``, the owner has fewer than that many of the pool's slots."""
         pool = SessionKind(new.kind).pool
         params = _rows.new_session_params(new, SessionState.PENDING)
         insert = f"INSERT INTO sessions ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})"
@@ -86,10 +91,14 @@ class SqliteLedger(EventLogMixin):
             capacity = _sql.capacity(conn, pool, limit)
             if capacity.in_use >= limit:
                 return ReserveOutcome(session=None, created=False, capacity=capacity)
+            if owner_limit is not None:
+                owned = owner_usage(conn, new.owner).get(pool, 0)
+                if owned >= owner_limit:
+                    return ReserveOutcome(None, False, capacity, owner_in_use=owned, over_quota=True)
             conn.execute(insert, params)
             _sql.record(conn, new.session_id, None, SessionState.PENDING, new.created_at, "create", "")
             created = _sql.get(conn, new.session_id)
-            capacity = Capacity(pool, limit, capacity.in_use + 1, capacity.pending + 1)
+            capacity = dataclasses.replace(capacity, in_use=capacity.in_use + 1, pending=capacity.pending + 1)
             return ReserveOutcome(session=created, created=True, capacity=capacity)
 
         return self._db.transaction(reserve)
@@ -134,7 +143,7 @@ class SqliteLedger(EventLogMixin):
             record = _sql.transition(
                 conn, session_id, SessionState.STARTING, pending, at, "zego_created", "", columns
             )
-            _events.attach(conn, instance_id, session_id, record.labels)
+            _events.attach(conn, instance_id, session_id, record.labels, record.owner)
             return record, _events.has_type(conn, instance_id, EventType.CREATED)
 
         return self._db.transaction(start)

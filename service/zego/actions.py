@@ -1,16 +1,17 @@
-"""ZEGO's 19 Actions and the client's observer hooks (kept apart so metrics need not import the
-HTTP client)."""
+"""ZEGO's 19 AI Agent Actions, the 3 Digital Human API asset Actions, and the client's observer hooks
+(kept apart so metrics need not import the HTTP client)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Final, Protocol
 
-__all__ = ["READ_ONLY_ACTIONS", "Action", "ClientObserver", "NullObserver"]
+__all__ = ["DIGITAL_HUMAN_ACTIONS", "READ_ONLY_ACTIONS", "Action", "ClientObserver", "NullObserver"]
 
 
 class Action(StrEnum):
-    """The 19 ZEGO Actions (spec §4); the value is the wire name, also used as a metrics label."""
+    """The ZEGO Actions (spec §4, and the Digital Human API's asset actions); the value is the wire
+    name, also used as a metrics label."""
 
     REGISTER_AGENT = "RegisterAgent"
     UNREGISTER_AGENT = "UnregisterAgent"
@@ -31,6 +32,16 @@ class Action(StrEnum):
     ADD_AGENT_INSTANCE_MSG = "AddAgentInstanceMsg"
     START_LISTENING = "StartListening"
     STOP_LISTENING = "StopListening"
+    # Digital Human API (its own host; docs/zego-digital-human-api.md).
+    GET_DIGITAL_HUMAN_LIST = "GetDigitalHumanList"
+    GET_DIGITAL_HUMAN_INFO = "GetDigitalHumanInfo"
+    GET_TIMBRE_LIST = "GetTimbreList"
+
+
+#: Actions served by the Digital Human API host rather than the AI Agent API host.
+DIGITAL_HUMAN_ACTIONS: Final = frozenset(
+    {Action.GET_DIGITAL_HUMAN_LIST, Action.GET_DIGITAL_HUMAN_INFO, Action.GET_TIMBRE_LIST}
+)
 
 
 #: The only actions safe to repeat after a transport failure.
@@ -40,6 +51,7 @@ READ_ONLY_ACTIONS: Final = frozenset(
         Action.QUERY_AGENTS,
         Action.QUERY_AGENT_INSTANCE_STATUS,
         Action.GET_AGENT_INSTANCE_MSG_LIST,
+        *DIGITAL_HUMAN_ACTIONS,
     }
 )
 

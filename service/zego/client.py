@@ -1,7 +1,9 @@
-"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5).
+"""The typed async client for ZEGO's AI Agent server API (spec §1, §2, §4, §5), and for the three asset
+actions of ZEGO's Digital Human API, which live on their own host (docs/zego-digital-human-api.md).
 
-One ``ZegoClient`` per process wraps one pooled ``httpx.AsyncClient``. Each action is a typed method that
-takes a request model from ``service.zego.models`` and returns its ``Data`` model (or ``None``).
+One ``ZegoClient`` per process wraps two pooled ``httpx.AsyncClient`` (one per host). Each action is a typed
+method that takes a request model from ``service.zego.models`` (or ``service.zego.digital_human``) and
+returns its ``Data`` model (or ``None``).
 
 Per call the client:
 
@@ -14,7 +16,8 @@ Per call the client:
 * raises the ``service.zego.exceptions`` tree for anything but ``Code == 0``.
 
 Logs go to ``agentgw.zego``: action, code, RequestId, duration. Never the secret, signature or body
-(bodies carry LLM ApiKeys and TTS tokens).
+(bodies carry LLM ApiKeys and TTS tokens). While tracing is on, each attempt is also a CLIENT span
+(``service.tracing.start_zego``) with the same facts and the host.
 """
 
 # ASYNC109 wants callers to wrap us in asyncio.timeout instead of passing `timeout`. We need the budget
@@ -35,8 +38,16 @@ from typing import Any, Final, Self, TypeVar
 import httpx
 from pydantic import ValidationError
 
+from service import tracing
+from service.zego import digital_human as dh
 from service.zego import models as m
-from service.zego.actions import READ_ONLY_ACTIONS, Action, ClientObserver, NullObserver
+from service.zego.actions import (
+    DIGITAL_HUMAN_ACTIONS,
+    READ_ONLY_ACTIONS,
+    Action,
+    ClientObserver,
+    NullObserver,
+)
 from service.zego.auth import ZegoSignatureAuth, install_httpx_log_filter
 from service.zego.exceptions import (
     ZegoApiError,
@@ -50,7 +61,7 @@ from service.zego.exceptions import (
     ZegoTransportError,
     from_code,
 )
-from service.zego.ratelimit import RateLimiter
+from service.zego.ratelimit import FairRateLimiter, RateLimiter
 from service.zego.regions import resolve_base_url
 
 __all__ = ["ZegoClient"]
@@ -72,6 +83,8 @@ class ZegoClient:
         app_id: the ZEGO AppID (uint32).
         server_secret: the project ServerSecret; used only to sign, never logged.
         base_url: a region name from ``service.zego.regions`` or an ``http(s)://`` URL (e.g. the emulator).
+        digital_human_base_url: the Digital Human API host (``service.zego.digital_human``); None derives
+            it from ``base_url``. Its three actions share the signing, limiter and pipeline.
         timeout_seconds: upper bound of one attempt, whatever the caller's budget.
         rate_per_second: local pacing per action; ``rate_burst`` defaults to the same number.
         max_retries: extra attempts for transport failures of read-only actions.
@@ -88,6 +101,7 @@ class ZegoClient:
         app_id: int,
         server_secret: str,
         base_url: str,
+        digital_human_base_url: str | None = None,
         timeout_seconds: float = 10.0,
         rate_per_second: float = 10.0,
         rate_burst: float | None = None,
@@ -97,6 +111,7 @@ class ZegoClient:
         rate_limit_codes: Collection[int] = (),
         transport: httpx.AsyncBaseTransport | None = None,
         observer: ClientObserver | None = None,
+        limiter: RateLimiter | FairRateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0 < app_id < 2**32:
@@ -111,26 +126,36 @@ class ZegoClient:
             raise ValueError("backoff must satisfy 0 < backoff_initial <= backoff_max")
         self.app_id = app_id
         self.base_url = resolve_base_url(base_url)
+        self._host = httpx.URL(self.base_url).host  # for spans: never the URL, whose query is signed
         self._timeout_seconds = timeout_seconds
         self._max_retries = max_retries
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rate_limit_codes = frozenset(rate_limit_codes)
         self._observer: ClientObserver = observer if observer is not None else NullObserver()
-        self._limiter = RateLimiter(rate_per_second, rate_burst)
+        self._limiter = limiter if limiter is not None else RateLimiter(rate_per_second, rate_burst)
         self._jitter = random.Random()
         install_httpx_log_filter()
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            auth=ZegoSignatureAuth(app_id, server_secret, clock),
-            headers={"Content-Type": "application/json"},
-            timeout=timeout_seconds,
-            transport=transport,
+        self.digital_human_base_url = (
+            dh.resolve_digital_human_base(digital_human_base_url)
+            if digital_human_base_url is not None
+            else dh.derive_digital_human_base(self.base_url)
+        )
+        self._http, self._dh_http = (
+            httpx.AsyncClient(
+                base_url=base,
+                auth=ZegoSignatureAuth(app_id, server_secret, clock),
+                headers={"Content-Type": "application/json"},
+                timeout=timeout_seconds,
+                transport=transport,
+            )
+            for base in (self.base_url, self.digital_human_base_url)
         )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self._http.aclose()
+        await self._dh_http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -171,7 +196,9 @@ class ZegoClient:
             return None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ZegoDeadlineExceeded(action, "caller deadline reached before the request was sent")
+            raise ZegoDeadlineExceeded(
+                action, "caller deadline reached before the request was sent", sent=False
+            )
         return remaining
 
     async def _attempt(
@@ -181,13 +208,16 @@ class ZegoClient:
         try:
             waited = await self._limiter.acquire(action, max_wait=remaining)
         except TimeoutError:
-            raise ZegoDeadlineExceeded(action, "rate-limit wait would outlast the caller deadline") from None
+            raise ZegoDeadlineExceeded(
+                action, "rate-limit wait would outlast the caller deadline", sent=False
+            ) from None
         if waited > 0:
             self._observer.rate_limit_waited(action, waited)
         remaining = self._remaining(action, deadline)
         budget_bound = remaining is not None and remaining < self._timeout_seconds
         effective = self._timeout_seconds if remaining is None else min(self._timeout_seconds, remaining)
 
+        span = tracing.start_zego(action, self._host)  # None while tracing is off
         started = time.monotonic()
         try:
             response = await self._exchange(action, body, effective, budget_bound)
@@ -196,10 +226,18 @@ class ZegoClient:
         except ZegoError as exc:
             elapsed = time.monotonic() - started
             self._observer.request_finished(action, exc.outcome, elapsed)
+            if isinstance(exc, ZegoApiError):
+                tracing.end_zego(span, exc.outcome, exc.request_id, exc.code)
+            else:
+                tracing.end_zego(span, exc.outcome)
             self._log_failure(action, exc, elapsed)
+            raise
+        except BaseException:  # cancelled mid-call: the span still ends
+            tracing.end_zego(span, "cancelled")
             raise
         elapsed = time.monotonic() - started
         self._observer.request_finished(action, "0", elapsed)
+        tracing.end_zego(span, "0", request_id, 0)
         logger.debug("zego %s code=0 request_id=%s duration_ms=%.1f", action, request_id, elapsed * 1000)
         return result
 
@@ -208,8 +246,9 @@ class ZegoClient:
     ) -> httpx.Response:
         try:
             # httpx applies the timeout per phase (connect, write, read); asyncio.timeout caps the total.
+            http = self._dh_http if action in DIGITAL_HUMAN_ACTIONS else self._http
             async with asyncio.timeout(effective):
-                return await self._http.post(
+                return await http.post(
                     "/", params={"Action": action.value}, content=body, timeout=httpx.Timeout(effective)
                 )
         except (httpx.TimeoutException, TimeoutError) as exc:
@@ -429,6 +468,28 @@ class ZegoClient:
     ) -> m.StopListeningData:
         """StopListening (walkie-talkie mode only): the agent answers what was said."""
         return await self._call_data(Action.STOP_LISTENING, request, m.StopListeningData, timeout)
+
+    # --- Digital Human API assets (docs/zego-digital-human-api.md §2-§4) ----------------------------
+
+    async def get_digital_human_list(
+        self, request: dh.GetDigitalHumanListRequest, *, timeout: float | None = None
+    ) -> dh.GetDigitalHumanListData:
+        """GetDigitalHumanList: one page (Offset/Limit 1..20) of the avatars this app may use."""
+        return await self._call_data(
+            Action.GET_DIGITAL_HUMAN_LIST, request, dh.GetDigitalHumanListData, timeout
+        )
+
+    async def get_digital_human_info(
+        self, request: dh.GetDigitalHumanInfoRequest, *, timeout: float | None = None
+    ) -> dh.DigitalHumanInfo:
+        """GetDigitalHumanInfo. Raises ``ZegoDigitalHumanNotFound`` for an id ZEGO does not know."""
+        return await self._call_data(Action.GET_DIGITAL_HUMAN_INFO, request, dh.DigitalHumanInfo, timeout)
+
+    async def get_timbre_list(
+        self, request: dh.GetTimbreListRequest, *, timeout: float | None = None
+    ) -> dh.GetTimbreListData:
+        """GetTimbreList: public timbres, or those bound to ``request.digital_human_id``."""
+        return await self._call_data(Action.GET_TIMBRE_LIST, request, dh.GetTimbreListData, timeout)
 
 
 def _ignore_data(data: Any) -> None:

@@ -11,6 +11,7 @@ Our exception hierarchy:
   x ZegoApiError - ZEGO answered with a non-zero envelope ``Code``
     - ZegoCredentialsRejected
     - ZegoInvalidRequest
+      - ZegoDigitalHumanNotFound
     - ZegoAgentAlreadyExists
     - ZegoAgentNotFound
     - ZegoInstanceNotFound
@@ -39,6 +40,7 @@ __all__ = [
     "ZegoConnectError",
     "ZegoCredentialsRejected",
     "ZegoDeadlineExceeded",
+    "ZegoDigitalHumanNotFound",
     "ZegoError",
     "ZegoInstanceNotFound",
     "ZegoInvalidRequest",
@@ -130,6 +132,11 @@ class ZegoDeadlineExceeded(ZegoError):
 
     _outcome = "deadline_exceeded"
 
+    def __init__(self, action: str, message: str, *, sent: bool = True) -> None:
+        super().__init__(action, message)
+        self.sent = sent
+        """False when the request was never sent, so ZEGO cannot have acted on it."""
+
 
 class ZegoApiError(ZegoError):
     """ZEGO answered, and the envelope ``Code`` was not 0 (spec §2, §7).
@@ -163,6 +170,12 @@ class ZegoCredentialsRejected(ZegoApiError):
 class ZegoInvalidRequest(ZegoApiError):
     """ZEGO rejected the request's shape or values: bad parameter (410000003, the Message names it), body
     not JSON, malformed common query parameters, or invalid digital-human settings.
+    """
+
+
+class ZegoDigitalHumanNotFound(ZegoInvalidRequest):
+    """ZEGO does not know the DigitalHumanId, or this app may not use it: 410001027 (incorrect) and
+    410001048 (not owned by this app) from the AI Agent API, 400000003 from the Digital Human API.
     """
 
 
@@ -218,6 +231,8 @@ def _table() -> dict[int, type[ZegoApiError]]:
             410001033,  # LLM test account expired
             410001034,  # TTS test account expired
             410001035,  # app test account expired
+            400000002,  # Digital Human API not enabled for the app
+            400010001,  # no Digital Human API call permission
         ),
         ZegoInvalidRequest: (
             100000000,  # wrong Host header
@@ -234,14 +249,24 @@ def _table() -> dict[int, type[ZegoApiError]]:
             410000004,  # JSON parse failed
             410000014,  # invalid digital-human parameter
             410001026,  # digital-human ConfigId not supported
-            410001027,  # DigitalHumanId incorrect
             410001047,  # ApiKey "zego_test" with a non-allowed LLM.Url
+            400000001,  # Digital Human API: invalid input parameter
+            400000004,  # Digital Human API: timbre not found
+        ),
+        ZegoDigitalHumanNotFound: (
+            410001027,  # DigitalHumanId incorrect
             410001048,  # DigitalHumanId not owned by this app
+            400000003,  # Digital Human API: digital human not found
         ),
         ZegoAgentAlreadyExists: (410001008,),
         ZegoAgentNotFound: (410001009,),
         ZegoInstanceNotFound: (410001002,),
-        ZegoConcurrencyLimit: (410000011, 410001025, 410001031),
+        ZegoConcurrencyLimit: (
+            410000011,  # voice instances
+            410001025,  # digital-human resources (ZEGO's sample treats it as the concurrency limit)
+            410001031,  # digital-human concurrency (ZEGO's docs)
+            400000008,  # Digital Human API: video stream concurrency
+        ),
         ZegoRateLimited: (410001029,),
         ZegoStateConflict: (
             410001013,  # agent is listening (walkie-talkie)

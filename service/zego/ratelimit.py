@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic
 
-__all__ = ["RateLimiter"]
+__all__ = ["FairRateLimiter", "RateLimiter"]
 
 
 @dataclass(slots=True)
@@ -89,3 +89,52 @@ class RateLimiter:
             bucket.tokens = min(self.burst, bucket.tokens + 1.0)
             raise
         return self._clock() - now
+
+
+class FairRateLimiter:
+    """Per-action buckets, plus a bucket per (action, caller) holding each caller to a share of the
+    action's rate, so one caller bursting cannot take all of ZEGO's 10 requests/s from the others.
+
+    ``caller()`` names whoever is calling right now and ``share(name)`` is its fraction (0, 1] of
+    the rate, or None for no share limit. A call waits for its caller's bucket first and then for
+    the action's, so the action's own limit still holds over all callers together.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: float | None = None,
+        *,
+        caller: Callable[[], str],
+        share: Callable[[str], float | None],
+        clock: Callable[[], float] = monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._action = RateLimiter(rate_per_second, burst, clock=clock, sleep=sleep)
+        self._callers: dict[float, RateLimiter] = {}
+        self._caller = caller
+        self._share = share
+        self._clock = clock
+        self._sleep = sleep
+        self.rate = rate_per_second
+
+    def _caller_limiter(self, share: float) -> RateLimiter:
+        limiter = self._callers.get(share)
+        if limiter is None:
+            rate = self.rate * share
+            limiter = self._callers[share] = RateLimiter(
+                rate, max(1.0, rate), clock=self._clock, sleep=self._sleep
+            )
+        return limiter
+
+    async def acquire(self, action: str, *, max_wait: float | None = None) -> float:
+        """Take a token from the caller's bucket, then from the action's; the seconds waited."""
+        name = self._caller()
+        share = self._share(name)
+        waited = 0.0
+        if share is not None and share < 1.0:
+            started = self._clock()
+            waited = await self._caller_limiter(share).acquire(f"{action}\x00{name}", max_wait=max_wait)
+            if max_wait is not None:
+                max_wait = max(0.0, max_wait - (self._clock() - started))
+        return waited + await self._action.acquire(action, max_wait=max_wait)

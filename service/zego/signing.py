@@ -35,9 +35,22 @@ def api_signature(app_id: int, nonce: str, server_secret: str, timestamp: int) -
     return hashlib.md5(material, usedforsecurity=False).hexdigest()
 
 
-def verify_api_signature(app_id: int, nonce: str, server_secret: str, timestamp: int, signature: str) -> bool:
-    """Constant-time check of an API request signature."""
-    return hmac.compare_digest(api_signature(app_id, nonce, server_secret, timestamp), signature.lower())
+def verify_api_signature(
+    app_id: int,
+    nonce: str,
+    server_secret: str,
+    timestamp: int,
+    signature: str,
+    *,
+    case_sensitive: bool = False,
+) -> bool:
+    """Constant-time check of an API request signature.
+
+    ZEGO specifies lowercase hex (spec §1.4). ``case_sensitive`` compares exactly, so an uppercase
+    signature fails as it would at a server comparing strings; otherwise case is ignored.
+    """
+    given = signature if case_sensitive else signature.lower()
+    return hmac.compare_digest(api_signature(app_id, nonce, server_secret, timestamp), given)
 
 
 def callback_signature(callback_secret: str, timestamp: str | int, nonce: str) -> str:

@@ -8,10 +8,17 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
+from service.gen.agentgw.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    session_pb2,
+)
 from service.gen.agentgw.v1 import event_service_pb2 as events_api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from service.gen.agentgw.v1 import session_service_pb2 as api
@@ -183,3 +190,15 @@ async def test_a_digital_human_codec_other_than_h264_never_reaches_zego(
     err = await _rejected(sessions.CreateSession(request, timeout=TIMEOUT))
     assert err.field_paths == ["digital_human.encode_code"]
     assert (await _zego_calls(emulator))["instances"] == 0
+
+
+async def test_an_out_of_range_audit_timestamp_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    """Found by the fuzz: protobuf's ToNanoseconds raised ValueError (INTERNAL) on it."""
+    audit = audit_service_pb2_grpc.AuditServiceStub(channel)  # type: ignore[no-untyped-call]
+    request = audit_service_pb2.ListAuditRecordsRequest(
+        start_time=timestamp_pb2.Timestamp(seconds=-(2**63)), end_time=timestamp_pb2.Timestamp(nanos=-1)
+    )
+    err = await _rejected(audit.ListAuditRecords(request, timeout=TIMEOUT))
+    assert err.field_paths == ["start_time", "end_time"]
+    ok = audit_service_pb2.ListAuditRecordsRequest(start_time=timestamp_pb2.Timestamp(seconds=0))
+    await audit.ListAuditRecords(ok, timeout=TIMEOUT)

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
+from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.gen.agentgw.v1 import session_pb2 as spb
 from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
@@ -65,7 +66,7 @@ async def test_voice_session_lifecycle(stub: rpc.SessionServiceStub, emulator: E
     ]
 
     status = await stub.GetAgentStatus(api.GetAgentStatusRequest(session_id=created.session_id), timeout=5)
-    assert status.status == api.AGENT_STATUS_IDLE
+    assert status.status == epb.AGENT_STATE_IDLE  # the events' vocabulary
 
     ended = (await stub.EndSession(api.EndSessionRequest(session_id=created.session_id), timeout=5)).session
     assert ended.state == spb.SESSION_STATE_ENDED

@@ -301,7 +301,13 @@ async def test_pending_past_the_grace_is_an_unconfirmed_possible_leak(
     assert failed.possible_leak and failed.ended_at == clock.now
     assert observer.leaks == [K.DIGITAL_HUMAN]
     assert observer.ended == [(K.DIGITAL_HUMAN, EndReason.CREATE_UNCONFIRMED)]
-    assert [c.in_use for c in await sessions.capacity()] == [0, 0]
+    # The instance may run at ZEGO: the slot stays held, shown as suspect.
+    assert [(c.in_use, c.suspect) for c in await sessions.capacity()] == [(1, 1), (0, 0)]
+    # Like every terminal transition, it went through the event log: one ended event.
+    ended = await sessions.ledger.events_after(
+        0, 10, EventFilter(session_ids=frozenset({row.session_id}), event_types=frozenset({EventType.ENDED}))
+    )
+    assert [e.data["reason"] for e in ended] == ["CREATE_UNCONFIRMED"]
 
 
 async def test_pending_whose_create_is_in_flight_is_left_alone(
@@ -401,9 +407,13 @@ async def test_crash_between_zegos_answer_and_the_ledger_update(
         assert failed.state is S.FAILED and failed.end_reason is EndReason.CREATE_UNCONFIRMED
         assert failed.possible_leak and failed.instance_id is None
         assert observer.leaks == [K.VOICE]
-        # Without its id nothing may be deleted: the operator gets the flag, ZEGO keeps the instance.
+        # Without its id nothing may be deleted: the operator gets the flag, ZEGO keeps the instance,
+        # and so does admission: the slot stays held as suspect.
         assert await upstream_ids(emulator) == {leaked}
-        assert [c.in_use for c in await sessions.capacity()] == [0, 0]
+        assert [(c.pool, c.in_use, c.suspect) for c in await sessions.capacity()] == [
+            ("digital_human", 0, 0),
+            ("voice", 1, 1),
+        ]
     finally:
         await restarted.close()
 

@@ -122,9 +122,20 @@ async def test_zego_test_key_only_with_trial_pairs(zego: Zego) -> None:
     )
 
 
-async def test_tts_vendor_case_is_folded_to_the_canonical_spelling(zego: Zego) -> None:
-    await zego.ok("RegisterAgent", {"AgentId": "v", "TTS": {"Vendor": "Minimax", "Params": {"app": {}}}})
-    assert (await zego.ok("QueryAgents", {"AgentIds": ["v"]}))["Agents"][0]["TTS"]["Vendor"] == "MiniMax"
+@pytest.mark.parametrize("vendor", ["Minimax", "Bytedance", "BytedanceFlowing", "ByteDance", "bytedancev3"])
+async def test_vendor_spelling_is_read_back_exactly_as_registered(zego: Zego, vendor: str) -> None:
+    """ZEGO's sample server compares the agent it reads back for equality with what it registered; a
+    canonicalised spelling would make it re-register every time. Unknown nested keys are kept too."""
+    tts = {"Vendor": vendor, "Params": {"app": {"appid": "a"}, "vendor_extra": {"x": 1}}, "NotInTheDocs": 2}
+    asr = {"Vendor": "tencent", "Params": {"engine": "16k"}}
+    await zego.ok("RegisterAgent", {"AgentId": "v", "TTS": tts, "ASR": asr})
+    [agent] = (await zego.ok("QueryAgents", {"AgentIds": ["v"]}))["Agents"]
+    assert agent["TTS"] == tts and agent["ASR"] == asr
+
+
+async def test_vendor_outside_the_enum_is_still_refused(zego: Zego) -> None:
+    body = {"AgentId": "v", "TTS": {"Vendor": "Bytedanse", "Params": {"app": {}}}}
+    assert await zego.code("RegisterAgent", body) == 410000003
 
 
 @pytest.mark.parametrize(("limit", "size"), [(None, 5), (0, 5), (5, 5), (10, 10)])

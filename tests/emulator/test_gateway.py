@@ -111,8 +111,17 @@ async def test_wrong_signature_is_checked_before_the_body(zego: Zego) -> None:
     assert (await zego.post_raw(params, b"{broken"))["Code"] == 100000005
 
 
-async def test_signature_is_case_insensitive_and_nonce_format_free(zego: Zego) -> None:
+async def test_signature_is_lowercase_hex_and_nonce_format_free(zego: Zego) -> None:
     params = {"Action": "ListAgents", **_signed(int(time.time()), nonce="k3j4base36")}
+    assert (await zego.post_raw(params))["Code"] == 0
+    # ZEGO specifies lowercase hex; an uppercase signature is a wrong signature (spec §1.4 [INFER]).
+    params["Signature"] = params["Signature"].upper()
+    assert (await zego.post_raw(params))["Code"] == 100000005
+
+
+async def test_signature_case_can_be_ignored(start_emulator: StartEmulator) -> None:
+    zego = await start_emulator(signature_case_sensitive=False)
+    params = {"Action": "ListAgents", **_signed(int(time.time()))}
     params["Signature"] = params["Signature"].upper()
     assert (await zego.post_raw(params))["Code"] == 0
 

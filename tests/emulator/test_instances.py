@@ -249,7 +249,11 @@ async def test_digital_human_pool_is_shared_with_live(start_emulator: StartEmula
     }
 
 
-async def test_agent_stream_id_is_unique_across_running_instances(zego: Zego) -> None:
+async def test_agent_stream_id_is_unique_across_running_instances(start_emulator: StartEmulator) -> None:
+    """The strict option refuses RTC identity clashes at once (the default plays them out as ZEGO does:
+    test_rtc_conflicts.py)."""
+    zego = await start_emulator(rtc_conflicts="strict")
+    await zego.register()
     rtc = zego.rtc("room_a")
     first = (await zego.ok("CreateAgentInstance", {"AgentId": "agent_1", "UserId": "u1", "RTC": rtc}))[
         "AgentInstanceId"
@@ -264,7 +268,9 @@ async def test_agent_stream_id_is_unique_across_running_instances(zego: Zego) ->
     await zego.ok("CreateAgentInstance", {"AgentId": "agent_1", "UserId": "u2", "RTC": clash})
 
 
-async def test_agent_user_id_is_unique_and_not_the_user(zego: Zego) -> None:
+async def test_agent_user_id_is_unique_and_not_the_user(start_emulator: StartEmulator) -> None:
+    zego = await start_emulator(rtc_conflicts="strict")
+    await zego.register()
     rtc = zego.rtc()
     await zego.ok("CreateAgentInstance", {"AgentId": "agent_1", "UserId": "u1", "RTC": rtc})
     clash = {**zego.rtc(), "AgentUserId": rtc["AgentUserId"]}

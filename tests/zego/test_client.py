@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from service.zego import digital_human as dh
 from service.zego import exceptions as exc
 from service.zego import models as m
-from service.zego.actions import READ_ONLY_ACTIONS, Action
+from service.zego.actions import DIGITAL_HUMAN_ACTIONS, READ_ONLY_ACTIONS, Action
 from service.zego.auth import ZegoSignatureAuth
 from service.zego.client import ZegoClient
 from service.zego.ratelimit import RateLimiter
@@ -282,12 +283,85 @@ CASES: list[tuple[str, m.WireModel, Any, Any]] = [
         {"Round": 2},
         m.RoundData(round=2),
     ),
+    (
+        "get_digital_human_list",
+        dh.GetDigitalHumanListRequest(fetch_mode=dh.FETCH_PUBLIC, offset=0, limit=20),
+        {"Total": 1, "DigitalHumans": [{"DigitalHumanId": "d", "Name": "n", "AvatarUrl": "https://x/a.png"}]},
+        dh.GetDigitalHumanListData(
+            total=1,
+            digital_humans=[
+                dh.DigitalHumanSummary(digital_human_id="d", name="n", avatar_url="https://x/a.png")
+            ],
+        ),
+    ),
+    (
+        "get_digital_human_info",
+        dh.GetDigitalHumanInfoRequest(digital_human_id="d"),
+        {"DigitalHumanId": "d", "IsPublic": True, "Actions": [{"Action": "wave", "PreviewUrl": "u"}]},
+        dh.DigitalHumanInfo(
+            digital_human_id="d", is_public=True, actions=[dh.AvatarAction(action="wave", preview_url="u")]
+        ),
+    ),
+    (
+        "get_timbre_list",
+        dh.GetTimbreListRequest(digital_human_id="d", limit=5),
+        {"Total": 1, "Timbres": [{"TimbreId": "t", "Name": "v"}]},
+        dh.GetTimbreListData(total=1, timbres=[dh.Timbre(timbre_id="t", name="v")]),
+    ),
 ]
 
 
 def test_cases_cover_every_action() -> None:
     assert [name for name, *_ in CASES] == [a.name.lower() for a in Action]
-    assert len(Action) == 19
+    assert len(Action) == 19 + len(DIGITAL_HUMAN_ACTIONS)
+
+
+async def test_digital_human_actions_go_to_their_own_host(recorder: Recorder) -> None:
+    async with make_client(
+        recorder, base_url="http://127.0.0.1:9/agent", digital_human_base_url="http://127.0.0.1:9/dh"
+    ) as zego:
+        await zego.get_timbre_list(dh.GetTimbreListRequest())
+        await zego.register_agent(m.RegisterAgentRequest(agent_id="a"))
+    dh_url, agent_url = (str(r.url) for r in recorder.requests)
+    assert dh_url.startswith("http://127.0.0.1:9/dh/?Action=GetTimbreList&AppId=")
+    assert agent_url.startswith("http://127.0.0.1:9/agent/?Action=RegisterAgent&AppId=")
+    # Signed the same way as the AI Agent API.
+    query = recorder.requests[0].url.params
+    assert verify_api_signature(
+        int(query["AppId"]), query["SignatureNonce"], SECRET, int(query["Timestamp"]), query["Signature"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent_base", "expected"),
+    [
+        ("unified", "https://aigc-digitalhuman-api.zegotech.cn"),
+        ("sgp", "https://aigc-digitalhuman-api.zegotech.cn"),
+        ("http://127.0.0.1:9", "http://127.0.0.1:9/digitalhuman"),
+    ],
+)
+async def test_digital_human_host_is_derived_when_unset(agent_base: str, expected: str) -> None:
+    async with ZegoClient(app_id=APP_ID, server_secret=SECRET, base_url=agent_base) as client:
+        assert client.digital_human_base_url == expected
+
+
+def test_digital_human_host_names_and_urls() -> None:
+    assert dh.resolve_digital_human_base("sample") == "https://aigc-digital-human-api.zegotech.cn"
+    assert dh.resolve_digital_human_base("UNIFIED") == "https://aigc-digitalhuman-api.zegotech.cn"
+    assert dh.resolve_digital_human_base("http://127.0.0.1:1/x/") == "http://127.0.0.1:1/x"
+    with pytest.raises(ValueError, match="Digital Human API host"):
+        dh.resolve_digital_human_base("sgp")
+
+
+async def test_digital_human_actions_share_the_per_action_limiter(recorder: Recorder) -> None:
+    recorder.outcomes = [answer(data={"DigitalHumanId": "d"})]
+    async with make_client(recorder, rate_per_second=1.0) as zego:
+        await zego.get_digital_human_info(dh.GetDigitalHumanInfoRequest(digital_human_id="d"))
+        with pytest.raises(exc.ZegoDeadlineExceeded):
+            await zego.get_digital_human_info(
+                dh.GetDigitalHumanInfoRequest(digital_human_id="d"), timeout=0.2
+            )
+    assert len(recorder.requests) == 1
 
 
 @pytest.mark.parametrize(("method", "request_model", "data", "expected"), CASES, ids=[c[0] for c in CASES])
@@ -300,6 +374,19 @@ async def test_every_action(
     sent = recorder.requests[0]
     assert Action(sent.url.params["Action"]).name.lower() == method
     assert json.loads(sent.content) == request_model.to_wire()
+
+
+@pytest.mark.parametrize("with_data", [False, True])
+async def test_error_envelope_with_or_without_data(recorder: Recorder, with_data: bool) -> None:
+    """ZEGO's docs disagree on whether an error carries Data; both forms give the same error."""
+    body: dict[str, Any] = {"Code": 410001002, "Message": "gone", "RequestId": REQUEST_ID}
+    if with_data:
+        body["Data"] = None
+    recorder.outcomes = [httpx.Response(200, json=body)]
+    async with make_client(recorder) as zego:
+        with pytest.raises(exc.ZegoInstanceNotFound) as info:
+            await zego.delete_agent_instance(m.DeleteAgentInstanceRequest(agent_instance_id="1"))
+    assert info.value.request_id == REQUEST_ID
 
 
 async def test_data_keys_for_no_data_actions_are_ignored(zego: ZegoClient, recorder: Recorder) -> None:
@@ -327,6 +414,13 @@ async def test_big_round_survives_the_wire(zego: ZegoClient, recorder: Recorder)
         (410000002, exc.ZegoCredentialsRejected),
         (410000003, exc.ZegoInvalidRequest),
         (100000014, exc.ZegoInvalidRequest),
+        (410001027, exc.ZegoDigitalHumanNotFound),
+        (410001048, exc.ZegoDigitalHumanNotFound),
+        (400000003, exc.ZegoDigitalHumanNotFound),
+        (400000001, exc.ZegoInvalidRequest),
+        (400000002, exc.ZegoCredentialsRejected),
+        (410001025, exc.ZegoConcurrencyLimit),
+        (410001031, exc.ZegoConcurrencyLimit),
         (410001008, exc.ZegoAgentAlreadyExists),
         (410001009, exc.ZegoAgentNotFound),
         (410001002, exc.ZegoInstanceNotFound),
@@ -470,6 +564,9 @@ def test_read_only_set() -> None:
         "QueryAgents",
         "QueryAgentInstanceStatus",
         "GetAgentInstanceMsgList",
+        "GetDigitalHumanList",
+        "GetDigitalHumanInfo",
+        "GetTimbreList",
     }
 
 

@@ -28,6 +28,8 @@ def test_api_signature_official_vector() -> None:
 def test_verify_api_signature_accepts_the_vector_in_any_case() -> None:
     assert verify_api_signature(*API_VECTOR, API_SIGNATURE)
     assert verify_api_signature(*API_VECTOR, API_SIGNATURE.upper())
+    assert not verify_api_signature(*API_VECTOR, API_SIGNATURE.upper(), case_sensitive=True)
+    assert verify_api_signature(*API_VECTOR, API_SIGNATURE, case_sensitive=True)
 
 
 def test_verify_api_signature_rejects_wrong_signature_and_inputs() -> None:

@@ -1,4 +1,5 @@
-"""The bundled ZEGO AI Agent emulator: ZEGO's wire protocol, codes and limits, served over HTTP.
+"""The bundled ZEGO AI Agent emulator: ZEGO's wire protocol, codes and limits, served over HTTP, with the
+Digital Human API's asset actions under ``/digitalhuman`` (docs/zego-digital-human-api.md).
 
 It is a product feature, not a mock: the gateway reaches it only over HTTP, exactly as it would reach
 ZEGO, and it calls back over HTTP: signed server callbacks (spec §8) with ZEGO's retry policy, produced
@@ -20,14 +21,21 @@ takes 21 ms of real time and still shows as 2100 ms between the two Timestamps.
 Behaviour ZEGO does not document, chosen here ([INFER] in docs/zego-ai-agent-api.md terms):
 
 * Every answer is HTTP 200 with the envelope; ``Data`` is ``null`` on success without data and absent on
-  errors. Empty query values count as missing; a doubled ``?`` is tolerated; GET is accepted like POST.
+  errors (``error_envelope_data`` adds ``"Data": null`` to errors). Signatures must be lowercase hex
+  (``signature_case_sensitive``). Empty query values count as missing; a doubled ``?`` is tolerated; GET
+  is accepted like POST.
 * The per-action rate limit answers ``rate_limit_code`` (default 410001029) and is checked after the body
   schema, as spec §16 orders it. Injected faults apply after the signature checks.
 * Unknown body fields are ignored; ``null`` is absent everywhere; ``RtcInfo`` is an alias of ``RTC``; TTS and
-  ASR vendor names match case-insensitively (ZEGO's own examples spell them "Minimax", "Bytedance").
+  ASR vendor names match case-insensitively (ZEGO's own examples spell them "Minimax", "Bytedance") and are
+  stored and read back exactly as sent, unknown nested keys included.
 * An instance needs an LLM (except live) and a TTS (unless DisableTTS), from the request or the agent.
-* A duplicate ``AgentStreamId`` is 410001030 for digital humans and 410000003 for voice; a duplicate
-  ``AgentUserId``, or one equal to ``UserId``, is 410000003 (ZEGO would instead kick the older instance).
+* A duplicate ``AgentStreamId`` is 410001030 for digital humans. For voice, and for a duplicate
+  ``AgentUserId`` or one equal to ``UserId``, the create succeeds and the clash plays out as ZEGO documents:
+  an Exception callback, then the instance's end (1206 for the later stream, 1203 for the kicked instance);
+  ``rtc_conflicts="strict"`` refuses such creates with 410000003 instead.
+* Create*DigitalHumanAgentInstance checks the id against the catalogue: unknown 410001027, another app's
+  410001048 (``check_digital_human_ids``). Beyond the digital-human pool: ``digital_human_concurrency_code``.
 * DisableTTS on CreateDigitalHumanAgentInstance is 410001028; changing TTS.Vendor/FilterText/
   TerminatorText/CharacterFilter in UpdateAgentInstance is 410001011 (omitting one counts as a change).
 * Digital-human and live digital-human instances share one concurrency pool. Live instances refuse LLM,

@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import EmulatorConfig
+from .digital_humans import catalogue_from_json
 from .server import run_emulator
 
 logger = logging.getLogger("service.zego.emulator")
@@ -59,7 +62,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-limit", type=float, default=_env("RATE_LIMIT", "10"), help="requests per second per action"
     )
+    p.add_argument(
+        "--catalogue",
+        default=_env("CATALOGUE"),
+        help='JSON file {"avatars": [...], "timbres": [...]} of digital humans and timbres',
+    )
+    p.add_argument(
+        "--rtc-conflicts",
+        choices=("async", "strict"),
+        default=_env("RTC_CONFLICTS", "async"),
+        help="reused RTC ids: fail after creation as ZEGO does (async), or refuse the create (strict)",
+    )
+    p.add_argument(
+        "--dh-concurrency-code",
+        type=int,
+        default=_env("DH_CONCURRENCY_CODE", "410001031"),
+        help="code beyond --dh-limit: 410001031 (ZEGO's docs) or 410001025 (what ZEGO's sample expects)",
+    )
     return p
+
+
+def _catalogue(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        avatars, timbres = catalogue_from_json(json.load(f))
+    return {"digital_humans": avatars, "timbres": timbres}
 
 
 def _secret(given: str | None, name: str) -> str:
@@ -97,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             voice_instance_limit=args.voice_limit,
             digital_human_instance_limit=args.dh_limit,
             rate_limit_per_second=args.rate_limit,
+            rtc_conflicts=args.rtc_conflicts,
+            digital_human_concurrency_code=args.dh_concurrency_code,
+            **_catalogue(args.catalogue),
         )
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):

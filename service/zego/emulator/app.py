@@ -22,7 +22,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.signing import verify_api_signature
 
 from . import errors
@@ -39,9 +40,10 @@ from .actions import ACTIONS
 from .admin import admin_routes
 from .callbacks import CallbackDeliverer
 from .config import EmulatorConfig
+from .digital_humans import DH_ACTIONS
 from .errors import ZegoError
 from .events import EventSink, FanOutSink
-from .faults import FaultTable, TokenBuckets
+from .faults import Fault, FaultTable, TokenBuckets
 from .state import EmulatorState, run_ticker
 from .validation import Fields
 
@@ -66,7 +68,7 @@ class Emulator:
         # The deliverer reads envelope facts from the state, which does not exist yet: bind late.
         self.callbacks = CallbackDeliverer(config, lambda instance_id: self.state.describe(instance_id))
         self.state = EmulatorState(config, FanOutSink(sink, self.callbacks))
-        self.faults = FaultTable(ACTIONS)
+        self.faults = FaultTable((*ACTIONS, *DH_ACTIONS))
         self.buckets = TokenBuckets(config.rate_limit_per_second)
         self.closing = asyncio.Event()
         """Set at shutdown so held requests (timeout faults, latency) return at once."""
@@ -105,12 +107,14 @@ def _query(scope: Scope) -> dict[str, str]:
     return params
 
 
-def check_gateway(query: dict[str, str], config: EmulatorConfig, now: int) -> str:
+def check_gateway(
+    query: dict[str, str], config: EmulatorConfig, now: int, actions: Collection[str] = ACTIONS
+) -> str:
     """ZEGO's gateway checks, in its order; returns the Action. Empty values count as missing."""
     action = query.get("Action", "")
     if not action:
         raise ZegoError(errors.ACTION_EMPTY, "Action is empty")
-    if action not in ACTIONS:
+    if action not in actions:
         raise ZegoError(errors.ACTION_UNSUPPORTED, f"unsupported Action {action[:64]}")
     raw_app_id = query.get("AppId", "")
     if _APP_ID_RE.fullmatch(raw_app_id) is None or not 0 < int(raw_app_id) < 2**32:
@@ -138,7 +142,14 @@ def check_gateway(query: dict[str, str], config: EmulatorConfig, now: int) -> st
     if abs(now - timestamp) > config.signature_skew_seconds:
         raise ZegoError(errors.SIGNATURE_EXPIRED, "signature expired: Timestamp is too far from now")
     # The nonce format is not checked: ZEGO's own sample sends base36, not 16 hex characters (§1.3).
-    if not verify_api_signature(app_id, nonce, config.server_secret, timestamp, signature):
+    if not verify_api_signature(
+        app_id,
+        nonce,
+        config.server_secret,
+        timestamp,
+        signature,
+        case_sensitive=config.signature_case_sensitive,
+    ):
         raise ZegoError(errors.SIGNATURE_WRONG, "signature error")
     return action
 
@@ -203,6 +214,30 @@ async def _hold(request: Request, emulator: Emulator) -> None:
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
+async def _apply_fault(request: Request, emulator: Emulator, fault: Fault | None) -> Response | None:
+    """Apply an injected fault: delay, then drop (returns the response), hold, or raise its code."""
+    if fault is None:
+        return None
+    if fault.latency_ms:
+        await emulator.pause(fault.latency_ms / 1000)
+    if fault.mode == "drop":
+        return _DropConnection(emulator.connection_aborter)
+    if fault.mode == "timeout":
+        await _hold(request, emulator)
+        raise ZegoError(errors.SYSTEM_ERROR, "injected timeout fault ended")
+    if fault.code is not None:
+        raise ZegoError(fault.code, "injected fault")
+    return None
+
+
+def _check_rate(emulator: Emulator, action: str) -> None:
+    if not emulator.buckets.allow(action):
+        raise ZegoError(
+            emulator.config.rate_limit_code,
+            f"rate limit exceeded: at most {emulator.config.rate_limit_per_second:g} {action} calls/s",
+        )
+
+
 async def _api(request: Request) -> Response:
     emulator: Emulator = request.app.state.emulator
     state = emulator.state
@@ -211,27 +246,36 @@ async def _api(request: Request) -> Response:
         action = check_gateway(_query(request.scope), emulator.config, int(time.time()))
         fault = emulator.faults.take(action)
         raw = await _read_body(request)
-        if fault is not None:
-            if fault.latency_ms:
-                await emulator.pause(fault.latency_ms / 1000)
-            if fault.mode == "drop":
-                return _DropConnection(emulator.connection_aborter)
-            if fault.mode == "timeout":
-                await _hold(request, emulator)
-                raise ZegoError(errors.SYSTEM_ERROR, "injected timeout fault ended")
-            if fault.code is not None:
-                raise ZegoError(fault.code, "injected fault")
+        dropped = await _apply_fault(request, emulator, fault)
+        if dropped is not None:
+            return dropped
         operation = ACTIONS[action](Fields(_parse_json(raw)))
-        if not emulator.buckets.allow(action):
-            raise ZegoError(
-                emulator.config.rate_limit_code,
-                f"rate limit exceeded: at most {emulator.config.rate_limit_per_second:g} {action} calls/s",
-            )
+        _check_rate(emulator, action)
         state.advance()
         data = operation(state)
     except ZegoError as exc:
-        return _envelope(exc.code, exc.message, request_id)
+        return _envelope(exc.code, exc.message, request_id, with_data=emulator.config.error_envelope_data)
     return _envelope(0, "Succeed", request_id, data, with_data=True)
+
+
+async def _digital_human_api(request: Request) -> Response:
+    """The Digital Human API (``GetDigitalHumanList``/``Info``, ``GetTimbreList``): same gateway checks,
+    faults and rate buckets as the AI Agent API, then the catalogue."""
+    emulator: Emulator = request.app.state.emulator
+    request_id = emulator.state.new_request_id()
+    try:
+        action = check_gateway(_query(request.scope), emulator.config, int(time.time()), DH_ACTIONS)
+        fault = emulator.faults.take(action)
+        raw = await _read_body(request)
+        dropped = await _apply_fault(request, emulator, fault)
+        if dropped is not None:
+            return dropped
+        body = Fields(_parse_json(raw))
+        _check_rate(emulator, action)
+        data = emulator.state.catalogue.run(action, body)
+    except ZegoError as exc:
+        return _envelope(exc.code, exc.message, request_id, with_data=emulator.config.error_envelope_data)
+    return _envelope(0, "success", request_id, data, with_data=True)
 
 
 def create_app(config: EmulatorConfig, *, event_sink: EventSink | None = None) -> Starlette:
@@ -262,6 +306,9 @@ def create_app(config: EmulatorConfig, *, event_sink: EventSink | None = None) -
         routes=[
             # "https://host?Action=X" and "https://host/?Action=X" both arrive as path "/".
             Route("/", _api, methods=["POST", "GET"]),
+            # The Digital Human API, a separate ZEGO host, is served under a path of the same server.
+            Route(EMULATOR_DIGITAL_HUMAN_PATH, _digital_human_api, methods=["POST"]),
+            Route(EMULATOR_DIGITAL_HUMAN_PATH + "/", _digital_human_api, methods=["POST"]),
             Mount("/_emulator", routes=admin_routes()),
         ],
         lifespan=lifespan,

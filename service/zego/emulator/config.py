@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .digital_humans import DEFAULT_AVATARS, DEFAULT_TIMBRES, Avatar, Timbre
+
 __all__ = [
     "DEFAULT_AUTO_TURN_UTTERANCES",
     "DEFAULT_RATE_LIMIT_CODE",
@@ -58,6 +60,15 @@ class EmulatorConfig:
     callback_max_pending: int = 10_000
     """Callbacks queued per instance before the oldest is dropped (a dead receiver must not grow memory)."""
 
+    signature_case_sensitive: bool = True
+    """ZEGO specifies the signature as lowercase hex (spec §1.4) and says nothing of other cases; [INFER] a
+    server comparing strings refuses an uppercase one, so it gets ``100000005``. False accepts any case."""
+
+    error_envelope_data: bool = False
+    """Whether an error envelope carries ``"Data": null``. ZEGO's common-response table lists Data for every
+    answer, its ErrorResponse schema has only Code, Message and RequestId (spec §2); the emulator follows the
+    schema (False), and True produces the other form, which agentgw's client must parse the same."""
+
     signature_skew_seconds: int = 600
     """Maximum ``|now - Timestamp|`` before ``100000004`` (ZEGO: 10 minutes)."""
 
@@ -66,6 +77,26 @@ class EmulatorConfig:
 
     digital_human_instance_limit: int = 10
     """Concurrent digital-human instances per AppId, shared by interactive and live ones (``410001031``)."""
+
+    digital_human_concurrency_code: int = 410001031
+    """Code for a create beyond :attr:`digital_human_instance_limit`. ZEGO's docs say ``410001031``; ZEGO's
+    sample server falls back to voice on ``410001025`` (spec §15.11), so both can be emulated."""
+
+    rtc_conflicts: str = "async"
+    """How reused RTC identities behave (spec §6.1). ``async`` (ZEGO's documented behaviour): the create
+    succeeds, then an Exception callback and the instance's end (1206 for the later instance on a reused
+    AgentStreamId; 1203 for the earlier one on a reused AgentUserId, and for the new one when AgentUserId
+    equals UserId). ``strict``: refuse the create at once with 410000003 naming the field."""
+
+    digital_humans: tuple[Avatar, ...] = DEFAULT_AVATARS
+    """The Digital Human API catalogue: public, private and another app's avatars."""
+
+    timbres: tuple[Timbre, ...] = DEFAULT_TIMBRES
+    """Timbres: public ones, and private ones bound to an avatar."""
+
+    check_digital_human_ids: bool = True
+    """Create*DigitalHumanAgentInstance refuses ids outside :attr:`digital_humans` (410001027, or 410001048
+    for another app's avatar). False accepts any id, as the emulator did before it had a catalogue."""
 
     rate_limit_per_second: float = 10.0
     """Token-bucket rate per action (ZEGO: 10 requests/second per action)."""
@@ -131,6 +162,10 @@ class EmulatorConfig:
             raise ValueError("rate_limit_per_second must be positive")
         if self.voice_instance_limit < 0 or self.digital_human_instance_limit < 0:
             raise ValueError("instance limits must not be negative")
+        if self.digital_human_concurrency_code not in (410001025, 410001031):
+            raise ValueError("digital_human_concurrency_code must be 410001031 (docs) or 410001025 (sample)")
+        if self.rtc_conflicts not in ("async", "strict"):
+            raise ValueError("rtc_conflicts must be async or strict")
         if self.signature_skew_seconds < 0:
             raise ValueError("signature_skew_seconds must not be negative")
         self._check_conversation()

@@ -13,7 +13,8 @@ __all__ = ["asr", "callback_config", "history", "llm", "messages", "tts", "vad"]
 
 LLM_VENDORS = ("OpenAIChat", "OpenAIResponses")
 # The yaml enum plus the legacy "ByteDance" still used by ZEGO's own examples (spec §6.3). Matching is
-# case-insensitive because the docs spell them "Minimax"/"Bytedance" too and the real rule is unknown.
+# case-insensitive because the docs spell them "Minimax"/"Bytedance" too and the real rule is unknown;
+# the value is stored and read back exactly as sent.
 TTS_VENDORS = ("Aliyun", "ByteDanceV3", "ByteDanceFlowing", "MiniMax", "CosyVoice", "ByteDance")
 ASR_VENDORS = ("Tencent", "AliyunParaformer", "Microsoft", "AliyunFunASR", "AliyunQwenASR", "VolcSeedASR")
 
@@ -56,7 +57,9 @@ def tts(f: Fields | None) -> Json | None:
     if f is None:
         return None
     out = f.clean()
-    out["Vendor"] = f.text("Vendor", required=True, choices=TTS_VENDORS, fold_case=True)
+    # Stored as sent: reads return the caller's spelling ("Bytedance"), which ZEGO's sample compares
+    # for equality; only the check against the enum ignores case (spec §15.8) [INFER].
+    f.text("Vendor", required=True, choices=TTS_VENDORS, fold_case=True)
     params = f.obj("Params", required=True)
     assert params is not None
     params.obj("app", required=True)
@@ -74,9 +77,7 @@ def asr(f: Fields | None) -> Json | None:
     if f is None:
         return None
     out = f.clean()
-    vendor = f.text("Vendor", choices=ASR_VENDORS, fold_case=True)
-    if vendor is not None:
-        out["Vendor"] = vendor
+    f.text("Vendor", choices=ASR_VENDORS, fold_case=True)  # stored as sent, like TTS.Vendor
     f.obj("Params")
     f.number("VADSilenceSegmentation")
     f.number("PauseInterval")

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 
 from . import errors
-from .admission import check_admission
+from .admission import NEW_INSTANCE, RtcConflict, check_admission
 from .agents import AgentRegistry
 from .config import EmulatorConfig
 from .conversation import Conversation
+from .digital_humans import Catalogue, check_create_id
 from .errors import ZegoError, invalid
 from .events import EventSink, RecordingEventSink
 from .ids import RoundAllocator, SnowflakeIds
@@ -63,6 +64,10 @@ class EmulatorState:
         self.latencies = LatencySampler(config)
         self.conversation = Conversation(self)
         """Simulated user turns, automatic turns and reported exceptions."""
+        self._doomed: dict[str, tuple[float, RtcConflict]] = {}
+        """Instances an RTC clash will end (admission.RtcConflict), with when it happens."""
+        self.catalogue = Catalogue(config.app_id, config.digital_humans, config.timbres, clock=time.time)
+        """The Digital Human API's avatars and timbres (wall clock: AvatarUrl expiries are real times)."""
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -118,6 +123,7 @@ class EmulatorState:
     def advance(self) -> None:
         """Run every transition due by now: speech, graceful shutdowns and MaxIdleTime deletions."""
         now = self._clock()
+        self._play_conflicts(now)
         for inst in list(self.instances.values()):
             inst.advance(now)
             if inst.shutdown_deadline is not None:
@@ -162,7 +168,9 @@ class EmulatorState:
             raise invalid("LLM is required: neither the agent nor the request sets it")
         if not body.disable_tts and tts is None:
             raise invalid("TTS is required: neither the agent nor the request sets it")
-        check_admission(self.config, self.instances.values(), body)
+        if body.digital_human is not None and self.config.check_digital_human_ids:
+            check_create_id(self.catalogue, body.digital_human.digital_human_id)
+        conflicts = check_admission(self.config, self.instances.values(), body)
         now = self._clock()
         default_idle = (
             self.config.live_default_max_idle_seconds
@@ -207,7 +215,23 @@ class EmulatorState:
         if body.digital_human is not None:
             data["DigitalHumanConfig"] = body.digital_human.client_config(rtc)
         self.instances[inst.instance_id] = inst
+        # The clash shows once the new agent is in the room and publishing (its AgentInstanceCreated).
+        due = now + self.timing.real(self.config.created_callback_delay_ms)
+        for conflict in conflicts:
+            victim = inst.instance_id if conflict.instance_id == NEW_INSTANCE else conflict.instance_id
+            self._doomed[victim] = (due, conflict)
         return data
+
+    def _play_conflicts(self, now: float) -> None:
+        for instance_id, (due, conflict) in list(self._doomed.items()):
+            inst = self.instances.get(instance_id)
+            if inst is None:
+                del self._doomed[instance_id]
+            elif now >= due:
+                del self._doomed[instance_id]
+                inst.advance(now)
+                inst.report_exception(conflict.code, conflict.message, None, now)
+                self._remove(inst, conflict.code)
 
     def update_instance(self, body: UpdateInstanceBody) -> None:
         """UpdateAgentInstance: LLM/TTS/ASR replaced whole; some TTS fields are immutable (410001011)."""
@@ -337,6 +361,7 @@ class EmulatorState:
         """Forget agents, instances, rooms and events (silently: no deletion events). Rounds keep rising."""
         self.agents.clear()
         self.instances.clear()
+        self._doomed.clear()
         self.rooms.clear()
         self.recorder.clear()
 

@@ -117,23 +117,25 @@ class _AgentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentState
     AGENT_STATE_IDLE: _AgentState.ValueType  # 1
     """Idle."""
     AGENT_STATE_LISTENING: _AgentState.ValueType  # 2
-    """Listening."""
+    """Listening to the user."""
     AGENT_STATE_THINKING: _AgentState.ValueType  # 3
-    """Thinking."""
+    """Waiting for the LLM."""
     AGENT_STATE_SPEAKING: _AgentState.ValueType  # 4
     """Speaking."""
 
 class AgentState(_AgentState, metaclass=_AgentStateEnumTypeWrapper):
-    """What the agent is doing, as callbacks report it."""
+    """What the agent is doing: as callbacks report it (AgentStatusChanged) and as GetAgentStatus
+    answers. ZEGO calls it a status; our name avoids confusion with the RPC status.
+    """
 
 AGENT_STATE_UNSPECIFIED: AgentState.ValueType  # 0
 """Unknown."""
 AGENT_STATE_IDLE: AgentState.ValueType  # 1
 """Idle."""
 AGENT_STATE_LISTENING: AgentState.ValueType  # 2
-"""Listening."""
+"""Listening to the user."""
 AGENT_STATE_THINKING: AgentState.ValueType  # 3
-"""Thinking."""
+"""Waiting for the LLM."""
 AGENT_STATE_SPEAKING: AgentState.ValueType  # 4
 """Speaking."""
 Global___AgentState: _TypeAlias = AgentState  # noqa: Y015
@@ -609,6 +611,7 @@ class SessionEvent(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     RAW_JSON_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     USER_SPEECH_FIELD_NUMBER: _builtins.int
@@ -636,6 +639,15 @@ class SessionEvent(_message.Message):
     """ZEGO's Round, 0 when the event has none."""
     raw_json: _builtins.str
     """ZEGO's callback JSON exactly as received, when include_raw was asked for."""
+    trace_id: _builtins.str
+    """The W3C trace id (32 lowercase hex characters) of the span this event was produced in; empty
+    while the gateway's tracing is off, and for events made outside any span (the reaper's ends,
+    or events of a database written before tracing was on). For a ZEGO callback that is the callback's own span, which
+    starts a new trace (ZEGO sends no trace context) linked to the trace of the session's
+    CreateSession; for an event the gateway synthesizes, the RPC or callback that caused it. So a
+    latency_budget_exceeded event leads to the callback that closed the turn, and its link to the
+    caller's CreateSession and ZEGO's create call.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When ZEGO says it happened (its ms Timestamp), or when the gateway synthesized it."""
@@ -706,6 +718,7 @@ class SessionEvent(_message.Message):
         round: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         raw_json: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
         created: Global___SessionCreated | None = ...,
         ended: Global___SessionEnded | None = ...,
         user_speech: Global___UserSpeech | None = ...,
@@ -720,7 +733,7 @@ class SessionEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "receive_time", b"receive_time", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "cursor", b"cursor", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "labels", b"labels", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "raw_json", b"raw_json", "receive_time", b"receive_time", "room_id", b"room_id", "round", b"round", "sequence", b"sequence", "session_id", b"session_id", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "cursor", b"cursor", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "labels", b"labels", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "raw_json", b"raw_json", "receive_time", b"receive_time", "room_id", b"room_id", "round", b"round", "sequence", b"sequence", "session_id", b"session_id", "trace_id", b"trace_id", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["created", "ended", "user_speech", "asr_result", "llm_result", "agent_status", "interrupted", "exception", "meta_info", "user_audio", "latency_budget_exceeded"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
