@@ -17,7 +17,7 @@ PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
 RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean rules
+.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -62,15 +62,15 @@ rules: ## check the Prometheus rules and alerts with promtool and run their unit
 	fi
 
 lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests chaos
+	$(BIN)/ruff format --check service tests chaos
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
 
 fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
-	$(BIN)/ruff check --fix service tests
-	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests chaos
+	$(BIN)/ruff format service tests chaos
 	$(BUF) format -w proto
 
 $(BUF):
@@ -91,6 +91,9 @@ check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto
 
 bench: $(STAMP) ## run the benchmark harness (separate from make test)
 	$(BIN)/python -m bench $(ARGS)
+
+chaos: $(STAMP) ## kill -9, outages, upstream faults, resumes: agentgw vs ZEGO's view (separate from make test)
+	$(BIN)/python -m chaos $(ARGS)
 
 clean: ## remove the virtualenv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from service.config import ConfigError, load_settings
 from service.logs import configure_logging
 from service.server import Gateway
+from service.store.base import StoreError
+from service.store.lock import LedgerInUse
 from service.tracing import TracingConfigError
 
 log = logging.getLogger("agentgw")
@@ -68,7 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TracingConfigError as exc:  # raised by the gateway's start, before it serves
         print(f"agentgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except LedgerInUse as exc:
+        # One line, and nothing else has started: a second process on the same ledger.
+        log.error(
+            "cannot start: the ledger is in use",
+            extra={"error": str(exc), "db": exc.ledger, "lock": exc.lock_path, "holder_pid": exc.holder_pid},
+        )
+        return 1
+    except (OSError, StoreError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
     return 0

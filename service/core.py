@@ -172,7 +172,8 @@ def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLim
 
 @contextlib.asynccontextmanager
 async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[None]:
-    """Purge events past retention and request ids past their window, once a minute."""
+    """Purge events past retention, request ids past their window and expired callback nonces,
+    once a minute."""
 
     async def loop() -> None:
         while True:
@@ -183,6 +184,7 @@ async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[
                     idempotency_before=now - settings.idempotency_ttl_seconds, sessions_ended_before=0.0
                 )
                 removed += await ledger.purge_audit(now - settings.audit_retention_seconds)
+                removed += await ledger.purge_callback_nonces(now)
                 if removed:
                     log.info("retention purge", extra={"rows": removed})
             except Exception:

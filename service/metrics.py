@@ -31,6 +31,7 @@ from typing import Final, Protocol
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.domain.callback_schema import Problem
 from service.domain.model import EndReason, SessionKind, SessionState
 from service.zego.actions import Action
 
@@ -41,6 +42,7 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "CALLBACK_EVENTS",
+    "CALLBACK_PROBLEMS",
     "CALLBACK_RESULTS",
     "CREATE_OUTCOMES",
     "END_REASONS",
@@ -75,6 +77,8 @@ CALLBACK_EVENTS: Final = tuple(
     " ASRResult LLMResult Exception Interrupted UserSpeakAction UserAudioData unknown".split()
 )
 CALLBACK_RESULTS: Final = ("accepted", "duplicate", "bad_signature", "stale", "replayed", "malformed")
+#: Why a malformed callback was refused (``service.domain.callback_schema.Problem``).
+CALLBACK_PROBLEMS: Final = tuple(p.value for p in Problem)
 #: ``agentgw.v1.EventType`` names without the prefix, lowercased (a test keeps them in step).
 EVENT_TYPES: Final = tuple(
     "created ended user_speech asr_result llm_result agent_status interrupted exception meta_info"
@@ -231,6 +235,17 @@ class Metrics:
         self.callbacks_received = counter(
             "agentgw_callbacks_received_total", "ZEGO callbacks received.", "event", "result"
         )
+        self.callbacks_invalid = counter(
+            "agentgw_callbacks_invalid_total",
+            "Signed callbacks refused (400) because a value is not what spec §8/§10 allows.",
+            "event",
+            "reason",
+        )
+        self.events_unreadable = counter(
+            "agentgw_events_unreadable_total",
+            "Stored events that could not be converted and were delivered marked unreadable.",
+            "type",
+        )
         self.callback_handling = histogram(
             "agentgw_callback_handling_seconds", "Callback arrival to our HTTP answer.", _CALLBACK_BUCKETS
         )
@@ -306,8 +321,13 @@ class Metrics:
                 self.zego_requests.labels(action, code)
         for event, result in itertools.product(CALLBACK_EVENTS, CALLBACK_RESULTS):
             self.callbacks_received.labels(event, result)
+            if result == "malformed":
+                for problem in CALLBACK_PROBLEMS:
+                    self.callbacks_invalid.labels(event, problem)
         for event_type in EVENT_TYPES:
             self.events_appended.labels(event_type)
+        for event_type in (*EVENT_TYPES, "unknown"):
+            self.events_unreadable.labels(event_type)
         for stage in STAGES:
             self.zego_stage_latency.labels(stage)
 
@@ -380,11 +400,18 @@ class Metrics:
         """Observe one LatencyData average (ms / 1000) from AgentInstanceDeleted."""
         self.zego_stage_latency.labels(_check(stage, STAGES, "stage")).observe(seconds)
 
-    def callback(self, event: str, result: str, seconds: float) -> None:
-        """Count one callback (unknown event names become "unknown") and observe its handling time."""
+    def callback(self, event: str, result: str, seconds: float, problem: str = "") -> None:
+        """Count one callback (unknown event names become "unknown") and observe its handling time;
+        for a malformed one with a ``problem`` (one of :data:`CALLBACK_PROBLEMS`), count that too."""
         event = event if event in CALLBACK_EVENTS else "unknown"
         self.callbacks_received.labels(event, _check(result, CALLBACK_RESULTS, "result")).inc()
+        if problem and result == "malformed":
+            self.callbacks_invalid.labels(event, _check(problem, CALLBACK_PROBLEMS, "problem")).inc()
         self.callback_handling.observe(seconds)
+
+    def event_unreadable(self, event_type: str) -> None:
+        """Count a stored event delivered as unreadable (its stored type, else "unknown")."""
+        self.events_unreadable.labels(event_type if event_type in EVENT_TYPES else "unknown").inc()
 
     def event_appended(self, event_type: str) -> None:
         """Count one event appended to the log (one of :data:`EVENT_TYPES`)."""

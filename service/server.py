@@ -68,6 +68,7 @@ from service.http.asgi import serve_asgi
 from service.http.callbacks import callback_endpoint
 from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
+from service.store.lock import LedgerLock
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
@@ -159,6 +160,8 @@ class Gateway:
     async def _start(self) -> None:
         self._start_tracing()
         settings = self.settings
+        # One ledger, one owner: refuse before anything starts (the ledger's own lock is the guarantee).
+        LedgerLock.probe(settings.db_path)
         if settings.uses_emulator:
             log.warning("no ZEGO credentials configured: starting the bundled ZEGO emulator on loopback")
             settings = await self._start_emulator(settings)
@@ -292,7 +295,12 @@ class Gateway:
         )
         handlers.register(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
-            EventServicer(core.ledger, core.bus, on_delivered=metrics.event_delivered),
+            EventServicer(
+                core.ledger,
+                core.bus,
+                on_delivered=metrics.event_delivered,
+                on_unreadable=metrics.event_unreadable,
+            ),
         )
         handlers.register(
             room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,

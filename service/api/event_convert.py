@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from service.api.convert import dict_to_struct
 from service.api.session_convert import REASON_TO_PROTO
 from service.domain.events import Event, EventFilter, EventType
 from service.domain.model import EndReason, LabelRequirement
@@ -21,6 +21,8 @@ from service.gen.agentgw.v1 import session_pb2 as spb
 __all__ = ["TYPE_FROM_PROTO", "agent_state", "event_filter", "event_to_proto", "fill_event"]
 
 TYPE_TO_PROTO = {t: getattr(epb, f"EVENT_TYPE_{t.name}") for t in EventType}
+MAX_STRUCT_DEPTH = 20
+"""Deepest MetaInfo object also given as a Struct (callbacks are refused past 20 levels anyway)."""
 TYPE_FROM_PROTO = {v: k for k, v in TYPE_TO_PROTO.items()}
 _STATES = {
     "IDLE": epb.AGENT_STATE_IDLE,
@@ -64,6 +66,35 @@ def _latency(data: Any) -> epb.LatencyData | None:
     )
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of plain JSON data (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _meta_info(msg: epb.MetaInfo, d: dict[str, Any]) -> None:
+    """MetaInfo from its stored JSON text (rows before the text was kept hold a ``meta_info`` dict)."""
+    if "meta_info_json" in d:
+        text = str(d["meta_info_json"])
+        meta = json.loads(text)
+    else:
+        meta = d.get("meta_info")
+        text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+    msg.SetInParent()
+    msg.meta_info_json = text
+    # A Struct costs two or three nested messages a level: deeper ones would fail to parse at the
+    # subscriber (protobuf's limit is 100), so those are only in meta_info_json.
+    if isinstance(meta, dict) and _depth(meta) <= MAX_STRUCT_DEPTH:
+        msg.meta_info.update(meta)
+
+
 def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
     d, t = event.data, event.event_type
     if t is EventType.CREATED:
@@ -97,7 +128,7 @@ def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
         msg.exception.message = str(d.get("message", ""))
         msg.exception.category = _CATEGORIES.get(str(d.get("category")), epb.EXCEPTION_CATEGORY_UNSPECIFIED)
     elif t is EventType.META_INFO:
-        msg.meta_info.meta_info.CopyFrom(dict_to_struct(d.get("meta_info") or {}))
+        _meta_info(msg.meta_info, d)
     elif t is EventType.USER_AUDIO:
         msg.user_audio.user_id = str(d.get("user_id", ""))
         msg.user_audio.sample_rate = int(d.get("sample_rate") or 0)
@@ -115,12 +146,60 @@ def _fill_payload(msg: epb.SessionEvent, event: Event) -> None:
             breach.stages[str(stage)] = float(seconds)
 
 
-def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False) -> None:
-    """Write a logged event into an empty ``SessionEvent`` in place.
+def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False) -> str:
+    """Write a logged event into an empty ``SessionEvent`` in place; never raises for its values.
 
     In place, because a message set as a field is copied: the event-stream fills the one inside
     its response directly (replay and fan-out convert every event, so this is their hot path).
+
+    Returns "" or, for an event that cannot be converted (the store marked it unreadable, or a
+    value does not fit its proto field), why: ``msg`` is then the ``unreadable`` event in its place,
+    with its cursor, so one bad row never ends a stream or a page. The caller counts and logs it.
     """
+    if not event.unreadable:
+        try:
+            _fill(msg, event, include_raw)
+            return ""
+        except Exception as e:  # defence in depth: callbacks are validated before they are stored
+            reason = f"{type(e).__name__}: {e}"[:300]
+    else:
+        reason = event.unreadable
+    msg.Clear()
+    _fill_unreadable(msg, event, reason, include_raw)
+    return reason
+
+
+def _set(msg: Any, name: str, value: Any) -> None:
+    """Set one field of an unreadable event if the value fits; skip it otherwise."""
+    try:
+        setattr(msg, name, value)
+    except (TypeError, ValueError):
+        pass
+
+
+def _fill_unreadable(msg: epb.SessionEvent, event: Event, reason: str, include_raw: bool) -> None:
+    msg.cursor = event.cursor
+    for name, value in (
+        ("session_id", event.session_id or ""),
+        ("agent_instance_id", event.instance_id or ""),
+        ("agent_id", event.agent_id),
+        ("room_id", event.room_id),
+    ):
+        _set(msg, name, value)
+    if isinstance(event.received_at, float) and 0 <= event.received_at < 253402300800:
+        msg.receive_time.seconds, msg.receive_time.nanos = divmod(int(event.received_at * 1e9), 1_000_000_000)
+    if include_raw and isinstance(event.raw, str):
+        _set(msg, "raw_json", event.raw)
+    stored = event.data.get("stored_type", event.event_type.value) if event.unreadable else event.event_type
+    stored = str(stored)
+    msg.unreadable.SetInParent()
+    _set(msg.unreadable, "reason", reason.encode("utf-8", "replace").decode("utf-8"))
+    _set(msg.unreadable, "stored_type", stored[:100])
+    if stored == event.event_type.value:
+        msg.unreadable.type = TYPE_TO_PROTO[event.event_type]
+
+
+def _fill(msg: epb.SessionEvent, event: Event, include_raw: bool) -> None:
     msg.cursor = event.cursor
     msg.session_id = event.session_id or ""
     msg.agent_instance_id = event.instance_id or ""
@@ -146,7 +225,7 @@ def fill_event(msg: epb.SessionEvent, event: Event, *, include_raw: bool = False
 
 
 def event_to_proto(event: Event, *, include_raw: bool = False) -> epb.SessionEvent:
-    """The proto form of a logged event."""
+    """The proto form of a logged event (marked ``unreadable`` when it cannot be converted)."""
     msg = epb.SessionEvent()
     fill_event(msg, event, include_raw=include_raw)
     return msg

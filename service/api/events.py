@@ -19,6 +19,7 @@ queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a bat
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from service.api.event_convert import event_filter, event_to_proto, fill_event
+from service.api.event_convert import event_filter, fill_event
 from service.api.paging import page_size
 from service.domain.access import owner_scope, session_visible
 from service.domain.event_log import EventBus
@@ -44,9 +45,12 @@ from service.errors import (
 )
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
+from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.store.base import Ledger
 
 __all__ = ["EventServicer"]
+
+log = logging.getLogger("agentgw.events")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 REPLAY_PAGE = 500
@@ -68,10 +72,13 @@ class EventServicer(rpc.EventServiceServicer):
         bus: EventBus,
         *,
         on_delivered: Callable[[float], None] | None = None,
+        on_unreadable: Callable[[str], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._bus = bus
         self._on_delivered = on_delivered
+        self._on_unreadable = on_unreadable
+        self._noted: OrderedDict[int, None] = OrderedDict()
         # One conversion per event, not per subscriber: fan-out to N streams reuses the message.
         self._converted: OrderedDict[tuple[int, bool], api.WatchEventsResponse] = OrderedDict()
 
@@ -105,11 +112,34 @@ class EventServicer(rpc.EventServiceServicer):
         message = self._converted.get(key)
         if message is None:
             message = api.WatchEventsResponse()
-            fill_event(message.event, event, include_raw=include_raw)
+            if fill_event(message.event, event, include_raw=include_raw):
+                self._note_unreadable(message.event)
             self._converted[key] = message
             if len(self._converted) > _CONVERTED_CACHE:
                 self._converted.popitem(last=False)
         return message
+
+    def _proto(self, event: Event, include_raw: bool) -> epb.SessionEvent:
+        """``event_to_proto``, noting an unreadable event."""
+        msg = epb.SessionEvent()
+        if fill_event(msg, event, include_raw=include_raw):
+            self._note_unreadable(msg)
+        return msg
+
+    def _note_unreadable(self, msg: epb.SessionEvent) -> None:
+        """Count and log an event delivered as unreadable, once per cursor (not per subscriber)."""
+        if msg.cursor in self._noted:
+            return
+        self._noted[msg.cursor] = None
+        if len(self._noted) > _CONVERTED_CACHE:
+            self._noted.popitem(last=False)
+        stored_type = msg.unreadable.stored_type
+        log.warning(
+            "stored event cannot be converted; delivered as unreadable",
+            extra={"cursor": msg.cursor, "stored_type": stored_type, "reason": msg.unreadable.reason},
+        )
+        if self._on_unreadable is not None:
+            self._on_unreadable(stored_type)
 
     def _delivered(self, events: Sequence[Event]) -> None:
         """Observe live events' delivery latency (callback arrival -> written to this stream)."""
@@ -242,7 +272,7 @@ class EventServicer(rpc.EventServiceServicer):
         if len(events) < size:
             next_cursor = max(next_cursor, head)
         return api.ListEventsResponse(
-            events=[event_to_proto(e, include_raw=request.include_raw) for e in events],
+            events=[self._proto(e, request.include_raw) for e in events],
             next_cursor=next_cursor,
             head_cursor=head,
         )

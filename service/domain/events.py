@@ -9,9 +9,20 @@ API layer maps it without knowing ZEGO's spellings.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain.callback_schema import (
+    INT32_MAX,
+    INT64_MIN,
+    TIMESTAMP_MS_MAX,
+    CallbackError,
+    Problem,
+    integer,
+    number,
+    text,
+)
 from service.domain.model import LabelOp, LabelRequirement
 
 __all__ = [
@@ -59,14 +70,6 @@ ZEGO_EVENTS: dict[str, EventType] = {
 """ZEGO's event names (the ``Event`` field) and what they become."""
 
 
-class CallbackError(ValueError):
-    """A callback body that cannot be a ZEGO event; ``field`` names the culprit."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
 @dataclass(frozen=True)
 class NewEvent:
     """An event before the log assigns its cursor."""
@@ -100,6 +103,10 @@ class Event(NewEvent):
     """A logged event."""
 
     cursor: int = 0
+    unreadable: str = ""
+    """Why the stored row could not be read back ("" when it could). Such an event is delivered
+    marked unreadable, in its place; ``data`` then holds only ``stored_type`` (the row's type text),
+    and ``event_type`` is that type when known, else EXCEPTION (a placeholder nothing matches on)."""
 
 
 @dataclass(frozen=True)
@@ -160,92 +167,100 @@ def exception_category(code: int) -> str:
     return "unknown"
 
 
-def _int(body: dict[str, Any], key: str, *, required: bool = True) -> int | None:
-    value = body.get(key)
-    if value is None and not required:
+def _latency(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Spec §10's LatencyData, the known fields only (ms counts are averages: floats round)."""
+    latency = data.get("LatencyData")
+    if latency is None:
         return None
-    # bool is an int in Python; JSON true is never a valid number here.
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        raise CallbackError(key, "must be an integer")
-    return value
-
-
-def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key, "")
-    return value if isinstance(value, str) else str(value)
+    if not isinstance(latency, dict):
+        raise CallbackError("Data.LatencyData", "must be an object")
+    path = "Data.LatencyData"
+    values: dict[str, float | None] = {
+        key: integer(latency, key, path, rounding=True)
+        for key in ("LLMTTFT", "TTSAudioFirstFrameTime", "TotalCost")
+    }
+    values["LLMTPS"] = number(latency, "LLMTPS", path)
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _payload(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` for one event type, every field checked against spec §8.3 (and §10)."""
+    d = "Data"
     if event_type is EventType.CREATED:
-        return {"created_time_ms": _int(data, "CreatedTimestamp", required=False)}
+        return {"created_time_ms": integer(data, "CreatedTimestamp", d, high=TIMESTAMP_MS_MAX)}
     if event_type is EventType.ENDED:
-        latency = data.get("LatencyData") if isinstance(data.get("LatencyData"), dict) else None
         return {
-            "zego_code": _int(data, "Code", required=False) or 0,
-            "deleted_time_ms": _int(data, "DeletedTimestamp", required=False),
-            "latency": latency,
+            "zego_code": integer(data, "Code", d, low=INT64_MIN) or 0,
+            "deleted_time_ms": integer(data, "DeletedTimestamp", d, high=TIMESTAMP_MS_MAX),
+            "latency": _latency(data),
             "synthesized": False,
         }
     if event_type is EventType.USER_SPEECH:
-        return {"action": _str(data, "Action"), "user_id": _str(data, "UserId")}
+        return {"action": text(data, "Action", d), "user_id": text(data, "UserId", d)}
     if event_type is EventType.ASR_RESULT:
-        return {"text": _str(data, "Text"), "user_id": _str(data, "UserId")}
+        return {"text": text(data, "Text", d), "user_id": text(data, "UserId", d)}
     if event_type is EventType.LLM_RESULT:
-        return {"text": _str(data, "Text")}
+        return {"text": text(data, "Text", d)}
     if event_type is EventType.AGENT_STATUS:
-        return {"status": _str(data, "Status").upper()}
+        return {"status": text(data, "Status", d).upper()}
     if event_type is EventType.INTERRUPTED:
-        return {"reason": _int(data, "Reason", required=False) or 0, "played_text": _str(data, "PlayedText")}
+        return {
+            "reason": integer(data, "Reason", d, low=INT64_MIN) or 0,
+            "played_text": text(data, "PlayedText", d),
+        }
     if event_type is EventType.EXCEPTION:
-        code = _int(data, "Code", required=False) or 0
-        return {"code": code, "message": _str(data, "Message"), "category": exception_category(code)}
+        code = integer(data, "Code", d, low=INT64_MIN) or 0
+        return {"code": code, "message": text(data, "Message", d), "category": exception_category(code)}
     if event_type is EventType.META_INFO:
-        meta = data.get("MetaInfo")
-        return {"meta_info": meta if isinstance(meta, dict) else {}}
+        # Free-form: kept as its JSON text, which any shape ZEGO may send converts from.
+        meta = json.dumps(data.get("MetaInfo"), ensure_ascii=False, separators=(",", ":"))
+        return {"meta_info_json": meta}
     if event_type is EventType.USER_AUDIO:
         return {
-            "user_id": _str(data, "UserId"),
-            "sample_rate": _int(data, "SampleRate", required=False) or 16000,
-            "format": _str(data, "Format") or "pcm",
-            "audio_base64": _str(data, "Audio"),
+            "user_id": text(data, "UserId", d),
+            "sample_rate": integer(data, "SampleRate", d, high=INT32_MAX) or 16000,
+            "format": text(data, "Format", d) or "pcm",
+            "audio_base64": text(data, "Audio", d),
         }
-    return dict(data)
+    raise AssertionError(f"no payload for {event_type}")  # every ZEGO_EVENTS value is handled above
 
 
 def normalize_callback(body: dict[str, Any], raw: str, received_at: float) -> NewEvent:
-    """One verified ZEGO callback -> a NewEvent (no session matched yet).
+    """One verified ZEGO callback (already through ``parse_body``) -> a NewEvent (no session matched).
 
     Raises:
-        CallbackError: a required envelope field is missing or mistyped, or the event is unknown.
+        CallbackError: a field is missing, mistyped or out of range (spec §8.2, §8.3, §10), or the
+            event is unknown.
     """
     name = body.get("Event")
     if not isinstance(name, str) or name not in ZEGO_EVENTS:
-        raise CallbackError("Event", f"unknown event {name!r}")
+        shown = name[:40] if isinstance(name, str) else type(name).__name__
+        raise CallbackError("Event", f"unknown event {shown!r}", Problem.UNKNOWN_EVENT)
     event_type = ZEGO_EVENTS[name]
+    integer(body, "AppId")
     instance_id = body.get("AgentInstanceId")
-    if not isinstance(instance_id, str | int) or isinstance(instance_id, bool) or not str(instance_id):
-        raise CallbackError("AgentInstanceId", "is required")
-    data = body.get("Data") or {}
+    if isinstance(instance_id, int) and not isinstance(instance_id, bool):
+        instance_id = str(integer(body, "AgentInstanceId"))
+    if not isinstance(instance_id, str) or not instance_id:
+        raise CallbackError("AgentInstanceId", "is required (a string)", Problem.MISSING)
+    if len(instance_id) > 128:
+        raise CallbackError("AgentInstanceId", "is longer than 128 characters", Problem.OUT_OF_RANGE)
+    data = body.get("Data")
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise CallbackError("Data", "must be an object")
-    sequence = _int(body, "Sequence")
-    assert sequence is not None
-    if not 0 <= sequence < 2**63:
-        raise CallbackError("Sequence", "must fit in a signed 64-bit integer")
-    round_ = _int(data, "Round", required=False)
+    sequence = integer(body, "Sequence", required=True)
     return NewEvent(
         event_type=event_type,
         session_id=None,
-        instance_id=str(instance_id),
-        agent_id=_str(body, "AgentId"),
-        room_id=_str(body, "RoomId"),
-        event_time_ms=_int(body, "Timestamp") or 0,
+        instance_id=instance_id,
+        agent_id=text(body, "AgentId"),
+        room_id=text(body, "RoomId"),
+        event_time_ms=integer(body, "Timestamp", required=True, high=TIMESTAMP_MS_MAX) or 0,
         received_at=received_at,
         sequence=sequence,
-        round=round_,
+        round=integer(data, "Round", "Data"),
         data=_payload(event_type, data),
         raw=raw,
-        agent_user_id=_str(body, "AgentUserId"),
+        agent_user_id=text(body, "AgentUserId"),
     )

@@ -2,8 +2,10 @@
 
 ZEGO's signature covers only (CallbackSecret, Timestamp, Nonce), not the body, so three more
 checks guard the body: the timestamp must be within the skew window, a (Nonce, Signature) pair
-seen before with a *different* body is a replay, and only well-formed events are stored. The
-same pair with the same body is ZEGO retrying, which is acknowledged and stored once.
+seen before with a *different* body is a replay (the ledger remembers pairs for twice the skew,
+so a restart forgets none), and only events whose every value passes spec §8/§10's types and
+ranges (``service.domain.callback_schema``) are stored. The same pair with the same body is ZEGO
+retrying, which is acknowledged and stored once.
 
 The caller (the HTTP handler) answers 2xx only for ``accepted`` and ``duplicate``: both mean the
 event is durably stored, so ZEGO's retries cover any failure before that point.
@@ -17,16 +19,16 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from service import tracing
-from service.domain.events import CallbackError, EventType, NewEvent, normalize_callback
+from service.domain.callback_schema import CallbackError, Problem, check_values, parse_body
+from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
 from service.domain.sessions import SessionService, end_reason_for_zego_code
-from service.store.base import DuplicateEvent, TransitionConflict
+from service.store.base import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
 from service.zego.signing import verify_callback_signature
 
 __all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]
@@ -52,33 +54,61 @@ class IngestResult(enum.StrEnum):
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    """The result, ZEGO's event name (bounded: "unknown" otherwise) and a reason for logs."""
+    """The result, ZEGO's event name (bounded: "unknown" otherwise), a reason for the caller and
+    the logs, and for a malformed body the kind of problem (a bounded metrics label)."""
 
     result: IngestResult
     event: str = "unknown"
     detail: str = ""
+    problem: str = ""
 
 
-class _ReplayCache:
-    """(Nonce, Signature) -> body digest, for the skew window, bounded in size."""
+def _malformed(event: str, error: CallbackError) -> IngestOutcome:
+    return IngestOutcome(IngestResult.MALFORMED, event, str(error), error.problem.value)
 
-    def __init__(self, window_seconds: float, max_entries: int = 100_000) -> None:
-        self._window = window_seconds
-        self._max = max_entries
-        self._seen: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
 
-    def check(self, key: tuple[str, str], digest: str, now: float) -> bool:
-        """False when ``key`` was seen within the window with another body."""
-        while self._seen:
-            oldest_key, (at, _) = next(iter(self._seen.items()))
-            if now - at <= self._window and len(self._seen) < self._max:
-                break
-            del self._seen[oldest_key]
-        previous = self._seen.get(key)
-        if previous is not None:
-            return previous[1] == digest
-        self._seen[key] = (now, digest)
-        return True
+_NONCE_GROUP_MAX = 64
+
+
+class _NonceBook:
+    """The ledger's (Nonce, Signature) records, written in groups.
+
+    Callbacks that arrive together share one transaction (one commit instead of one each: about
+    30 instead of 130 us a callback here), as EventLog.append's group commit does for events. The
+    record is durable before its callback is answered, so a restart forgets no acknowledged pair.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._pending: list[tuple[tuple[str, str, str, float], asyncio.Future[str]]] = []
+        self._flusher: asyncio.Future[None] | None = None
+
+    async def remember(self, nonce: str, signature: str, digest: str, expires_at: float) -> str:
+        """Record the pair unless it is on record; the digest on record."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append(((nonce, signature, digest, expires_at), waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await waiter
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:_NONCE_GROUP_MAX], self._pending[_NONCE_GROUP_MAX:]
+            try:
+                digests = await self._ledger.remember_callbacks([pair for pair, _ in group])
+            except asyncio.CancelledError:  # shutdown: nobody may wait forever
+                for _, waiter in group + self._pending:
+                    waiter.cancel()
+                self._pending = []
+                raise
+            except Exception as exc:
+                for _, waiter in group:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for (_, waiter), digest in zip(group, digests, strict=True):
+                if not waiter.done():
+                    waiter.set_result(digest)
 
 
 VERIFICATION_FIELDS = ("Signature", "Nonce")
@@ -108,8 +138,11 @@ class CallbackIngestor:
         self._events = sessions.events
         self._secret = callback_secret
         self._skew_ms = skew_seconds * 1000
+        # A pair is only accepted while its Timestamp is within the skew of now, and it was first
+        # seen within the skew of that Timestamp: after 2 x skew no replay of it can pass anyway.
+        self._nonce_ttl = 2 * skew_seconds
+        self._nonces = _NonceBook(self._ledger)
         self._clock = clock
-        self._replays = _ReplayCache(2 * skew_seconds)
         self._background: set[asyncio.Task[None]] = set()
 
     @tracing.traced_callback  # while tracing is on: a span per callback
@@ -117,11 +150,9 @@ class CallbackIngestor:
         """Verify and store one callback body. Never raises for bad input: it says why instead."""
         now = self._clock()
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return IngestOutcome(IngestResult.MALFORMED, detail="body is not JSON")
-        if not isinstance(data, dict):
-            return IngestOutcome(IngestResult.MALFORMED, detail="body is not a JSON object")
+            data, raw = parse_body(body)
+        except CallbackError as exc:
+            return _malformed("unknown", exc)
         name = data.get("Event")
         event_name = name if isinstance(name, str) and name.isalnum() and len(name) <= 40 else "unknown"
         signature, nonce, timestamp = data.get("Signature"), data.get("Nonce"), data.get("Timestamp")
@@ -129,24 +160,36 @@ class CallbackIngestor:
             return IngestOutcome(
                 IngestResult.BAD_SIGNATURE, event_name, "Signature, Nonce or Timestamp missing"
             )
-        if not isinstance(timestamp, int | str) or not str(timestamp).isdigit():
+        stamp = str(timestamp) if isinstance(timestamp, int | str) else ""
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 19):
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "Timestamp is not an integer")
         if self._secret is None:
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "no CallbackSecret is configured")
-        if not verify_callback_signature(self._secret, str(timestamp), str(nonce), signature):
+        if not verify_callback_signature(self._secret, stamp, str(nonce), signature):
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "signature mismatch")
-        if abs(now * 1000 - int(timestamp)) > self._skew_ms:
+        if abs(now * 1000 - int(stamp)) > self._skew_ms:
             return IngestOutcome(IngestResult.STALE, event_name, "Timestamp outside the allowed skew")
+        try:
+            check_values(data, raw)
+            event = normalize_callback(data, stored_body(data), now)
+        except CallbackError as exc:
+            return _malformed(event_name, exc)
         digest = hashlib.sha256(body).hexdigest()
-        if not self._replays.check((str(nonce), signature.lower()), digest, now):
+        seen = await self._nonces.remember(str(nonce), signature.lower(), digest, now + self._nonce_ttl)
+        if seen != digest:
             return IngestOutcome(
                 IngestResult.REPLAYED, event_name, "Nonce and Signature reused with another body"
             )
         try:
-            event = normalize_callback(data, stored_body(data), now)
-        except CallbackError as exc:
-            return IngestOutcome(IngestResult.MALFORMED, event_name, str(exc))
-        stored = await self._apply(event)
+            stored = await self._apply(event)
+        except UnstorableValue as exc:
+            # parse_body and normalize_callback should have refused it: keep the reason.
+            log.warning(
+                "callback value cannot be stored", extra={"zego_event": event_name, "error": str(exc)}
+            )
+            return IngestOutcome(
+                IngestResult.MALFORMED, event_name, "a value cannot be stored", Problem.UNSTORABLE.value
+            )
         return IngestOutcome(IngestResult.ACCEPTED if stored else IngestResult.DUPLICATE, event_name)
 
     async def _match(self, event: NewEvent) -> SessionRecord | None:

@@ -1,7 +1,8 @@
 """``POST /v1/zego/callbacks``: the thin HTTP face of ``service.domain.ingest``.
 
 2xx only once the event is durably stored (accepted or a duplicate), so ZEGO's retries cover any
-failure before that. Rejections are 4xx with the reason, counted and logged, never a crash.
+failure before that. Rejections are 4xx with the reason in ``message``, counted and logged; a
+failure to store is a 503 (ZEGO retries). No body gets a 500.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -29,8 +31,12 @@ _STATUS = {
     IngestResult.REPLAYED: 409,
 }
 
-Observer = Callable[[str, str, float], None]
-"""(ZEGO event name, result, seconds) -> None: the metrics hook."""
+
+class Observer(Protocol):
+    """The metrics hook: ZEGO event name, result, seconds, and why a malformed body was refused."""
+
+    def __call__(self, event: str, result: str, seconds: float, problem: str = "") -> None:
+        """Count one callback."""
 
 
 class _TooLarge(Exception):
@@ -71,16 +77,22 @@ def callback_endpoint(
             # Not stored: a 5xx makes ZEGO retry (2, 4, 8, 16, 32 s) instead of losing the event.
             log.exception("callback could not be stored")
             return JSONResponse({"code": 1, "result": "unavailable"}, status_code=503)
+        except Exception:
+            # A bug, not the body (ingest refuses every bad body with a reason). Never a bare 500:
+            # 503 says "not stored, try again", which is true.
+            log.exception("callback handling failed")
+            return JSONResponse({"code": 1, "result": "unavailable"}, status_code=503)
         if observe is not None:
-            observe(outcome.event, outcome.result.value, time.perf_counter() - started)
-        if not outcome.result.stored:
-            log.warning(
-                "callback rejected",
-                extra={"result": outcome.result.value, "zego_event": outcome.event, "reason": outcome.detail},
-            )
-        ok = outcome.result.stored
+            observe(outcome.event, outcome.result.value, time.perf_counter() - started, outcome.problem)
+        if outcome.result.stored:
+            return JSONResponse({"code": 0, "result": outcome.result.value})
+        log.warning(
+            "callback rejected",
+            extra={"result": outcome.result.value, "zego_event": outcome.event, "reason": outcome.detail},
+        )
         return JSONResponse(
-            {"code": 0 if ok else 1, "result": outcome.result.value}, status_code=_STATUS[outcome.result]
+            {"code": 1, "result": outcome.result.value, "message": outcome.detail},
+            status_code=_STATUS[outcome.result],
         )
 
     return endpoint

@@ -23,6 +23,11 @@ this one process: another process may read it (a backup), but a second writer wo
 wait on the loop, up to ``busy_timeout``.
 
 Long reads (listings, replay pages) are bounded by their callers' page sizes.
+
+One owner: a file ledger is opened only under its exclusive lock (``service.store.lock``), held
+until :meth:`Database.close` (or the process's death), so a second process on the same file is
+refused before it reads a row. The database is created ``0600`` before SQLite touches it, and
+SQLite gives the WAL and SHM files the database's mode.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from service.store.base import StoreError
+from service.store.base import StoreError, UnstorableValue
+from service.store.lock import FILE_MODE, LedgerLock, create_private
 
 __all__ = ["CHECKPOINT_SECONDS", "Database", "fetch_all", "fetch_one"]
 
@@ -87,6 +93,11 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+_UNSTORABLE: tuple[type[Exception], ...] = (OverflowError, UnicodeEncodeError, sqlite3.DataError)
+"""What sqlite3 raises binding a value it cannot hold (an int beyond 64 bits, a lone surrogate)."""
+_CAUGHT: tuple[type[Exception], ...] = (sqlite3.Error, *_UNSTORABLE)
+
+
 class Database:
     """One SQLite file: a connection used on the event loop, and a checkpointer thread.
 
@@ -101,6 +112,7 @@ class Database:
         self._tempdir: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._lock: LedgerLock | None = None
 
     @property
     def name(self) -> str:
@@ -116,6 +128,7 @@ class Database:
         """Open the database and run ``prepare`` (the migrations), then start the checkpointer.
 
         Raises:
+            LedgerInUse: another process (or another open ledger here) holds the file's lock.
             StoreError: the file cannot be opened, is not a database, or ``prepare`` failed
                 with a sqlite3 error. Other exceptions of ``prepare`` pass through.
         """
@@ -130,9 +143,13 @@ class Database:
                 file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot open ledger {self.name}: {e}") from e
+            self._lock = LedgerLock(file)
+            self._lock.acquire()
             path = str(file)
         conn: sqlite3.Connection | None = None
         try:
+            if not self._memory:
+                self._create_private(pathlib.Path(path))
             conn = _connect(path)
             for pragma in PRAGMAS:
                 conn.execute(pragma).fetchall()
@@ -145,6 +162,7 @@ class Database:
             if conn is not None:
                 conn.close()
             self._remove_tempdir()
+            self._release_lock()
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"cannot open ledger {self.name}: {e}") from e
             raise
@@ -166,6 +184,22 @@ class Database:
             raise StoreError(f"cannot close ledger {self.name}: {e}") from e
         finally:
             self._remove_tempdir()
+            self._release_lock()
+
+    def _create_private(self, file: pathlib.Path) -> None:
+        try:
+            create_private(file)
+            mode = file.stat().st_mode & 0o777
+        except OSError as e:
+            raise StoreError(f"cannot open ledger {self.name}: {e}") from e
+        if mode & ~FILE_MODE:
+            # An operator's choice (a backup group, say) is kept, but said once.
+            log.warning("ledger %s has mode %o; agentgw creates it %o", self.name, mode, FILE_MODE)
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def _remove_tempdir(self) -> None:
         if self._tempdir is not None:
@@ -180,16 +214,17 @@ class Database:
     def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` as one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled
         back when it raises. sqlite3 errors become :class:`StoreError` (original as
-        ``__cause__``); other exceptions pass through."""
+        ``__cause__``), a value SQLite cannot hold :class:`UnstorableValue`; other exceptions pass
+        through."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = fn(conn)
             conn.execute("COMMIT")
             return result
-        except sqlite3.Error as e:
+        except _CAUGHT as e:
             _rollback(conn)
-            raise StoreError(f"ledger transaction failed: {e}") from e
+            raise _store_error(e, "ledger transaction failed") from e
         except BaseException:
             _rollback(conn)
             raise
@@ -200,8 +235,8 @@ class Database:
         conn = self._connection()
         try:
             return fn(conn)
-        except sqlite3.Error as e:
-            raise StoreError(f"ledger statement failed: {e}") from e
+        except _CAUGHT as e:
+            raise _store_error(e, "ledger statement failed") from e
 
     def checkpoint_now(self) -> None:
         """Ask the checkpointer for a checkpoint without waiting for its next tick (for tests)."""
@@ -251,6 +286,13 @@ class _Checkpointer:
                     log.warning("ledger %s checkpoint failed: %s", self._name, e)
         finally:
             self._conn.close()
+
+
+def _store_error(e: BaseException, what: str) -> StoreError:
+    check = isinstance(e, sqlite3.IntegrityError) and e.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_CHECK
+    if check or isinstance(e, _UNSTORABLE):
+        return UnstorableValue(f"ledger cannot store a value: {e}")
+    return StoreError(f"{what}: {e}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -73,26 +73,79 @@ def _params(event: NewEvent) -> tuple[Any, ...]:
     )
 
 
+_TYPES = {t.value: t for t in EventType}
+
+
 def event_from_row(row: sqlite3.Row) -> Event:
-    """An Event from an ``events`` row."""
+    """An Event from an ``events`` row; never raises for what the row holds.
+
+    A row that cannot be read (an unknown type, data that is not a JSON object, a mistyped column:
+    written by a newer release, or damaged) comes back with ``unreadable`` set, so one bad row
+    cannot fail a whole page, a resume or a stream.
+    """
+    try:
+        return _decode(row)
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
+        return _unreadable(row, f"{type(e).__name__}: {e}"[:300])
+
+
+def _decode(row: sqlite3.Row) -> Event:
+    labels, data = json.loads(row["labels"]), json.loads(row["data"])
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError("labels are not an object of strings")
+    if not isinstance(data, dict):
+        raise ValueError("data is not a JSON object")
+    event_time_ms, received_at = row["event_time_ms"], row["received_at"]
+    if not isinstance(event_time_ms, int) or not isinstance(received_at, int | float):
+        raise TypeError("event_time_ms or received_at is not a number")
+    sequence, round_ = row["sequence"], row["round"]
+    if not isinstance(sequence, int | None) or not isinstance(round_, int | None):
+        raise TypeError("sequence or round is not an integer")
     return Event(
         cursor=row["cursor"],
-        event_type=EventType(row["event_type"]),
+        event_type=_TYPES[row["event_type"]],
         session_id=row["session_id"],
         instance_id=row["instance_id"],
         agent_id=row["agent_id"],
         room_id=row["room_id"],
         agent_user_id=row["agent_user_id"],
-        event_time_ms=row["event_time_ms"],
-        received_at=row["received_at"],
-        sequence=row["sequence"],
-        round=row["round"],
-        labels=dict(json.loads(row["labels"])),
-        data=dict(json.loads(row["data"])),
+        event_time_ms=event_time_ms,
+        received_at=float(received_at),
+        sequence=sequence,
+        round=round_,
+        labels=labels,
+        data=data,
         raw=row["raw"],
         hidden=bool(row["hidden"]),
         owner=row["owner"],
         trace_id=row["trace_id"],
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _unreadable(row: sqlite3.Row, reason: str) -> Event:
+    """What can be read safely of a bad row: its cursor and its text columns, nothing else."""
+    stored_type = row["event_type"]
+    stored = stored_type if isinstance(stored_type, str) else repr(stored_type)
+    received_at = row["received_at"]
+    return Event(
+        cursor=int(row["cursor"]),
+        event_type=_TYPES.get(stored, EventType.EXCEPTION),
+        session_id=_text(row["session_id"]) or None,
+        instance_id=_text(row["instance_id"]) or None,
+        agent_id=_text(row["agent_id"]),
+        room_id=_text(row["room_id"]),
+        agent_user_id=_text(row["agent_user_id"]),
+        event_time_ms=0,
+        received_at=float(received_at) if isinstance(received_at, int | float) else 0.0,
+        sequence=None,
+        round=None,
+        data={"stored_type": stored[:100]},
+        raw=row["raw"] if isinstance(row["raw"], str) else None,
+        unreadable=reason,
     )
 
 

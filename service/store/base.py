@@ -23,11 +23,24 @@ from service.domain.model import (
     TurnStats,
 )
 
-__all__ = ["Capacity", "DuplicateEvent", "Ledger", "ReserveOutcome", "StoreError", "TransitionConflict"]
+__all__ = [
+    "Capacity",
+    "DuplicateEvent",
+    "Ledger",
+    "ReserveOutcome",
+    "StoreError",
+    "TransitionConflict",
+    "UnstorableValue",
+]
 
 
 class StoreError(Exception):
     """The store could not complete an operation (I/O error, corrupt file, ...)."""
+
+
+class UnstorableValue(StoreError):
+    """A value the store cannot hold (an integer beyond 64 bits, text that is not Unicode, JSON that
+    fails a CHECK): the input is at fault, so retrying it cannot help."""
 
 
 class DuplicateEvent(StoreError):
@@ -253,3 +266,11 @@ class Ledger(Protocol):
 
     async def purge_audit(self, before: float) -> int:
         """Delete audit records older than ``before``."""
+
+    async def remember_callbacks(self, pairs: Sequence[tuple[str, str, str, float]]) -> list[str]:
+        """For each (nonce, signature, body digest, expires_at), in one transaction: record the
+        pair unless a live record of it exists; return the digests on record (another digest than
+        the one given means a replay)."""
+
+    async def purge_callback_nonces(self, now: float) -> int:
+        """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""

@@ -168,6 +168,20 @@ _V4 = """
 CREATE INDEX events_instance_type ON events (instance_id, event_type);
 """
 
+_V5 = """
+-- Callback (Nonce, Signature) pairs seen within the skew window, with the digest of the body that
+-- came with them. In the ledger, not in memory: a pair captured before a restart and replayed with
+-- another body after it is still refused. Rows past expires_at are purged.
+CREATE TABLE callback_nonces (
+    nonce      TEXT NOT NULL,
+    signature  TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (nonce, signature)
+) WITHOUT ROWID;
+CREATE INDEX callback_nonces_expiry ON callback_nonces (expires_at);
+"""
+
 _V7 = """
 -- Identities (issue 12). Who created each session: only it, viewers and admins see it.
 ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
@@ -217,6 +231,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, _V2),
     (3, _V3),
     (4, _V4),
+    (5, _V5),
     (6, _V6),
     (7, _V7),
     (8, _V8),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.domain.events import Event, EventFilter, EventType, NewEvent
@@ -34,10 +34,21 @@ _SESSION_VIEW = (
 )
 
 
+_REMEMBER = (
+    "INSERT INTO callback_nonces (nonce, signature, digest, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (nonce, signature) DO UPDATE SET"
+    # Both CASEs read the old row, so an expired record is replaced whole and a live one kept.
+    "  digest = CASE WHEN expires_at <= ? THEN excluded.digest ELSE digest END,"
+    "  expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
+    " RETURNING digest"
+)
+
+
 class EventLogMixin:
-    """Event log, exceptions and turns; needs the host's ``_db``."""
+    """Event log, exceptions, turns and callback nonces; needs the host's ``_db`` and ``_clock``."""
 
     _db: Database
+    _clock: Callable[[], float]
 
     # -- the event log --------------------------------------------------------------------------
 
@@ -143,6 +154,33 @@ class EventLogMixin:
     async def purge_events(self, received_before: float) -> int:
         """Drop events received before the cut-off (retention); returns how many."""
         return self._db.transaction(lambda conn: _events.purge_before(conn, received_before))
+
+    # -- callback replay protection -------------------------------------------------------------
+
+    async def remember_callbacks(self, pairs: Sequence[tuple[str, str, str, float]]) -> list[str]:
+        """For each (nonce, signature, body digest, expires_at), in order, in one transaction:
+        record the pair unless a live record of it exists; return the digests on record.
+
+        Each is one upsert, so of two callbacks with the same pair exactly one is first (also
+        within one group). An expired record is replaced, as if it had been purged.
+        """
+        now = self._clock()
+
+        def remember(conn: sqlite3.Connection) -> list[str]:
+            return [
+                str(conn.execute(_REMEMBER, (*pair, now, now)).fetchall()[0][0])  # fetchall: RETURNING
+                for pair in pairs
+            ]
+
+        return self._db.transaction(remember)
+
+    async def purge_callback_nonces(self, now: float) -> int:
+        """Drop (Nonce, Signature) records that expired by ``now``; returns how many."""
+        return self._db.run(
+            lambda conn: int(
+                conn.execute("DELETE FROM callback_nonces WHERE expires_at <= ?", (now,)).rowcount
+            )
+        )
 
 
 def _stats(rows: Sequence[Sequence[Any]]) -> TurnStats:

@@ -14,6 +14,7 @@ from service.api.metrics_interceptor import GRPC_CODES, preinitialize
 from service.domain.model import EndReason, NewSession, SessionKind, SessionState
 from service.metrics import (
     CALLBACK_EVENTS,
+    CALLBACK_PROBLEMS,
     CALLBACK_RESULTS,
     CREATE_OUTCOMES,
     END_REASONS,
@@ -81,6 +82,8 @@ def exercise(m: Metrics) -> None:
     m.zego_request(Action.CREATE_AGENT_INSTANCE, "410001002", 0.2)
     m.zego_stage("total", 1.7)
     m.callback("NotAnEvent", "malformed", 0.003)
+    m.callback("Exception", "malformed", 0.003, "out_of_range")
+    m.event_unreadable("no_such_type")
     m.event_appended("asr_result")
     m.event_delivered(0.002)
     m.subscriber_added()
@@ -120,8 +123,14 @@ def test_bounded_sets_are_preinitialised_at_zero(metrics: Metrics) -> None:
     for event in CALLBACK_EVENTS:
         for result in CALLBACK_RESULTS:
             assert value(metrics, "agentgw_callbacks_received_total", event=event, result=result) == 0
+            if result == "malformed":
+                for reason in CALLBACK_PROBLEMS:
+                    labels = {"event": event, "reason": reason}
+                    assert value(metrics, "agentgw_callbacks_invalid_total", **labels) == 0
     for event_type in EVENT_TYPES:
         assert value(metrics, "agentgw_events_appended_total", type=event_type) == 0
+        assert value(metrics, "agentgw_events_unreadable_total", type=event_type) == 0
+    assert value(metrics, "agentgw_events_unreadable_total", type="unknown") == 0
     for stage in STAGES:
         assert value(metrics, "agentgw_zego_stage_latency_seconds_count", stage=stage) == 0
     assert value(metrics, "agentgw_event_subscribers") == 0

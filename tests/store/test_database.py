@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pathlib
 import sqlite3
@@ -13,7 +14,7 @@ import pytest
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.store import _events
 from service.store._db import Database
-from service.store.base import StoreError
+from service.store.base import StoreError, UnstorableValue
 from service.store.sqlite import SqliteLedger
 from tests.store.test_sqlite_ledger import new, reserve
 
@@ -53,6 +54,27 @@ async def test_group_commit_assigns_cursors_in_order_and_skips_duplicates(ledger
     logged = await ledger.events_after(0, 100, _everything())
     assert [e.sequence for e in logged] == [1, 2, None, 3, 4]
     assert [e.cursor for e in logged] == [*cursors, again[1].cursor]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"round": 2**64},  # beyond SQLite's INTEGER
+        {"agent_id": "\ud800"},  # a lone surrogate has no UTF-8
+        {"data": {"x": float("inf")}},  # JSON's Infinity fails the CHECK (json_valid)
+    ],
+    ids=["int_beyond_64_bits", "lone_surrogate", "infinity_in_json"],
+)
+async def test_a_value_sqlite_cannot_hold_is_unstorable_and_stores_nothing(
+    ledger: SqliteLedger, change: dict[str, object]
+) -> None:
+    bad = dataclasses.replace(event(8), **change)  # type: ignore[arg-type]
+    with pytest.raises(UnstorableValue):
+        await ledger.append_event(bad)
+    with pytest.raises(UnstorableValue):  # in a group too, and none of the group is stored
+        await ledger.append_events([event(9), bad])
+    assert await ledger.events_after(0, 100, _everything()) == []
+    assert (await ledger.append_events([event(9)]))[0] is not None  # the ledger goes on
 
 
 async def test_a_failed_group_stores_none_of_it(ledger: SqliteLedger) -> None:

@@ -105,7 +105,7 @@ def raw(path: pathlib.Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]
 
 
 async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
-    assert listing(db_path.parent) == ["ledger.db", "ledger.db-shm", "ledger.db-wal"]
+    assert listing(db_path.parent) == ["ledger.db", "ledger.db-shm", "ledger.db-wal", "ledger.db.lock"]
     tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {
         "schema_migrations",
@@ -115,6 +115,9 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
         "events",
         "event_log_meta",
         "turns",
+        "agent_owners",
+        "audit_records",
+        "callback_nonces",
         "sqlite_sequence",  # AUTOINCREMENT's bookkeeping: event cursors are never reused
     }
     indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
