@@ -19,6 +19,7 @@ table that turns them into ``google.rpc.Status``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -152,12 +153,22 @@ class OutOfRange(AgentGwError):
 
 
 class Unavailable(AgentGwError):
-    """A dependency cannot serve right now; the call may be retried."""
+    """A dependency (or the gateway itself, shutting down) cannot serve right now; retry later.
 
-    def __init__(self, reason: str, message: str, retry_after_seconds: float = 1.0) -> None:
+    ``metadata`` goes into the status's ErrorInfo, e.g. the cursor a stream can resume after.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        retry_after_seconds: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after_seconds = retry_after_seconds
+        self.metadata: Mapping[str, str] = metadata or {}
 
 
 class Unauthenticated(AgentGwError):

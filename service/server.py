@@ -3,8 +3,10 @@ services, the gRPC server and the HTTP server, with an explicit start/stop lifec
 
 Start order: emulator (only without ZEGO credentials) -> core (ledger, ZEGO client, event log,
 sessions, reconciliation, reaper; see ``service.core``) -> gRPC (health NOT_SERVING) -> HTTP ->
-health SERVING. Stop runs the reverse, through one
-``AsyncExitStack``, so a failure half-way through start-up still releases what was acquired.
+health SERVING. Stop runs through one ``AsyncExitStack``, so a failure half-way through start-up
+still releases what was acquired: health NOT_SERVING -> gRPC (event streams end at once with
+UNAVAILABLE and their resume cursor; unary calls drain within the grace period) -> HTTP (so ZEGO's
+callbacks are accepted until gRPC has drained) -> core -> emulator.
 
 Usage::
 
@@ -158,6 +160,7 @@ class Gateway:
         """The port serving /metrics, /healthz and /readyz (``http_port`` unless split)."""
         self.zego_base_url = settings.zego_api_base
         self.server: grpc.aio.Server | None = None
+        self._grpc_stopped = False
         self._emulator_admin: Callable[[str], Awaitable[None]] | None = None
 
     @property
@@ -222,9 +225,11 @@ class Gateway:
             raise ListenError("grpc_listen", settings.grpc_listen, str(exc)) from None
         await server.start()
         self.server = server
-        self._stack.push_async_callback(self._stop_grpc, server)
+        self._stack.push_async_callback(self._stop_grpc, server)  # if the HTTP side fails to start
 
         await self._serve_http(settings, core, metrics)
+        # Stopped before the HTTP side: callbacks ZEGO sends while gRPC drains are still accepted.
+        self._stack.push_async_callback(self._stop_grpc, server)
         http_host = _split(settings.callback_listen or settings.http_listen)[0]
         if self._emulator_admin is not None:
             await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
@@ -404,6 +409,12 @@ class Gateway:
         )
 
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:
+        """End every event stream at once (UNAVAILABLE, with the cursor to resume after), then let
+        unary calls finish within the grace period. Idempotent."""
+        if self._grpc_stopped:
+            return
+        self._grpc_stopped = True
+        self.core.bus.shut_down()
         await server.stop(self.settings.shutdown_grace_seconds)
 
     async def stop(self) -> None:

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from service.gen.agentgw.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+)
+from tests.conftest import rich_error
 
 
 def free_port() -> int:
@@ -66,6 +74,69 @@ async def test_serves_with_the_emulator_and_stops_cleanly_on_sigterm(tmp_path: P
         messages = [line["message"] for line in lines + rest]
         assert "shutting down" in messages and messages[-1] == "agentgw stopped"
         assert any(line.get("request_id") for line in lines + rest)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_ends_open_streams_at_once_with_unavailable_and_the_resume_cursor(
+    tmp_path: Path,
+) -> None:
+    """With a 30 s grace period, SIGTERM still ends a WatchEvents stream at once (not with grpc's
+    bare "Cancelling all calls" 30 s later), and the process exits soon after."""
+    grpc_port, http_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTGW_")} | {
+        "AGENTGW_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "AGENTGW_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "AGENTGW_DB_PATH": str(tmp_path / "ledger.db"),
+        "AGENTGW_SHUTDOWN_GRACE_SECONDS": "30",
+        "AGENTGW_HEARTBEAT_SECONDS": "0.2",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                raw = await proc.stderr.readline()
+                assert raw, "agentgw exited early"
+                if json.loads(raw).get("message") == "agentgw serving":
+                    break
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            events = event_service_pb2_grpc.EventServiceStub(channel)  # type: ignore[no-untyped-call]
+            call = events.WatchEvents(event_service_pb2.WatchEventsRequest())
+            heartbeat = None
+            async with asyncio.timeout(10):
+                async for message in call:
+                    heartbeat = message.heartbeat
+                    break
+            assert heartbeat is not None
+            started = asyncio.get_running_loop().time()
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                async with asyncio.timeout(10):
+                    async for _ in call:
+                        pass
+            ended = asyncio.get_running_loop().time() - started
+        err = rich_error(failure.value)
+        assert err.code == grpc.StatusCode.UNAVAILABLE and err.reason == "SHUTTING_DOWN", err.message
+        assert err.get(error_details_pb2.RetryInfo).retry_delay.ToNanoseconds() > 0
+        assert err.get(error_details_pb2.ErrorInfo).metadata["resume_after_cursor"] == str(heartbeat.cursor)
+        assert ended < 5
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+        rest = [json.loads(line) for line in (await proc.stderr.read()).splitlines() if line.strip()]
+        assert not [
+            line for line in rest if line.get("levelname", line.get("level")) in ("ERROR", "CRITICAL")
+        ]
+        assert rest[-1]["message"] == "agentgw stopped"
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from service.api.common import timestamp_seconds
 from service.api.paging import PageTokens, page_size
 from service.auth.principal import Principal, Role, current_principal, principal_var
 from service.domain.access import owner_scope
 from service.domain.audit import AuditFilter, AuditRecord, AuditTrail
+from service.domain.validation import Violations
 from service.errors import PermissionDenied
 from service.gen.agentgw.v1 import audit_service_pb2 as api
 from service.gen.agentgw.v1 import audit_service_pb2_grpc as rpc
@@ -122,12 +124,18 @@ class AuditServicer(rpc.AuditServiceServicer):
     ) -> api.ListAuditRecordsResponse:
         if owner_scope() is not None:
             raise PermissionDenied("the audit trail is for viewers and admins")
+        v = Violations()
         flt = AuditFilter(
             principal=request.principal,
             session_id=request.session_id,
-            since=request.start_time.ToNanoseconds() / 1e9 if request.HasField("start_time") else None,
-            until=request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None,
+            since=timestamp_seconds(v, "start_time", request.start_time)
+            if request.HasField("start_time")
+            else None,
+            until=timestamp_seconds(v, "end_time", request.end_time)
+            if request.HasField("end_time")
+            else None,
         )
+        v.raise_if_any()
         filter_hash = json.dumps([flt.principal, flt.session_id, flt.since, flt.until])
         before = None
         if request.page_token:

@@ -7,11 +7,12 @@ internally to merge an update, never for a response).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from service.domain.validation import Violations
+from service.domain.validation import TTS_VENDORS, Violations
 from service.gen.agentgw.v1 import agent_pb2 as pb
 from service.zego import models as m
 
@@ -24,6 +25,8 @@ __all__ = [
     "struct_to_dict",
     "tts_from_proto",
     "validate_agent_configs",
+    "validate_asr",
+    "validate_struct",
 ]
 
 _LLM_VENDORS = {
@@ -195,6 +198,39 @@ def agent_to_proto(agent: m.Agent, *, with_secrets: bool = False) -> pb.Agent:
     return msg
 
 
+def validate_struct(v: Violations, path: str, struct: struct_pb2.Struct) -> None:
+    """Every number in a Struct is finite: JSON (so ZEGO, and the conversion to it) has no NaN or
+    Infinity. Each bad number is named by its path, e.g. ``llm.params.options[2].x``."""
+    stack: list[tuple[str, struct_pb2.Value]] = [(f"{path}.{k}", value) for k, value in struct.fields.items()]
+    while stack:
+        where, value = stack.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            v.check(math.isfinite(value.number_value), where, "must be a finite number (JSON has no NaN)")
+        elif kind == "struct_value":
+            stack.extend((f"{where}.{k}", item) for k, item in value.struct_value.fields.items())
+        elif kind == "list_value":
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value.list_value.values))
+
+
+def validate_asr(v: Violations, path: str, msg: pb.AsrConfig) -> None:
+    """A known vendor, the VAD ranges (spec §6.4, §6.5), finite numbers everywhere."""
+    v.max_chars(f"{path}.vendor", msg.vendor, 64)
+    vad: dict[str, float | None] = {
+        "vad_silence_segmentation_ms": msg.vad_silence_segmentation_ms
+        if msg.HasField("vad_silence_segmentation_ms")
+        else None,
+        "pause_interval_ms": msg.pause_interval_ms if msg.HasField("pause_interval_ms") else None,
+        "vad_sensitive_level": msg.vad_sensitive_level if msg.HasField("vad_sensitive_level") else None,
+        "vad_min_speech_duration_ms": msg.vad_min_speech_duration_ms
+        if msg.HasField("vad_min_speech_duration_ms")
+        else None,
+        "vad_energy_threshold": msg.vad_energy_threshold if msg.HasField("vad_energy_threshold") else None,
+    }
+    v.asr(path, msg.vendor, vad)
+    validate_struct(v, f"{path}.params", msg.params)
+
+
 def validate_llm(v: Violations, path: str, msg: pb.LlmConfig) -> None:
     """ZEGO requires Url, ApiKey and Model inside an LLM object (spec §6.2)."""
     v.required(f"{path}.url", msg.url)
@@ -206,12 +242,14 @@ def validate_llm(v: Violations, path: str, msg: pb.LlmConfig) -> None:
         v.in_range(f"{path}.temperature", msg.temperature, 0, 2)
     if msg.HasField("top_p"):
         v.in_range(f"{path}.top_p", msg.top_p, 0, 1)
+    validate_struct(v, f"{path}.params", msg.params)
+    validate_struct(v, f"{path}.agent_extra_info", msg.agent_extra_info)
 
 
 def validate_tts(v: Violations, path: str, msg: pb.TtsConfig) -> None:
     """ZEGO requires Vendor and Params.app inside a TTS object (spec §6.3)."""
-    v.required(f"{path}.vendor", msg.vendor)
-    v.max_chars(f"{path}.vendor", msg.vendor, 64)
+    if v.required(f"{path}.vendor", msg.vendor):
+        v.one_of(f"{path}.vendor", msg.vendor, TTS_VENDORS)
     v.check(
         msg.HasField("app") and len(msg.app.fields) > 0, f"{path}.app", "is required (the vendor credentials)"
     )
@@ -224,6 +262,8 @@ def validate_tts(v: Violations, path: str, msg: pb.TtsConfig) -> None:
     for i, pair in enumerate(msg.filter_texts):
         v.required(f"{path}.filter_texts[{i}].begin_characters", pair.begin_characters)
         v.required(f"{path}.filter_texts[{i}].end_characters", pair.end_characters)
+    validate_struct(v, f"{path}.params", msg.params)
+    validate_struct(v, f"{path}.app", msg.app)
 
 
 def validate_agent_configs(v: Violations, path: str, msg: pb.Agent) -> None:
@@ -233,4 +273,4 @@ def validate_agent_configs(v: Violations, path: str, msg: pb.Agent) -> None:
     if msg.HasField("tts"):
         validate_tts(v, f"{path}.tts", msg.tts)
     if msg.HasField("asr"):
-        v.max_chars(f"{path}.asr.vendor", msg.asr.vendor, 64)
+        validate_asr(v, f"{path}.asr", msg.asr)

@@ -5,6 +5,12 @@ read, so every event committed after that moment is in its queue; the replay rea
 its end; then live events are taken from the queue, skipping any cursor the replay already sent.
 Live events arrive in cursor order because the log publishes under the same lock it appends with.
 
+A watch on given session ids answers NOT_FOUND if one of them does not exist, and completes once
+every one of them has ended (after sending their ``ended`` events). When the gateway shuts down, the
+bus tells every subscription at once and each stream ends with UNAVAILABLE, a RetryInfo and the
+cursor to resume after (in the message and as ErrorInfo metadata ``resume_after_cursor``), instead
+of waiting for gRPC's grace period to cancel it.
+
 With ``max_batch_size`` >= 2 the same events go out in ``EventBatch`` messages: a replay page is
 cut into batches, and a live batch is the event that woke the stream plus whatever is already
 queued behind it (``Subscription.take_ready``). Nothing ever waits to fill a batch.
@@ -35,6 +41,7 @@ from service.errors import (
     NotFound,
     OutOfRange,
     SubscriberTooSlow,
+    Unavailable,
 )
 from service.gen.agentgw.v1 import event_service_pb2 as api
 from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
@@ -50,6 +57,8 @@ REPLAY_PAGE = 500
 """Events read from the log per ledger call during a replay (more when max_batch_size is larger)."""
 MAX_BATCH_SIZE = 1000
 _CONVERTED_CACHE = 4096
+SHUTDOWN_RETRY_SECONDS = 1.0
+"""RetryInfo of the UNAVAILABLE that ends every stream when the gateway shuts down."""
 DEFAULT_LIST_PAGE = 100
 MAX_LIST_PAGE = 1000
 
@@ -169,16 +178,19 @@ class EventServicer(rpc.EventServiceServicer):
         flt = await self._scoped(event_filter(request.filter, v=v))
         batch_size = max(1, request.max_batch_size)
         include_raw = request.include_raw
-        single = next(iter(flt.session_ids)) if len(flt.session_ids) == 1 else None
         with self._bus.subscribe(flt) as sub:
             last = await self._start_cursor(request.start, request.after_cursor)
-            if single is not None and await self._already_over(single, last):
+            # A watch on given sessions completes once every one of them has ended.
+            open_sessions = await self._not_over(flt.session_ids, last)
+            if flt.session_ids and not open_sessions:
                 return
             page_size = max(REPLAY_PAGE, batch_size)
             while True:  # replay from the log, a page at a time (a batch never spans two pages)
+                if sub.shutting_down:
+                    raise _shutting_down(last)
                 page = await self._ledger.events_after(last, page_size, flt)
                 if page:
-                    events, ended = _until_end(page, single)
+                    events, ended = _until_end(page, open_sessions)
                     for message in self._send(events, batch_size, include_raw, live=False):
                         yield message
                     last = events[-1].cursor
@@ -193,6 +205,8 @@ class EventServicer(rpc.EventServiceServicer):
                         f"this subscriber fell more than {sub.queue.maxsize} events behind;"
                         f" resume after cursor {last}"
                     )
+                if sub.shutting_down:
+                    raise _shutting_down(last)
                 if live is None:
                     # Queue drained: every matching event up to the bus head has been sent.
                     cursor = max(last, self._bus.head) if sub.queue.empty() else last
@@ -209,13 +223,13 @@ class EventServicer(rpc.EventServiceServicer):
                         self._on_delivered(max(0.0, time.time() - live.received_at))
                     yield self._message(live, include_raw)
                     last = live.cursor
-                    if single is not None and _is_end(live, single):
+                    if open_sessions and _ends_the_watch(live, open_sessions):
                         return
                     continue
                 # Whatever else is queued already goes in the same batch; nothing waits for more.
                 ready = [live, *sub.take_ready(batch_size - 1)]
                 # Events the replay already sent (cursor <= last) are skipped.
-                events, ended = _until_end([e for e in ready if e.cursor > last], single)
+                events, ended = _until_end([e for e in ready if e.cursor > last], open_sessions)
                 if not events:
                     continue
                 for message in self._send(events, batch_size, include_raw, live=True):
@@ -234,12 +248,16 @@ class EventServicer(rpc.EventServiceServicer):
         scope = owner_scope()
         return flt if scope is None else dataclasses.replace(flt, owner=scope)
 
-    async def _already_over(self, session_id: str, after: int) -> bool:
-        """A single-session watch starting after that session's end completes at once."""
+    async def _not_over(self, session_ids: frozenset[str], after: int) -> set[str]:
+        """The watched sessions whose ``ended`` event is not at or before ``after`` (still to come)."""
+        if not session_ids:
+            return set()
         ended = await self._ledger.events_after(
-            0, 1, EventFilter(session_ids=frozenset({session_id}), event_types=frozenset({EventType.ENDED}))
+            0,
+            2 * len(session_ids),
+            EventFilter(session_ids=session_ids, event_types=frozenset({EventType.ENDED})),
         )
-        return bool(ended) and ended[0].cursor <= after
+        return set(session_ids) - {e.session_id for e in ended if e.cursor <= after and e.session_id}
 
     async def ListEvents(self, request: api.ListEventsRequest, context: Context) -> api.ListEventsResponse:
         flt = await self._scoped(event_filter(request.filter))
@@ -260,14 +278,28 @@ class EventServicer(rpc.EventServiceServicer):
         )
 
 
-def _is_end(event: Event, single: str) -> bool:
-    return event.event_type is EventType.ENDED and event.session_id == single
+def _shutting_down(last: int) -> Unavailable:
+    return Unavailable(
+        "SHUTTING_DOWN",
+        f"the gateway is shutting down; watch again after cursor {last} (on this or another replica)",
+        retry_after_seconds=SHUTDOWN_RETRY_SECONDS,
+        metadata={"resume_after_cursor": str(last)},
+    )
 
 
-def _until_end(events: list[Event], single: str | None) -> tuple[list[Event], bool]:
-    """``events`` up to and including the watched session's ENDED, and whether it was among them."""
-    if single is not None:
+def _ends_the_watch(event: Event, open_sessions: set[str]) -> bool:
+    """Whether ``event`` ends the last of the watched sessions still open (and mark it ended)."""
+    if event.event_type is EventType.ENDED and event.session_id in open_sessions:
+        open_sessions.discard(event.session_id)
+        return not open_sessions
+    return False
+
+
+def _until_end(events: list[Event], open_sessions: set[str]) -> tuple[list[Event], bool]:
+    """``events`` up to and including the ``ended`` of the last watched session still open, and
+    whether it was among them. Without watched sessions (``open_sessions`` empty) the watch never ends."""
+    if open_sessions:
         for i, event in enumerate(events):
-            if _is_end(event, single):
+            if _ends_the_watch(event, open_sessions):
                 return events[: i + 1], True
     return events, False

@@ -13,11 +13,21 @@ status the caller gets. Our own services (``/agentgw.v1.*``) also get:
 
 * a request id: the caller's ``x-request-id`` if it is 1-64 printable characters, else a new one
   (:func:`new_request_id`). It is set in ``service.logs.request_id_var`` for every log line of the
-  call and, for unary responses, sent back as trailing metadata ``x-request-id``;
+  call and sent back as trailing metadata ``x-request-id``, on success and on error, unary or stream;
 * one ``rpc ok`` log line per successful unary call, built only when INFO is enabled;
 * rich errors: an exception escaping the handler becomes a ``google.rpc.Status`` by
-  ``service.api.status``, sent with ``abort_with_status``. ``AbortError`` (the handler aborted on its
-  own) and cancellation pass through untouched, as grpc requires.
+  ``service.api.status``, sent in the trailers next to the request id. ``AbortError`` (the handler
+  aborted on its own) and cancellation pass through untouched, as grpc requires.
+
+Every method also gets a request deserializer that cannot fail: bytes that do not parse as the
+request message (including a ``Struct`` nested beyond protobuf's recursion limit) become an
+:class:`Undecodable` marker, which the wrapper answers with INVALID_ARGUMENT (after authentication,
+so an unauthenticated caller learns nothing). Without it grpc itself answers UNKNOWN ("Unexpected
+DecodeError") and logs a traceback.
+
+A client that drops a stream ends its handler with a cancellation: recorded in the metrics, logged at
+DEBUG at most. The generator may then be closed by asyncio's finalizer in another context, where the
+request-id contextvar token cannot be reset (and need not be: the call's task, and its context, are gone).
 
 While tracing is on, each wrapped handler gets one more layer outside it, a span per call
 (``service.api.rpc_tracing``); while it is off, nothing.
@@ -32,6 +42,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import itertools
 import logging
@@ -39,12 +51,12 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
+from service import errors
 from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.rpc_tracing import trace_handler
@@ -54,7 +66,7 @@ from service.auth.principal import principal_var
 from service.logs import request_id_var
 from service.metrics import Metrics
 
-__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "new_request_id"]
+__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "Undecodable", "new_request_id"]
 
 log = logging.getLogger("agentgw.rpc")
 
@@ -66,6 +78,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_DETAILS_KEY: str = rpc_status.GRPC_DETAILS_METADATA_KEY  # type: ignore[attr-defined]
 S = TypeVar("S")
 
 
@@ -100,6 +113,42 @@ def _request_id(context: Context) -> str:
     return new_request_id()
 
 
+class Undecodable:
+    """What the request deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def invalid(self) -> errors.InvalidArgument:
+        """The caller's error: the request does not parse (the parser's words, clipped later)."""
+        return errors.InvalidArgument(
+            [errors.FieldViolation("", f"the request is not a valid message: {self.error}")],
+            "the request bytes do not decode as the request message",
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, RecursionError...: all of them the caller's bytes
+            return Undecodable(exc)
+
+    return deserialize
+
+
+def _reset(token: contextvars.Token[str | None] | None) -> None:
+    if token is not None:
+        # A dropped stream's generator can be closed by asyncio's finalizer, in another context.
+        with contextlib.suppress(ValueError):
+            request_id_var.reset(token)
+
+
 async def _fail(
     exc: Exception,
     method: str,
@@ -118,9 +167,13 @@ async def _fail(
         log.info(
             "rpc rejected", extra={"method": method, "reason": type(exc).__name__, "detail": status.message}
         )
-    # grpc-stubs lacks the aio abort_with_status; it exists since grpcio 1.38.
-    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
-    raise AssertionError("abort_with_status returned")  # it raises AbortError
+    # What abort_with_status sends, plus the request id: abort_with_status would replace the
+    # trailing metadata set earlier with the status alone.
+    trailers: list[tuple[str, str | bytes]] = [(_DETAILS_KEY, status.SerializeToString())]
+    if rid:
+        trailers.append((REQUEST_ID_HEADER, rid))
+    await context.abort(_CODES[status.code], status.message, trailing_metadata=tuple(trailers))
+    raise AssertionError("abort returned")  # it raises AbortError
 
 
 def _unary_response(
@@ -152,13 +205,15 @@ def _unary_response(
             try:
                 if authenticate is not None:
                     await authenticate(context)
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 response = behavior(request, handler_context)
                 if inspect.isawaitable(response):
                     response = await response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours:
+                if not ours and not isinstance(request, Undecodable):
                     raise
                 on_status = None
                 if audit is not None:
@@ -177,8 +232,7 @@ def _unary_response(
             rec.finish(context, exc, started)
             raise
         finally:
-            if token is not None:
-                request_id_var.reset(token)
+            _reset(token)
         if rec.finish(context, None, started) == "OK":
             rec.sent.inc()
         return response
@@ -207,13 +261,16 @@ def _stream_response(
         if ours:
             rid = _request_id(context)
             token = request_id_var.set(rid)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
             try:
                 if authenticate is not None:
                     await authenticate(context)
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 result = behavior(request, CountingContext(context, rec))
                 if inspect.isasyncgen(result):  # yield-style handler
-                    async with aclosing(result) as responses:
+                    async with contextlib.aclosing(result) as responses:
                         async for response in responses:
                             rec.sent.inc()
                             yield response
@@ -226,15 +283,14 @@ def _stream_response(
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours:
+                if not ours and not isinstance(request, Undecodable):
                     raise
                 await _fail(exc, method, rid, context)
         except BaseException as exc:  # incl. AbortError, CancelledError, GeneratorExit: re-raised
             rec.finish(context, exc, started)
             raise
         finally:
-            if token is not None:
-                request_id_var.reset(token)
+            _reset(token)
         rec.finish(context, None, started)
 
     return wrapper
@@ -272,7 +328,7 @@ def _wrap(
     if path not in AUDITED_METHODS:
         audit = None
     codecs: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:

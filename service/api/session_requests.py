@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
-from service.api.convert import asr_from_proto, llm_from_proto, tts_from_proto, validate_llm, validate_tts
+from service.api.convert import (
+    asr_from_proto,
+    llm_from_proto,
+    tts_from_proto,
+    validate_asr,
+    validate_llm,
+    validate_tts,
+)
 from service.api.session_convert import KIND_FROM_ONEOF
 from service.domain.model import SessionKind
 from service.domain.sessions import CreateSpec
@@ -247,6 +254,9 @@ def create_spec(
         if v.required(f"{path}.digital_human_id", dh_spec.digital_human_id):
             v.max_chars(f"{path}.digital_human_id", dh_spec.digital_human_id, 128)
         v.check(dh_spec.profile in (0, *_PROFILES), f"{path}.profile", "is not a known profile")
+        v.check(
+            dh_spec.encode_code in ("", "H264"), f"{path}.encode_code", "must be H264 (ZEGO's only codec)"
+        )
         digital_human = m.DigitalHuman(
             digital_human_id=dh_spec.digital_human_id,
             config_id=_PROFILES.get(dh_spec.profile),
@@ -256,6 +266,8 @@ def create_spec(
         validate_llm(v, "llm", req.llm)
     if req.HasField("tts"):
         validate_tts(v, "tts", req.tts)
+    if req.HasField("asr"):
+        validate_asr(v, "asr", req.asr)
     max_duration = None
     if req.HasField("max_duration"):
         max_duration = whole_seconds(v, "max_duration", req.max_duration, 1, max_duration_cap_seconds)

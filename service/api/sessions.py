@@ -15,7 +15,14 @@ from typing import Any
 import grpc
 
 from service.api.common import fingerprint, time_budget
-from service.api.convert import asr_from_proto, llm_from_proto, tts_from_proto, validate_llm, validate_tts
+from service.api.convert import (
+    asr_from_proto,
+    llm_from_proto,
+    tts_from_proto,
+    validate_asr,
+    validate_llm,
+    validate_tts,
+)
 from service.api.event_convert import agent_state
 from service.api.paging import PageTokens, page_size
 from service.api.session_convert import (
@@ -185,6 +192,8 @@ class SessionServicer(rpc.SessionServiceServicer):
             v.check(path in _UPDATABLE, f"update_mask.paths[{i}]", f"{path!r} cannot be updated on a session")
         if "llm" in paths:
             validate_llm(v, "llm", request.llm)
+        if "asr" in paths:
+            validate_asr(v, "asr", request.asr)
         if "tts" in paths:
             validate_tts(v, "tts", request.tts)
             # ZEGO spec §5.9: these are fixed for the life of the instance.

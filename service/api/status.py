@@ -8,6 +8,13 @@ request id, plus ``BadRequest``, ``QuotaFailure``, ``RetryInfo``, ``ResourceInfo
 The table is ordered: the first rule whose exception type (and optional predicate) matches wins,
 so specific classes come before their bases. Unknown exceptions become INTERNAL with a generic
 message, so nothing internal (or secret) leaks to the caller.
+
+A status travels in the trailers (``grpc-message`` and ``grpc-status-details-bin``, base64), and a
+trailer block beyond gRPC's metadata limit (8 KiB soft, 16 KiB hard by default) turns the whole answer
+into the transport's RESOURCE_EXHAUSTED. So every status is bounded whatever the input echoed in it:
+the message is clipped to :data:`MAX_MESSAGE_BYTES`, every other string to :data:`MAX_DETAIL_BYTES`,
+and a ``BadRequest`` keeps at most :data:`MAX_FIELD_VIOLATIONS` violations (within
+:data:`MAX_BAD_REQUEST_BYTES`) followed by one "and N more".
 """
 
 from __future__ import annotations
@@ -23,11 +30,29 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from service import errors
 from service.zego import exceptions as zx
 
-__all__ = ["DOMAIN", "RULES", "Rule", "to_status"]
+__all__ = [
+    "DOMAIN",
+    "MAX_BAD_REQUEST_BYTES",
+    "MAX_DETAIL_BYTES",
+    "MAX_FIELD_VIOLATIONS",
+    "MAX_MESSAGE_BYTES",
+    "RULES",
+    "Rule",
+    "clip",
+    "to_status",
+]
 
 DOMAIN = "agentgw"
 UPSTREAM_RETRY_SECONDS = 1.0
 """RetryInfo delay suggested after a transient ZEGO failure."""
+MAX_MESSAGE_BYTES = 400
+"""The status message, in UTF-8 bytes (percent-encoded in ``grpc-message``: up to 3x as many)."""
+MAX_DETAIL_BYTES = 200
+"""Any other string of a status: a field path, a description, a resource name, a metadata value."""
+MAX_FIELD_VIOLATIONS = 20
+"""Field violations listed in a BadRequest; the rest are summed up in one "and N more"."""
+MAX_BAD_REQUEST_BYTES = 2500
+"""The listed violations' encoded size; the serialized status stays well under 4 KiB."""
 
 Details = Callable[[BaseException], Sequence[Message]]
 
@@ -50,27 +75,45 @@ def _retry(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
+def clip(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, marked with "..." when cut."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
 def _bad_request(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, errors.InvalidArgument)
-    return [
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
+    request = error_details_pb2.BadRequest()
+    size = 0
+    for v in exc.violations:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(v.field), description=clip(v.description)
         )
-    ]
+        size += violation.ByteSize() + 3  # the repeated field's tag and length
+        if len(request.field_violations) == MAX_FIELD_VIOLATIONS or size > MAX_BAD_REQUEST_BYTES:
+            break
+        request.field_violations.append(violation)
+    left = len(exc.violations) - len(request.field_violations)
+    if left:
+        request.field_violations.add(description=f"and {left} more")
+    return [request]
 
 
 def _resource(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, errors.NotFound | errors.AlreadyExists)
-    return [error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.resource_name)]
+    return [
+        error_details_pb2.ResourceInfo(
+            resource_type=clip(exc.resource_type), resource_name=clip(exc.resource_name)
+        )
+    ]
 
 
 def _precondition(exc: BaseException) -> Sequence[Message]:
     assert isinstance(exc, errors.FailedPrecondition)
     violation = error_details_pb2.PreconditionFailure.Violation(
-        type="STATE", subject=exc.subject, description=exc.message
+        type="STATE", subject=clip(exc.subject), description=clip(exc.message)
     )
     return [error_details_pb2.PreconditionFailure(violations=[violation])]
 
@@ -184,20 +227,22 @@ def to_status(
         code, reason = S.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"
     metadata: dict[str, str] = {}
     if isinstance(exc, zx.ZegoError):
-        metadata["zego_action"] = exc.action
+        metadata["zego_action"] = clip(exc.action)
     if isinstance(exc, zx.ZegoApiError):
         metadata["zego_code"] = str(exc.code)
         if exc.request_id:
-            metadata["zego_request_id"] = exc.request_id
+            metadata["zego_request_id"] = clip(exc.request_id)
+    if isinstance(exc, errors.Unavailable):
+        metadata.update((clip(key, 64), clip(value)) for key, value in exc.metadata.items())
     details: list[Message] = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)]
     if rule.details is not None:
         details.extend(rule.details(exc))
     if code == S.UNAVAILABLE and not any(isinstance(d, error_details_pb2.RetryInfo) for d in details):
         details.append(_retry(UPSTREAM_RETRY_SECONDS))
     if request_id:
-        details.append(error_details_pb2.RequestInfo(request_id=request_id))
+        details.append(error_details_pb2.RequestInfo(request_id=clip(request_id)))
     return status_pb2.Status(
         code=getattr(code_pb2, code.name),
-        message=_message(exc, rule),
+        message=clip(_message(exc, rule), MAX_MESSAGE_BYTES),
         details=[_pack(d) for d in details],
     )

@@ -95,6 +95,8 @@ class Subscription:
         self.filter = flt
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.shutting_down = bus.shutting_down
+        """Set by :meth:`EventBus.shut_down`: the consumer ends its stream (and says where to resume)."""
         self._bus = bus
 
     def offer(self, event: Event) -> None:
@@ -113,6 +115,11 @@ class Subscription:
         """Heartbeat: wake an idle consumer (a busy one is already receiving events)."""
         if self.queue.empty():
             self.queue.put_nowait(None)
+
+    def shut_down(self) -> None:
+        """Mark the subscription as ending and wake its consumer (a busy one sees the flag next)."""
+        self.shutting_down = True
+        self.tick()
 
     async def next(self, timeout: float | None = None) -> Event | None:
         """The next live event, or None for a heartbeat tick (or after ``timeout`` seconds)."""
@@ -163,6 +170,8 @@ class EventBus:
         self._ticker: asyncio.Task[None] | None = None
         self.head = 0
         """The cursor of the newest published event."""
+        self.shutting_down = False
+        """Set once by :meth:`shut_down`; subscriptions opened afterwards start out shutting down."""
 
     async def __aenter__(self) -> EventBus:
         self._ticker = asyncio.create_task(self._tick_forever(), name="event-heartbeats")
@@ -195,6 +204,12 @@ class EventBus:
             if overflow:
                 self._observer.subscriber_overflow()
                 log.warning("subscriber too slow: cut off", extra={"queue_size": self._queue_size})
+
+    def shut_down(self) -> None:
+        """The process is stopping: tell every subscriber now, rather than when gRPC cancels them."""
+        self.shutting_down = True
+        for sub in list(self._subscribers):
+            sub.shut_down()
 
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every subscriber; callers publish in cursor order."""

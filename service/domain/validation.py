@@ -7,6 +7,7 @@ calls the field, so the API layer passes them in. ``Violations.raise_if_any`` ra
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -15,7 +16,9 @@ from service.errors import FieldViolation, InvalidArgument
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
+    "ASR_VENDORS",
     "RTC_ID_MAX_BYTES",
+    "TTS_VENDORS",
     "USER_ID_MAX_BYTES",
     "Violations",
 ]
@@ -31,7 +34,21 @@ _AGENT_ID = re.compile(r"[0-9A-Za-z!#$%&()+\-:;<=.>?@\[\]^_{}|~,`]+")
 # Spec §1.3 allows digits, letters, - and _ for user ids; §6.1 adds "." for RTC properties.
 _USER_ID = re.compile(r"[0-9A-Za-z_\-]+")
 _RTC_ID = re.compile(r"[0-9A-Za-z_.\-]+")
+# Spec §6.4 and §6.3 (the yaml enum plus the legacy "ByteDance" ZEGO's own examples still use).
+# ZEGO's examples differ in case, so the checks fold case (as the emulator does).
+ASR_VENDORS = ("Tencent", "AliyunParaformer", "Microsoft", "AliyunFunASR", "AliyunQwenASR", "VolcSeedASR")
+TTS_VENDORS = ("Aliyun", "ByteDanceV3", "ByteDanceFlowing", "MiniMax", "CosyVoice", "ByteDance")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/\-]{0,61}[A-Za-z0-9])?")
+
+
+# Spec §6.5, the ranges of the VAD fields the deprecated ASR ones stand for (§6.4).
+_ASR_VAD_RANGES: dict[str, tuple[float, float]] = {
+    "vad_silence_segmentation_ms": (200, 2000),
+    "pause_interval_ms": (200, 2000),
+    "vad_sensitive_level": (0, 3),
+    "vad_min_speech_duration_ms": (0, 1000),
+    "vad_energy_threshold": (0, 1),
+}
 
 
 class Violations:
@@ -66,10 +83,37 @@ class Violations:
         )
 
     def in_range(self, field: str, value: float, low: float, high: float) -> bool:
-        """``low <= value <= high``."""
+        """``low <= value <= high`` (never true of NaN)."""
         return self.check(
             low <= value <= high, field, f"must be between {low:g} and {high:g} (got {value:g})"
         )
+
+    def finite(self, field: str, value: float) -> bool:
+        """JSON, and so ZEGO, has no NaN or Infinity."""
+        return self.check(math.isfinite(value), field, f"must be a finite number (got {value})")
+
+    def one_of(self, field: str, value: str, allowed: Iterable[str]) -> bool:
+        """``value`` is one of ``allowed``, ignoring case."""
+        names = tuple(allowed)
+        folded = value.casefold()
+        return self.check(
+            any(folded == name.casefold() for name in names), field, f"must be one of {', '.join(names)}"
+        )
+
+    def asr(self, field: str, vendor: str, vad: dict[str, float | None]) -> None:
+        """The agent-level ASR object (spec §6.4): a known vendor, and the VAD ranges of §6.5.
+
+        ``vad`` holds the deprecated VAD fields by their request names (None when not set):
+        ``vad_silence_segmentation_ms``, ``pause_interval_ms``, ``vad_sensitive_level``,
+        ``vad_min_speech_duration_ms``, ``vad_energy_threshold``.
+        """
+        if vendor:
+            self.one_of(f"{field}.vendor", vendor, ASR_VENDORS)
+        for name, value in vad.items():
+            if value is None:
+                continue
+            low, high = _ASR_VAD_RANGES[name]
+            self.in_range(f"{field}.{name}", value, low, high)
 
     def agent_id(self, field: str, value: str) -> None:
         """ZEGO AgentId: required, at most 128 bytes, ZEGO's charset."""

@@ -3,18 +3,22 @@ mapping, and metrics on every outcome; then the same wrapper inside the real gat
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service import errors
 from service.api.interceptors import REQUEST_ID_HEADER, RpcHandlers, new_request_id
+from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2
 from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.logs import current_request_id
@@ -49,6 +53,19 @@ async def stream_then_missing(request: bytes, context: Context) -> AsyncIterator
     raise errors.NotFound("session", "s1", "SESSION_NOT_FOUND")
 
 
+async def stream_forever(request: bytes, context: Context) -> AsyncIterator[bytes]:
+    while True:
+        yield (current_request_id() or "").encode()
+        await asyncio.sleep(0)
+
+
+def _strict(data: bytes) -> bytes:
+    """A request deserializer that refuses what it cannot parse, as protobuf's does."""
+    if data.startswith(b"\xff"):
+        raise DecodeError("Error parsing message")
+    return data
+
+
 class Probe:
     def __init__(self, channel: grpc.aio.Channel, metrics: Metrics) -> None:
         self.channel = channel
@@ -76,6 +93,13 @@ async def probe() -> AsyncIterator[Probe]:
             "Missing": grpc.unary_unary_rpc_method_handler(missing, **codec),
             "Bug": grpc.unary_unary_rpc_method_handler(bug, **codec),
             "StreamThenMissing": grpc.unary_stream_rpc_method_handler(stream_then_missing, **codec),
+            "StreamForever": grpc.unary_stream_rpc_method_handler(stream_forever, **codec),
+            "Strict": grpc.unary_unary_rpc_method_handler(
+                whoami, request_deserializer=_strict, response_serializer=_identity
+            ),
+            "StrictStream": grpc.unary_stream_rpc_method_handler(
+                stream_then_missing, request_deserializer=_strict, response_serializer=_identity
+            ),
         },
     )
     async with serve_handlers(handlers) as channel:
@@ -171,6 +195,73 @@ async def test_a_stream_error_is_mapped_after_what_was_sent(probe: Probe) -> Non
     assert probe.value("grpc_server_msg_sent_total", *labels) == 1
 
 
+async def test_the_request_id_trailer_is_sent_on_errors_too(probe: Probe) -> None:
+    call = probe.unary("Missing")(b"", timeout=TIMEOUT, metadata=((REQUEST_ID_HEADER, "trace-11"),))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    trailers = dict(tuple(failure.value.trailing_metadata() or ()))
+    assert trailers[REQUEST_ID_HEADER] == "trace-11"
+    assert rich_error(failure.value).reason == "SESSION_NOT_FOUND"  # the status still travels with it
+
+
+async def test_the_request_id_trailer_ends_streams_whether_they_fail_or_not(probe: Probe) -> None:
+    failing = probe.channel.unary_stream(f"/{OURS}/StreamThenMissing", _identity, _identity)(
+        b"", timeout=TIMEOUT, metadata=((REQUEST_ID_HEADER, "trace-12"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in failing:
+            pass
+    assert dict(tuple(failure.value.trailing_metadata() or ()))[REQUEST_ID_HEADER] == "trace-12"
+    assert rich_error(failure.value).code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_undecodable_request_bytes_are_invalid_argument_not_unknown(probe: Probe) -> None:
+    for method, kind in (("Strict", "unary"), ("StrictStream", "server_stream")):
+        path = f"/{OURS}/{method}"
+        multi: Any = (
+            probe.channel.unary_unary(path, _identity, _identity)
+            if kind == "unary"
+            else probe.channel.unary_stream(path, _identity, _identity)
+        )
+        call = multi(b"\xff\x01", timeout=TIMEOUT, metadata=((REQUEST_ID_HEADER, "trace-13"),))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            if kind == "unary":
+                await call
+            else:
+                async for _ in call:
+                    pass
+        err = rich_error(failure.value)
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert (
+            "Error parsing message" in err.get(error_details_pb2.BadRequest).field_violations[0].description
+        )
+        assert dict(tuple(failure.value.trailing_metadata() or ()))[REQUEST_ID_HEADER] == "trace-13"
+        await eventually(
+            lambda k=kind, m=method: (
+                probe.value("grpc_server_handled_total", k, m, grpc_code="InvalidArgument") == 1
+            )
+        )
+
+
+async def test_a_dropped_stream_logs_nothing_above_debug(
+    probe: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for i in range(5):  # cancelled while the handler sleeps and while it is at a yield
+        call = probe.channel.unary_stream(f"/{OURS}/StreamForever", _identity, _identity)(
+            b"", timeout=TIMEOUT, metadata=((REQUEST_ID_HEADER, f"drop-{i}"),)
+        )
+        async for _ in call:
+            break
+        call.cancel()
+    labels = ("server_stream", "StreamForever")
+    await eventually(lambda: probe.value("grpc_server_handled_total", *labels, grpc_code="Canceled") == 5)
+    gc.collect()  # asyncio's finalizer closes abandoned generators, in a context of its own
+    await asyncio.sleep(0.05)
+    loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert not loud, [(r.name, r.getMessage(), r.exc_info) for r in loud]
+
+
 # --- inside the gateway ---------------------------------------------------------------------------
 
 
@@ -213,3 +304,63 @@ async def test_the_gateway_wraps_every_service_once(gateway: Gateway, channel: g
         },
     )
     assert got == 1
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field, encoded by hand (protobuf itself refuses to build what follows)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _nested_struct(depth: int) -> bytes:
+    """A Struct {"a": {"a": ... }} ``depth`` levels deep: Struct.fields = 1, entry value = 2,
+    Value.struct_value = 5."""
+    struct = b""
+    for _ in range(depth):
+        struct = _field(1, _field(1, b"a") + _field(2, _field(5, struct)))
+    return struct
+
+
+def _deep_create_agent_request(depth: int) -> bytes:
+    llm = agent_pb2.LlmConfig(url="https://llm.example/v1", api_key="k", model="m").SerializeToString()
+    llm += _field(agent_pb2.LlmConfig.DESCRIPTOR.fields_by_name["params"].number, _nested_struct(depth))
+    agent = agent_pb2.Agent(agent_id="deep").SerializeToString()
+    agent += _field(agent_pb2.Agent.DESCRIPTOR.fields_by_name["llm"].number, llm)
+    number = agent_service_pb2.CreateAgentRequest.DESCRIPTOR.fields_by_name["agent"].number
+    return _field(number, agent)
+
+
+async def test_undecodable_requests_to_the_gateway_are_invalid_argument(channel: grpc.aio.Channel) -> None:
+    raw = channel.unary_unary("/agentgw.v1.SessionService/GetSession", _identity, _identity)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=TIMEOUT)  # a length running past the end
+    assert rich_error(failure.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(tuple(failure.value.trailing_metadata() or ()))[REQUEST_ID_HEADER]
+
+    # A Struct nested beyond protobuf's recursion limit (100) in the LLM params of a new agent.
+    agent_service_pb2.CreateAgentRequest.FromString(_deep_create_agent_request(20))  # the encoding is right
+    create = channel.unary_unary("/agentgw.v1.AgentService/CreateAgent", _identity, _identity)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await create(_deep_create_agent_request(150), timeout=TIMEOUT)
+    assert rich_error(failure.value).code == grpc.StatusCode.INVALID_ARGUMENT
+
+    watch = channel.unary_stream("/agentgw.v1.EventService/WatchEvents", _identity, _identity)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in watch(b"\x0a\xff\xff\xff\xff\x0f", timeout=TIMEOUT):
+            pass
+    assert rich_error(failure.value).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_undecodable_health_checks_are_invalid_argument(channel: grpc.aio.Channel) -> None:
+    raw = channel.unary_unary("/grpc.health.v1.Health/Check", _identity, _identity)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT

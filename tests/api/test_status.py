@@ -8,7 +8,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service import errors
-from service.api.status import to_status
+from service.api.status import MAX_FIELD_VIOLATIONS, MAX_MESSAGE_BYTES, clip, to_status
 from service.zego import exceptions as zx
 from tests.conftest import unpack_details
 
@@ -106,3 +106,51 @@ def test_quota_failure_carries_limit_and_usage() -> None:
     assert "10 of 10" in quota.violations[0].description
     retry = details[error_details_pb2.RetryInfo]
     assert retry.retry_delay.seconds == 2 and retry.retry_delay.nanos == 500_000_000  # type: ignore[attr-defined]
+
+
+# --- every status fits in the trailers ------------------------------------------------------------
+
+HUGE = "é" * 20_000  # two UTF-8 bytes each, percent-encoded to six in grpc-message
+
+
+def test_a_bad_request_lists_at_most_20_violations_and_says_how_many_more() -> None:
+    exc = errors.InvalidArgument(
+        [errors.FieldViolation(f"messages[{i}].role", "is required") for i in range(200)]
+    )
+    [bad] = [d for d in unpack_details(to_status(exc, "r1")) if isinstance(d, error_details_pb2.BadRequest)]
+    assert len(bad.field_violations) == MAX_FIELD_VIOLATIONS + 1
+    assert [v.field for v in bad.field_violations[:2]] == ["messages[0].role", "messages[1].role"]
+    assert bad.field_violations[-1].description == "and 180 more"
+
+
+def test_few_violations_are_listed_in_full() -> None:
+    exc = errors.InvalidArgument([errors.FieldViolation("a", "x"), errors.FieldViolation("b", "y")])
+    [bad] = [d for d in unpack_details(to_status(exc, "r1")) if isinstance(d, error_details_pb2.BadRequest)]
+    assert [(v.field, v.description) for v in bad.field_violations] == [("a", "x"), ("b", "y")]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.InvalidArgument([errors.FieldViolation(HUGE, HUGE) for _ in range(300)], HUGE),
+        errors.InvalidArgument([errors.FieldViolation("label_selector", f"{HUGE!r} is not a label key")]),
+        errors.NotFound(HUGE, HUGE, "SESSION_NOT_FOUND"),
+        errors.FailedPrecondition("SESSION_NOT_ACTIVE", HUGE, HUGE),
+        errors.Unavailable("SHUTTING_DOWN", HUGE, metadata={HUGE: HUGE}),
+        zx.from_code(410000003, HUGE, HUGE, HUGE),
+    ],
+    ids=["300-violations", "echoed-selector", "not-found", "precondition", "unavailable", "zego"],
+)
+def test_every_status_fits_the_trailers_whatever_it_echoes(exc: Exception) -> None:
+    status = to_status(exc, "r" * 64)
+    # grpc-status-details-bin is base64 (4/3) and grpc-message percent-encoded (up to 3x): both
+    # together stay far below gRPC's 8 KiB soft metadata limit.
+    assert len(status.SerializeToString()) * 4 / 3 + len(status.message.encode()) * 3 < 7000
+    assert len(status.message.encode()) <= MAX_MESSAGE_BYTES
+    assert status.message.endswith("...")
+
+
+def test_clip_cuts_on_a_character_boundary() -> None:
+    assert clip("abc", 10) == "abc"
+    cut = clip("é" * 100, 11)
+    assert cut == "éééé..." and len(cut.encode()) <= 11
