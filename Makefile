@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GOOGLEAPIS := .tools/googleapis
-GEN := service/gen
+
 PROTOS := $(wildcard proto/agentgw/v1/*.proto)
 PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
@@ -22,10 +22,10 @@ RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python -e '.[dev]'
 	touch $@
 
 install: $(STAMP) ## create the virtualenv and install agentgw with its dev tools
@@ -62,15 +62,15 @@ rules: ## check the Prometheus rules and alerts with promtool and run their unit
 	fi
 
 lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests clients tools
+	$(BIN)/ruff format --check service tests clients tools
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
 
 fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
-	$(BIN)/ruff check --fix service tests
-	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests clients tools
+	$(BIN)/ruff format service tests clients tools
 	$(BUF) format -w proto
 
 $(BUF):
@@ -84,10 +84,10 @@ proto-deps: $(STAMP)
 	cp $$site/google/api/field_behavior.proto $(GOOGLEAPIS)/google/api/
 
 proto: $(STAMP) proto-deps ## regenerate the committed Python stubs from proto/
-	$(BIN)/python tools/genproto.py --out $(GEN)
+	$(BIN)/python tools/genproto.py --out
 
 check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto/
-	$(BIN)/python tools/genproto.py --check $(GEN)
+	$(BIN)/python tools/genproto.py --check
 
 bench: $(STAMP) ## run the benchmark harness (separate from make test)
 	$(BIN)/python -m bench $(ARGS)
