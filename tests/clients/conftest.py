@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agentgw_client import AgentGw, RetryPolicy
 
+from agentgw_client import AgentGw, RetryPolicy
 from service.server import Gateway
 from tests.conftest import Emulator
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf import struct_pb2
+
 from agentgw_client import (
     Agent,
     AgentGw,
@@ -25,8 +27,6 @@ from agentgw_client import (
     new_request_id,
 )
 from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
-from google.protobuf import struct_pb2
-
 from service.server import Gateway
 from tests.clients.conftest import Proxy
 from tests.conftest import Emulator
