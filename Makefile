@@ -11,13 +11,15 @@ STAMP := $(VENV)/.installed-stamp
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GOOGLEAPIS := .tools/googleapis
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed-stamp
 
 PROTOS := $(wildcard proto/agentgw/v1/*.proto)
 PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
 RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean rules
+.PHONY: help install run demo test lint fmt proto check-proto proto-deps emulator bench clean rules ts-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -39,7 +41,7 @@ demo: $(STAMP) ## a live digital-human call on the emulator, its events printed 
 emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090)
 	$(BIN)/python -m service.zego.emulator $(ARGS)
 
-test: $(STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
+test: $(STAMP) $(TS_STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # promtool is Debian's `prometheus` package (.ci/run installs it). Without it, CI fails here and a
@@ -61,17 +63,25 @@ rules: ## check the Prometheus rules and alerts with promtool and run their unit
 		echo "################################################################################" >&2; \
 	fi
 
-lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
+lint: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## ruff, mypy --strict, buf lint and format, tsc
 	$(BIN)/ruff check service tests clients tools
 	$(BIN)/ruff format --check service tests clients tools
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
+	$(TS)/node_modules/.bin/tsc -p $(TS) --noEmit
 
 fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
 	$(BIN)/ruff check --fix service tests clients tools
 	$(BIN)/ruff format service tests clients tools
 	$(BUF) format -w proto
+
+# The TypeScript client's npm dependencies (protoc-gen-es, connect, tsc), pinned by its lockfile.
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	npm ci --prefix $(TS) --no-audit --no-fund --silent
+	touch $@
+
+ts-deps: $(TS_STAMP) ## install the TypeScript client's npm dependencies
 
 $(BUF):
 	npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
@@ -83,14 +93,19 @@ proto-deps: $(STAMP)
 	mkdir -p $(GOOGLEAPIS)/google/api; \
 	cp $$site/google/api/field_behavior.proto $(GOOGLEAPIS)/google/api/
 
-proto: $(STAMP) proto-deps ## regenerate the committed Python stubs from proto/
+proto: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## regenerate the committed Python and TypeScript stubs from proto/
 	$(BIN)/python tools/genproto.py --out
+	$(BUF) generate --template buf.gen.yaml
 
-check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto/
+check-proto: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## fail if the committed stubs drift from proto/
 	$(BIN)/python tools/genproto.py --check
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate --template buf.gen.yaml -o "$$tmp"; \
+	if diff -ru $(TS)/src/gen "$$tmp/$(TS)/src/gen"; then echo "generated stubs in $(TS)/src/gen match proto/"; \
+	else echo "stubs in $(TS)/src/gen are stale: run \`make proto\` and commit" >&2; exit 1; fi
 
 bench: $(STAMP) ## run the benchmark harness (separate from make test)
 	$(BIN)/python -m bench $(ARGS)
 
 clean: ## remove the virtualenv, tools and caches
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules $(TS)/dist
