@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,7 +21,7 @@ from service.config import Settings, env_name
 _WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
 
 
-def default_target(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+def default_target(environ: Mapping[str, str] = os.environ) -> str:
     """Where to probe: the host:port of ``AGENTGW_GRPC_LISTEN`` (or its default), on loopback."""
     listen = environ.get(env_name("grpc_listen"), Settings().grpc_listen)
     host, _, port = listen.rpartition(":")

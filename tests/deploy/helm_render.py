@@ -90,8 +90,10 @@ def _truthy(value: Any) -> bool:
 
 
 def _to_yaml(value: Any) -> str:
-    return str(yaml.safe_dump(value, default_flow_style=False, sort_keys=False)).rstrip("\n").removesuffix(
-        "\n..."
+    return (
+        str(yaml.safe_dump(value, default_flow_style=False, sort_keys=False))
+        .rstrip("\n")
+        .removesuffix("\n...")
     )
 
 
@@ -167,7 +169,9 @@ class Chart:
                 out.append(self._run(branch, dot, root))
             elif node.kind == "with":
                 value = self._pipeline(node.arg, dot, root)
-                out.append(self._run(node.body, value, root) if _truthy(value) else self._run(node.orelse, dot, root))
+                out.append(
+                    self._run(node.body, value, root) if _truthy(value) else self._run(node.orelse, dot, root)
+                )
             else:
                 raise TemplateError(f"{node.kind} inside a template")
         return "".join(out)
@@ -247,5 +251,7 @@ def _words(command: str) -> list[str]:
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
