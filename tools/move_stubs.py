@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OLD_DIR, NEW_DIR = "service/gen", "clients/python/src/agentgw_client/gen"
 OLD_MOD, NEW_MOD = "service.gen", "agentgw_client.gen"
 SUFFIXES = {".py", ".pyi", ".md", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".txt"}
-SKIP = (OLD_DIR + "/", NEW_DIR + "/", "tools/move_stubs.py")
+# pyproject.toml is edited by _edit_config (its exclusions are removed, not renamed).
+SKIP = (OLD_DIR + "/", NEW_DIR + "/", "tools/move_stubs.py", "pyproject.toml")
 CLIENT_REQUIREMENT = '"agentgw-client>=0.1,<0.2",'
 _OLD_REF = re.compile(r"\bservice[./]gen\b")
 
