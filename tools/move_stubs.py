@@ -98,8 +98,9 @@ def main() -> int:
     changed = _rewrite_references()
     _edit_config()
     _regenerate()
-    _sort_imports(changed)
-    subprocess.run(["git", "add", "-A", OLD_DIR, NEW_DIR], cwd=ROOT, check=False)
+    _sort_imports([*changed, ROOT / "tools" / "genproto.py"])
+    subprocess.run(["git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", OLD_DIR], cwd=ROOT, check=True)
+    subprocess.run(["git", "add", "-A", "--", NEW_DIR], cwd=ROOT, check=True)
     print(f"rewrote {len(changed)} files; stubs now only in {NEW_DIR}")
     left = _leftovers()
     if left:
