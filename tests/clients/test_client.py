@@ -257,3 +257,22 @@ async def test_watch_raises_what_it_cannot_resume(gw: AgentGw) -> None:
     with pytest.raises(errors.OutOfRange):
         async for _ in gw.events.watch(after_cursor=head + 1000):
             pass
+
+
+async def test_session_controls_and_lists(gw: AgentGw) -> None:
+    await gw.agents.create(agent())
+    session = await gw.sessions.create(CreateSessionRequest(**_voice()))
+    assert [a.agent_id async for a in gw.agents.list(page_size=1)] == ["client-agent"]
+    assert [s.session_id async for s in gw.sessions.list()] == [session.session_id]
+    user = spb.ChatMessage(role=spb.CHAT_ROLE_USER, content="remember: blue")
+    await gw.sessions.append_context(session.session_id, [user])
+    assert [m.content for m in await gw.sessions.context(session.session_id)] == ["remember: blue"]
+    await gw.sessions.reset_context(session.session_id)
+    assert await gw.sessions.context(session.session_id) == []
+    assert await gw.sessions.send_text(session.session_id, "hi") > 0
+    assert await gw.sessions.interrupt(session.session_id) >= 0
+    assert await gw.sessions.agent_status(session.session_id) != 0
+    pools = {p.pool: p for p in (await gw.sessions.capacity()).pools}
+    assert pools["voice"].in_use == 1
+    with pytest.raises(errors.FailedPrecondition):
+        await gw.sessions.start_listening(session.session_id, 1)  # not a walkie-talkie session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -156,6 +156,36 @@ class Sessions:
         """What the agent is doing now (ZEGO QueryAgentInstanceStatus)."""
         request = sapi.GetAgentStatusRequest(session_id=session_id)
         return (await self._call(self._stub.GetAgentStatus, request, idempotent=True, timeout=timeout)).status
+
+    async def context(self, session_id: str, *, timeout: float | None = None) -> Sequence[spb.ChatMessage]:
+        """The LLM context (ZEGO GetAgentInstanceMsgList)."""
+        request = sapi.GetContextRequest(session_id=session_id)
+        response = await self._call(self._stub.GetContext, request, idempotent=True, timeout=timeout)
+        return list(response.messages)
+
+    async def reset_context(self, session_id: str, *, timeout: float | None = None) -> None:
+        """Clear the LLM context; retried (clearing twice clears once)."""
+        request = sapi.ResetContextRequest(session_id=session_id)
+        await self._call(self._stub.ResetContext, request, idempotent=True, timeout=timeout)
+
+    async def append_context(
+        self, session_id: str, messages: Iterable[spb.ChatMessage], *, timeout: float | None = None
+    ) -> None:
+        """Append messages to the LLM context without a reply. Not retried (it would append twice)."""
+        request = sapi.AppendContextRequest(session_id=session_id, messages=list(messages))
+        await self._call(self._stub.AppendContext, request, idempotent=False, timeout=timeout)
+
+    async def start_listening(self, session_id: str, sequence: int, *, timeout: float | None = None) -> int:
+        """Walkie-talkie mode: the agent starts listening; returns the round."""
+        request = sapi.StartListeningRequest(session_id=session_id, sequence=sequence)
+        response = await self._call(self._stub.StartListening, request, idempotent=False, timeout=timeout)
+        return response.round
+
+    async def stop_listening(self, session_id: str, sequence: int, *, timeout: float | None = None) -> int:
+        """Walkie-talkie mode: the agent stops listening and replies; returns the round."""
+        request = sapi.StopListeningRequest(session_id=session_id, sequence=sequence)
+        response = await self._call(self._stub.StopListening, request, idempotent=False, timeout=timeout)
+        return response.round
 
     async def capacity(self, *, timeout: float | None = None) -> sapi.GetCapacityResponse:
         """The pools' limits and use."""
