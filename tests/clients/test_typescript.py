@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,17 @@ INSTALL = "npm ci --prefix clients/typescript (make test does it)"
 
 async def _run(*cmd: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=CLIENT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *cmd,
+        cwd=CLIENT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a timeout kills node --test's children too
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     except TimeoutError:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         out, _ = await proc.communicate()
         raise AssertionError(f"{' '.join(cmd)} timed out:\n{out.decode(errors='replace')}") from None
     text = out.decode(errors="replace")
