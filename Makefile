@@ -11,21 +11,23 @@ STAMP := $(VENV)/.installed-stamp
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GOOGLEAPIS := .tools/googleapis
-GEN := service/gen
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed-stamp
+
 PROTOS := $(wildcard proto/agentgw/v1/*.proto)
 PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
 RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run run-with-emulator demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules
+.PHONY: help install run run-with-emulator demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules ts-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python -e '.[dev]'
 	touch $@
 
 install: $(STAMP) ## create the virtualenv and install agentgw with its dev tools
@@ -42,7 +44,7 @@ demo: $(STAMP) ## a live digital-human call on the emulator, its events printed 
 emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090; ARGS="--state-file var/emulator-standalone.json")
 	$(BIN)/python -m service.zego.emulator $(ARGS)
 
-test: $(STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
+test: $(STAMP) $(TS_STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # promtool is Debian's `prometheus` package (.ci/run installs it). Without it, CI fails here and a
@@ -64,17 +66,25 @@ rules: ## check the Prometheus rules and alerts with promtool and run their unit
 		echo "################################################################################" >&2; \
 	fi
 
-lint: $(STAMP) $(BUF) proto-deps ## ruff, mypy --strict, buf lint and format
-	$(BIN)/ruff check service tests chaos
-	$(BIN)/ruff format --check service tests chaos
+lint: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## ruff, mypy --strict, buf lint and format, tsc
+	$(BIN)/ruff check service tests chaos clients tools
+	$(BIN)/ruff format --check service tests chaos clients tools
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
+	$(TS)/node_modules/.bin/tsc -p $(TS) --noEmit
 
 fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
-	$(BIN)/ruff check --fix service tests chaos
-	$(BIN)/ruff format service tests chaos
+	$(BIN)/ruff check --fix service tests chaos clients tools
+	$(BIN)/ruff format service tests chaos clients tools
 	$(BUF) format -w proto
+
+# The TypeScript client's npm dependencies (protoc-gen-es, connect, tsc), pinned by its lockfile.
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	npm ci --prefix $(TS) --no-audit --no-fund --silent
+	touch $@
+
+ts-deps: $(TS_STAMP) ## install the TypeScript client's npm dependencies
 
 $(BUF):
 	npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
@@ -86,11 +96,16 @@ proto-deps: $(STAMP)
 	mkdir -p $(GOOGLEAPIS)/google/api; \
 	cp $$site/google/api/field_behavior.proto $(GOOGLEAPIS)/google/api/
 
-proto: $(STAMP) proto-deps ## regenerate the committed Python stubs from proto/
-	$(BIN)/python tools/genproto.py --out $(GEN)
+proto: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## regenerate the committed Python and TypeScript stubs from proto/
+	$(BIN)/python tools/genproto.py --out
+	$(BUF) generate --template buf.gen.yaml
 
-check-proto: $(STAMP) proto-deps ## fail if the committed stubs drift from proto/
-	$(BIN)/python tools/genproto.py --check $(GEN)
+check-proto: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## fail if the committed stubs drift from proto/
+	$(BIN)/python tools/genproto.py --check
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate --template buf.gen.yaml -o "$$tmp"; \
+	if diff -ru $(TS)/src/gen "$$tmp/$(TS)/src/gen"; then echo "generated stubs in $(TS)/src/gen match proto/"; \
+	else echo "stubs in $(TS)/src/gen are stale: run \`make proto\` and commit" >&2; exit 1; fi
 
 bench: $(STAMP) ## run the benchmark harness (separate from make test)
 	$(BIN)/python -m bench $(ARGS)
@@ -99,4 +114,4 @@ chaos: $(STAMP) ## kill -9, outages, upstream faults, resumes: agentgw vs ZEGO's
 	$(BIN)/python -m chaos $(ARGS)
 
 clean: ## remove the virtualenv, tools and caches
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules $(TS)/dist

@@ -1,11 +1,11 @@
 """Generate the committed Python stubs from proto/, or check that they have not drifted.
 
-protoc names modules after the proto package (``agentgw.v1``), but the stubs live inside our
-``service`` package, so the imports in the generated files are rewritten to
-``service.gen.agentgw.v1``. Usage::
+protoc names modules after the proto package (``agentgw.v1``), but the stubs live inside a Python
+package of ours, so the imports in the generated files are rewritten to ``<prefix>.agentgw.v1``.
+``TARGETS`` lists where the stubs live, as (directory, module prefix) pairs. Usage::
 
-    python tools/genproto.py --out service/gen     # regenerate in place
-    python tools/genproto.py --check service/gen   # exit 1 with a diff if stale
+    python tools/genproto.py --out      # regenerate every target in place
+    python tools/genproto.py --check    # exit 1 with a diff if any target is stale
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ import grpc_tools
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGE_DIR = Path("agentgw") / "v1"
+TARGETS: tuple[tuple[str, str], ...] = (
+    ("service/gen", "service.gen"),
+    ("clients/python/src/agentgw_client/gen", "agentgw_client.gen"),
+)
+"""(directory, module prefix) of each copy of the stubs; tools/move_stubs.py edits this line."""
 _MODULE_REF = re.compile(r"\bagentgw\.v1(\.[a-z_0-9]+_pb2(?:_grpc)?|(?= import))")
 
 
-def _generate(out: Path) -> None:
+def _generate(out: Path, prefix: str) -> None:
     googleapis = Path(google.api.field_behavior_pb2.__file__).resolve().parent.parent.parent
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
     bin_dir = Path(sys.executable).parent
@@ -47,7 +52,7 @@ def _generate(out: Path) -> None:
         sys.exit(f"protoc failed:\n{done.stderr}")
     for path in (out / PACKAGE_DIR).iterdir():
         if path.suffix in {".py", ".pyi"}:
-            text = _MODULE_REF.sub(lambda m: "service.gen.agentgw.v1" + m.group(1), path.read_text())
+            text = _MODULE_REF.sub(lambda m: f"{prefix}.agentgw.v1" + m.group(1), path.read_text())
             path.write_text(text)
     for pkg in (out, out / "agentgw", out / PACKAGE_DIR):
         init = pkg / "__init__.py"
@@ -63,39 +68,44 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
+def _check(directory: str, prefix: str) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        _generate(fresh, prefix)
+        want, have = _snapshot(fresh), _snapshot(ROOT / directory)
+    if want == have:
+        print(f"generated stubs in {directory} match proto/")
+        return True
+    for name in sorted(set(want) | set(have)):
+        if want.get(name) != have.get(name):
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    have.get(name, "").splitlines(True), want.get(name, "").splitlines(True),
+                    f"committed/{directory}/{name}", f"fresh/{directory}/{name}",
+                )
+            )  # fmt: skip
+    print(f"\nstubs in {directory} are stale: run `make proto` and commit", file=sys.stderr)
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--out", type=Path, help="regenerate into this directory")
-    group.add_argument("--check", type=Path, help="compare a fresh generation with this directory")
+    group.add_argument("--out", action="store_true", help="regenerate every target in place")
+    group.add_argument("--check", action="store_true", help="compare a fresh generation with each target")
     args = parser.parse_args()
-    if args.out is not None:
-        target = (ROOT / args.out).resolve()
-        for stale in (target / PACKAGE_DIR).glob("*_pb2*"):
-            stale.unlink()
-        target.mkdir(parents=True, exist_ok=True)
-        _generate(target)
+    if args.out:
+        for directory, prefix in TARGETS:
+            target = ROOT / directory
+            for stale in (target / PACKAGE_DIR).glob("*_pb2*"):
+                stale.unlink()
+            target.mkdir(parents=True, exist_ok=True)
+            _generate(target, prefix)
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp)
-        _generate(fresh)
-        committed = ROOT / args.check
-        want, have = _snapshot(fresh), _snapshot(committed)
-        if want == have:
-            print(f"generated stubs in {args.check} match proto/")
-            return 0
-        for name in sorted(set(want) | set(have)):
-            if want.get(name) != have.get(name):
-                sys.stdout.writelines(
-                    difflib.unified_diff(
-                        have.get(name, "").splitlines(True), want.get(name, "").splitlines(True),
-                        f"committed/{name}", f"fresh/{name}",
-                    )
-                )  # fmt: skip
-        print(f"\nstubs in {args.check} are stale: run `make proto` and commit", file=sys.stderr)
-        return 1
+    results = [_check(directory, prefix) for directory, prefix in TARGETS]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
