@@ -14,12 +14,12 @@ from typing import Any
 
 import grpc
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sessions_api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from bench.baseline import HEARTBEAT, UNARY, WATCH
 from bench.config import AGENT_ID, APP_ID, CALLBACK_SECRET
-from service.gen.agentgw.v1 import event_service_pb2 as events_api
-from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
-from service.gen.agentgw.v1 import session_service_pb2 as sessions_api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from service.zego.signing import callback_signature
 
 __all__ = [

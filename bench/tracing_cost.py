@@ -23,13 +23,13 @@ import grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import tracing
 from service.api.rpc_tracing import trace_handler
 from service.config import Settings
 from service.domain.event_log import _traced
 from service.domain.events import EventType, NewEvent
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.logs import _ContextFilter
 from service.server import Gateway
 

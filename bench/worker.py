@@ -19,6 +19,8 @@ from typing import Any
 import grpc
 import httpx
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sessions_api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from bench.clients import (
     CALLBACK_PATH,
     PUSH_PATH,
@@ -30,8 +32,6 @@ from bench.clients import (
 )
 from bench.config import AGENT_ID, APP_ID, SERVER_SECRET
 from bench.control import Control, emit
-from service.gen.agentgw.v1 import session_service_pb2 as sessions_api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from service.zego import models as m
 from service.zego.client import ZegoClient
 

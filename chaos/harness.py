@@ -29,12 +29,12 @@ import grpc
 import httpx
 from google.protobuf import duration_pb2, struct_pb2
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
 from bench.processes import Proc, Processes, free_port
 from chaos.measure import Acked
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
 
 __all__ = ["Intent", "World", "open_world"]
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from bench.processes import Processes
 from chaos.harness import Intent, World, open_world
 from chaos.measure import event_counts, leak_counts
-from service.gen.agentgw.v1 import event_service_pb2 as events_api
-from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "SMOKE", "Params"]
 

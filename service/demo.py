@@ -19,8 +19,7 @@ import grpc
 import httpx
 from google.protobuf import struct_pb2
 
-from service.config import load_settings
-from service.gen.agentgw.v1 import (
+from agentgw_client.gen.agentgw.v1 import (
     agent_pb2,
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -28,11 +27,12 @@ from service.gen.agentgw.v1 import (
     event_service_pb2_grpc,
     session_service_pb2_grpc,
 )
-from service.gen.agentgw.v1 import digital_human_service_pb2 as dapi
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as sapi
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as dapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
+from service.config import load_settings
 from service.logs import configure_logging
 from service.server import Gateway
 

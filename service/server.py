@@ -35,6 +35,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from agentgw_client.gen.agentgw.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    digital_human_service_pb2,
+    digital_human_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    room_token_service_pb2,
+    room_token_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
 from service import __version__, tracing
 from service.api.agents import AgentServicer
 from service.api.audit import AuditServicer, audit_hook
@@ -50,20 +64,6 @@ from service.auth.authenticator import Authenticator
 from service.auth.setup import build_authenticator, server_credentials
 from service.config import Secret, Settings
 from service.core import Core, build_core
-from service.gen.agentgw.v1 import (
-    agent_service_pb2,
-    agent_service_pb2_grpc,
-    audit_service_pb2,
-    audit_service_pb2_grpc,
-    digital_human_service_pb2,
-    digital_human_service_pb2_grpc,
-    event_service_pb2,
-    event_service_pb2_grpc,
-    room_token_service_pb2,
-    room_token_service_pb2_grpc,
-    session_service_pb2,
-    session_service_pb2_grpc,
-)
 from service.http.app import create_http_app
 from service.http.asgi import serve_asgi
 from service.http.callbacks import callback_endpoint

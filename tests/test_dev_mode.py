@@ -18,10 +18,15 @@ from typing import Any
 
 import grpc
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_event_pb2
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    session_event_pb2,
+)
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from tests.test_main import free_port
 
 

@@ -15,7 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.gen.agentgw.v1 import (
+from agentgw_client.gen.agentgw.v1 import (
     agent_pb2,
     agent_service_pb2,
     agent_service_pb2_grpc,

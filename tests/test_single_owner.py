@@ -19,9 +19,9 @@ from pathlib import Path
 import grpc
 from google.protobuf import struct_pb2
 
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
+from agentgw_client.gen.agentgw.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, session_pb2
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
 from service.store.lock import lock_path_for
 from tests.test_main import free_port
 

@@ -15,8 +15,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from service.logs import configure_logging
 from service.server import Gateway
 from service.zego import models as m

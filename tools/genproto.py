@@ -25,10 +25,7 @@ import grpc_tools
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGE_DIR = Path("agentgw") / "v1"
-TARGETS: tuple[tuple[str, str], ...] = (
-    ("service/gen", "service.gen"),
-    ("clients/python/src/agentgw_client/gen", "agentgw_client.gen"),
-)
+TARGETS: tuple[tuple[str, str], ...] = (("clients/python/src/agentgw_client/gen", "agentgw_client.gen"),)
 """(directory, module prefix) of each copy of the stubs; tools/move_stubs.py edits this line."""
 _MODULE_REF = re.compile(r"\bagentgw\.v1(\.[a-z_0-9]+_pb2(?:_grpc)?|(?= import))")
 

@@ -15,13 +15,13 @@ from typing import Any
 import grpc
 import httpx
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sessions_api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from bench.clients import CALLBACK_PATH, PUSH_PATH, callback_body, channel_options
 from bench.config import AGENT_ID, APP_ID, RESULTS_DIR, SERVER_SECRET, Params
 from bench.processes import PY_SPY, Baseline, Gateway, Processes, start_baseline, start_gateway
 from bench.report import Report
 from bench.workers import WorkerPool
-from service.gen.agentgw.v1 import session_service_pb2 as sessions_api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as sessions_rpc
 from service.zego import models as m
 from service.zego.client import ZegoClient
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import grpc
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from bench.clients import channel_options, event_text
 from bench.config import AGENT_ID, APP_ID
 from bench.processes import cpu_seconds
@@ -32,8 +34,6 @@ from bench.report import Row
 from bench.scenarios.common import Context, baseline, gateway, profiled
 from bench.workers import WorkerPool
 from service.domain.events import EventType, NewEvent
-from service.gen.agentgw.v1 import event_service_pb2 as events_api
-from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from service.store import _events
 from service.store.sqlite import SqliteLedger
 

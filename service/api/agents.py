@@ -12,6 +12,9 @@ from typing import Any
 import grpc
 from google.protobuf import field_mask_pb2
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
+from agentgw_client.gen.agentgw.v1 import agent_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
 from service.api.common import fingerprint, time_budget
 from service.api.convert import agent_from_proto, agent_to_proto, validate_agent_configs
 from service.api.paging import PageTokens, page_size
@@ -21,9 +24,6 @@ from service.domain.validation import (
     AGENT_NAME_UPDATE_MAX_BYTES,
     Violations,
 )
-from service.gen.agentgw.v1 import agent_pb2 as pb
-from service.gen.agentgw.v1 import agent_service_pb2 as api
-from service.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
 from service.zego import models as m
 
 __all__ = ["AgentServicer"]

@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import audit_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import audit_service_pb2_grpc as rpc
 from service.api.common import timestamp_seconds
 from service.api.paging import PageTokens, page_size
 from service.auth.principal import Principal, Role, current_principal, principal_var
@@ -21,8 +23,6 @@ from service.domain.access import owner_scope
 from service.domain.audit import AuditFilter, AuditRecord, AuditTrail
 from service.domain.validation import Violations
 from service.errors import PermissionDenied
-from service.gen.agentgw.v1 import audit_service_pb2 as api
-from service.gen.agentgw.v1 import audit_service_pb2_grpc as rpc
 
 __all__ = ["AUDITED_METHODS", "AuditHook", "AuditServicer", "audit_hook"]
 

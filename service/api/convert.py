@@ -12,8 +12,8 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
 from service.domain.validation import TTS_VENDORS, Violations
-from service.gen.agentgw.v1 import agent_pb2 as pb
 from service.zego import models as m
 
 __all__ = [

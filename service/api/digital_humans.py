@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
 from service.api.common import time_budget
 from service.api.paging import PageTokens, page_size
 from service.domain.digital_humans import DigitalHumanAsset, DigitalHumanCatalog, Scope, Voice
 from service.domain.validation import Violations
-from service.gen.agentgw.v1 import digital_human_service_pb2 as api
-from service.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
 from service.zego import digital_human as dh
 
 __all__ = ["DigitalHumanServicer", "digital_human_to_proto", "voice_to_proto"]

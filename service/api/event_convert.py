@@ -9,14 +9,14 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from service.api.session_convert import REASON_TO_PROTO
 from service.domain.events import Event, EventFilter, EventType
 from service.domain.model import EndReason, LabelRequirement
 from service.domain.validation import Violations, parse_label_selector
 from service.errors import InvalidArgument
-from service.gen.agentgw.v1 import event_service_pb2 as api
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_pb2 as spb
 
 __all__ = ["TYPE_FROM_PROTO", "agent_state", "event_filter", "event_to_proto", "fill_event"]
 

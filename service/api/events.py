@@ -28,6 +28,9 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
 from service.api.event_convert import event_filter, fill_event
 from service.api.paging import page_size
 from service.domain.access import owner_scope, session_visible
@@ -43,9 +46,6 @@ from service.errors import (
     SubscriberTooSlow,
     Unavailable,
 )
-from service.gen.agentgw.v1 import event_service_pb2 as api
-from service.gen.agentgw.v1 import event_service_pb2_grpc as rpc
-from service.gen.agentgw.v1 import session_event_pb2 as epb
 from service.store.base import Ledger
 
 __all__ = ["EventServicer"]

@@ -13,8 +13,8 @@ import json
 import logging
 from typing import Any, TypeAlias
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState, Transition, TurnStats
-from service.gen.agentgw.v1 import session_pb2 as spb
 
 __all__ = [
     "KIND_FROM_ONEOF",

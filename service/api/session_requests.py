@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from service.api.convert import (
     asr_from_proto,
     llm_from_proto,
@@ -17,8 +19,6 @@ from service.api.session_convert import KIND_FROM_ONEOF
 from service.domain.model import SessionKind
 from service.domain.sessions import CreateSpec
 from service.domain.validation import USER_ID_MAX_BYTES, Violations
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.zego import models as m
 
 __all__ = ["create_spec", "validate_request_id", "whole_seconds"]

@@ -14,6 +14,9 @@ from typing import Any
 
 import grpc
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.api.common import fingerprint, time_budget
 from service.api.convert import (
     asr_from_proto,
@@ -40,9 +43,6 @@ from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.model import SessionFilter, SessionKind
 from service.domain.sessions import SessionService
 from service.domain.validation import Violations, parse_label_selector
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.zego import models as m
 
 __all__ = ["SessionServicer"]

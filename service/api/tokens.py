@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2_grpc as rpc
 from service.config import Secret
 from service.domain.validation import Violations
-from service.gen.agentgw.v1 import room_token_service_pb2 as api
-from service.gen.agentgw.v1 import room_token_service_pb2_grpc as rpc
 from service.zego.token04 import TokenLayout, mint_token04
 
 __all__ = ["RoomTokenServicer"]

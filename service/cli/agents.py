@@ -17,9 +17,9 @@ import click
 import yaml
 from google.protobuf import field_mask_pb2, json_format
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2, agent_service_pb2
 from service.cli.app import Context, pass_context
 from service.cli.output import safe, to_dict
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2
 
 __all__ = ["agents", "load_agent"]
 

@@ -15,7 +15,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from service.gen.agentgw.v1 import (
+from agentgw_client.gen.agentgw.v1 import (
     agent_service_pb2_grpc,
     event_service_pb2_grpc,
     room_token_service_pb2_grpc,

@@ -10,11 +10,11 @@ from typing import Any
 import click
 import grpc
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2, session_event_pb2
 from service.cli.app import Context, pass_context
 from service.cli.client import Connection, RpcFailure
 from service.cli.output import fmt_time, safe, to_dict
 from service.cli.timeline import describe_event
-from service.gen.agentgw.v1 import event_service_pb2, session_event_pb2
 
 __all__ = ["EVENT_TYPES", "RESUMABLE", "events", "watch_request"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import click
 from google.protobuf import duration_pb2
 
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2, session_pb2, session_service_pb2
 from service.cli.app import Context, pass_context
 from service.cli.output import enum_name, fmt_time, to_dict
-from service.gen.agentgw.v1 import room_token_service_pb2, session_pb2, session_service_pb2
 
 __all__ = ["capacity", "pool_row", "suspect_of", "token"]
 

@@ -8,11 +8,11 @@ from typing import Any
 import click
 from rich.progress import Progress
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2, session_pb2, session_service_pb2
 from service.cli.app import Context, pass_context
 from service.cli.client import RpcFailure
 from service.cli.output import age, enum_name, fmt_time, safe, to_dict
 from service.cli.timeline import build_timeline
-from service.gen.agentgw.v1 import event_service_pb2, session_pb2, session_service_pb2
 
 __all__ = ["iter_sessions", "sessions"]
 

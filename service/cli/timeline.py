@@ -14,9 +14,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as ev
+from agentgw_client.gen.agentgw.v1 import session_pb2
 from service.cli.output import enum_name, to_dict
-from service.gen.agentgw.v1 import session_event_pb2 as ev
-from service.gen.agentgw.v1 import session_pb2
 
 __all__ = ["TimelineRow", "Turn", "build_timeline", "describe_event", "turns"]
 

@@ -24,14 +24,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as ev
+from agentgw_client.gen.agentgw.v1 import session_pb2, session_service_pb2
 from service.cli.app import Context, pass_context
 from service.cli.client import EXIT_UNAVAILABLE, RpcFailure
 from service.cli.events import follow, watch_request
 from service.cli.misc import pool_row
 from service.cli.output import duration, enum_name, safe
 from service.cli.sessions import LIVE_STATES, iter_sessions, kind_name, list_request, state_name
-from service.gen.agentgw.v1 import session_event_pb2 as ev
-from service.gen.agentgw.v1 import session_pb2, session_service_pb2
 
 __all__ = ["LiveSession", "TopModel", "render", "top"]
 

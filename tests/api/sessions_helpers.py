@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from service.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from tests.conftest import Emulator
 
 AGENT_ID = "helper-agent"

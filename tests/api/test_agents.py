@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import agent_pb2 as pb
-from service.gen.agentgw.v1 import agent_service_pb2 as api
-from service.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
+from agentgw_client.gen.agentgw.v1 import agent_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
 from tests.conftest import Emulator, rich_error
 
 API_KEY = "sk-test-secret-key-0001"

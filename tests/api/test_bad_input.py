@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import (
+from agentgw_client.gen.agentgw.v1 import (
     agent_pb2,
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -19,10 +19,10 @@ from service.gen.agentgw.v1 import (
     audit_service_pb2_grpc,
     session_pb2,
 )
-from service.gen.agentgw.v1 import event_service_pb2 as events_api
-from service.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from tests.api.sessions_helpers import digital_human_request, register_agent, voice_request
 from tests.conftest import Emulator, RichError, rich_error
 

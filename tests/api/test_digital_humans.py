@@ -11,10 +11,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import digital_human_service_pb2 as api
-from service.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
-from service.gen.agentgw.v1 import session_service_pb2 as sapi
-from service.gen.agentgw.v1 import session_service_pb2_grpc as srpc
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as srpc
 from service.server import Gateway
 from tests.api.sessions_helpers import PUBLIC_AVATAR, digital_human_request, register_agent
 from tests.conftest import Emulator, gateway_settings, rich_error

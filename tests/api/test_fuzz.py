@@ -31,9 +31,9 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.api.status import DOMAIN
-from service.gen.agentgw.v1 import agent_pb2
-from service.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.server import SERVICES, Gateway
 from service.zego import exceptions as zx
 from service.zego.emulator.server import run_emulator

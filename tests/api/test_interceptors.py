@@ -16,11 +16,11 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from agentgw_client.gen.agentgw.v1 import agent_pb2, agent_service_pb2
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import errors
 from service.api.interceptors import REQUEST_ID_HEADER, RpcHandlers, new_request_id
-from service.gen.agentgw.v1 import agent_pb2, agent_service_pb2
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.logs import current_request_id
 from service.metrics import Metrics
 from service.server import Gateway

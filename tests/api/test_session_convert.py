@@ -10,10 +10,10 @@ import json
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from service.api.session_convert import session_fields, session_to_proto, transition_fields, turn_stats_fields
 from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState, Transition, TurnStats
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
 
 
 def _ts(seconds: int, nanos: int) -> timestamp_pb2.Timestamp:

@@ -14,10 +14,10 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import (
     AGENT_ID,

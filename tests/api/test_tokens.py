@@ -9,8 +9,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from service.gen.agentgw.v1 import room_token_service_pb2 as api
-from service.gen.agentgw.v1 import room_token_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2_grpc as rpc
 from service.zego.token04 import decode_token04
 from tests.conftest import APP_ID, SERVER_SECRET, Emulator, rich_error
 

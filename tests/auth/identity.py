@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from service.gen.agentgw.v1 import (
+from agentgw_client.gen.agentgw.v1 import (
     agent_service_pb2_grpc,
     audit_service_pb2_grpc,
     event_service_pb2_grpc,

@@ -7,8 +7,8 @@ import json
 import grpc
 import httpx
 
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from service.server import Gateway
 from tests.events.helpers import callback, post
 

@@ -13,13 +13,13 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from service.gen.agentgw.v1 import agent_pb2
-from service.gen.agentgw.v1 import agent_service_pb2 as agents_api
-from service.gen.agentgw.v1 import audit_service_pb2 as audit_api
-from service.gen.agentgw.v1 import event_service_pb2 as events_api
-from service.gen.agentgw.v1 import room_token_service_pb2 as tokens_api
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import agent_pb2
+from agentgw_client.gen.agentgw.v1 import agent_service_pb2 as agents_api
+from agentgw_client.gen.agentgw.v1 import audit_service_pb2 as audit_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import room_token_service_pb2 as tokens_api
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.auth.identity import Client, Identities, identity_gateway
 from tests.conftest import Emulator, rich_error

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from service.domain.quotas import load_quotas
-from service.gen.agentgw.v1 import session_service_pb2 as api
 from service.zego.ratelimit import FairRateLimiter, RateLimiter
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.auth.identity import identity_gateway

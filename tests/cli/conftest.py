@@ -10,10 +10,10 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.cli.app import cli
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent
 from tests.conftest import Emulator

@@ -11,11 +11,11 @@ from typing import Any
 
 from rich.console import Console
 
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.cli.top import TopModel, render
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.cli.conftest import Wired, invoke

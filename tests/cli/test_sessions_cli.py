@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from service.cli.misc import suspect_of
-from service.gen.agentgw.v1 import session_service_pb2 as api
 from tests.api.sessions_helpers import voice_request
 from tests.cli.conftest import Wired
 
@@ -137,7 +137,7 @@ async def test_end_one_and_end_all_with_confirmation(wired: Wired) -> None:
 
 
 def session_state(name: str) -> int:
-    from service.gen.agentgw.v1 import session_pb2
+    from agentgw_client.gen.agentgw.v1 import session_pb2
 
     return int(session_pb2.SessionState.Value(f"SESSION_STATE_{name}"))
 

@@ -11,12 +11,12 @@ import grpc
 import httpx
 import pytest
 
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.conftest import Emulator

@@ -13,9 +13,9 @@ import grpc
 import httpx
 import pytest
 
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
-from service.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
 from service.server import Gateway
 from tests.events.helpers import callback, post
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import httpx
 
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from service.server import Gateway
 from service.store.sqlite import SqliteLedger
 from tests.conftest import Emulator, gateway_settings

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 
-from service.gen.agentgw.v1 import event_service_pb2 as eapi
-from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
-from service.gen.agentgw.v1 import session_event_pb2 as epb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.conftest import Emulator, gateway_settings, rich_error
@@ -199,7 +199,7 @@ async def test_callbacks_are_accepted_while_grpc_drains(long_grace: Gateway, emu
     gw = long_grace
     await emulator.fault(action="QueryAgents", count=1, latency_ms=1500)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
-        from service.gen.agentgw.v1 import agent_service_pb2, agent_service_pb2_grpc
+        from agentgw_client.gen.agentgw.v1 import agent_service_pb2, agent_service_pb2_grpc
 
         agents = agent_service_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         slow = agents.GetAgent(agent_service_pb2.GetAgentRequest(agent_id="a1"), timeout=TIMEOUT)

@@ -11,9 +11,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from agentgw_client.gen.agentgw.v1 import session_service_pb2
 from service.api.metrics_interceptor import preinitialize
 from service.domain.model import SessionKind, SessionState
-from service.gen.agentgw.v1 import session_service_pb2
 from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
 

@@ -153,7 +153,7 @@ def test_health_service_is_preinitialised_with_every_code(metrics: Metrics) -> N
 
 
 def test_our_services_preinitialise_from_their_descriptors() -> None:
-    from service.gen.agentgw.v1 import session_service_pb2
+    from agentgw_client.gen.agentgw.v1 import session_service_pb2
 
     m = Metrics()
     preinitialize(m, [session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]])
@@ -254,7 +254,7 @@ def test_zego_codes_cannot_grow_without_bound(metrics: Metrics) -> None:
 
 def test_event_types_match_the_proto_enum() -> None:
     try:
-        pb = importlib.import_module("service.gen.agentgw.v1.session_event_pb2")
+        pb = importlib.import_module("agentgw_client.gen.agentgw.v1.session_event_pb2")
     except ImportError:
         pytest.skip("session_event_pb2 is not generated in this tree")
     names = [

@@ -12,10 +12,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import tracing
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.conftest import Emulator, gateway_settings

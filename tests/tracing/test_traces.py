@@ -16,10 +16,10 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import tracing
-from service.gen.agentgw.v1 import session_pb2 as spb
-from service.gen.agentgw.v1 import session_service_pb2 as api
-from service.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.logs import configure_logging
 from service.server import Gateway
 from service.zego import models as m
@@ -311,8 +311,8 @@ async def test_callbacks_after_a_restart_still_link_to_the_create(
 async def test_a_cancelled_stream_ends_its_span_cleanly(
     gateway: Gateway, channel: grpc.aio.Channel, spans: Spans, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from service.gen.agentgw.v1 import event_service_pb2 as eapi
-    from service.gen.agentgw.v1 import event_service_pb2_grpc as erpc
+    from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
+    from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 
     stub = erpc.EventServiceStub(channel)  # type: ignore[no-untyped-call]
     call = stub.WatchEvents(eapi.WatchEventsRequest(start=eapi.START_POSITION_NOW))

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from agentgw_client._invoke import Invoker, new_request_id
-from agentgw_client._pb import agent_pb2
+from agentgw_client._pb import agent_pb2, session_event_pb2
 from agentgw_client._pb import agent_service_pb2 as aapi
 from agentgw_client._pb import agent_service_pb2_grpc as arpc
 from agentgw_client._pb import room_token_service_pb2 as tapi
@@ -152,8 +152,8 @@ class Sessions:
 
     async def agent_status(
         self, session_id: str, *, timeout: float | None = None
-    ) -> sapi.AgentStatus.ValueType:
-        """What the agent is doing now (ZEGO QueryAgentInstanceStatus)."""
+    ) -> session_event_pb2.AgentState.ValueType:
+        """What the agent is doing now (ZEGO QueryAgentInstanceStatus), as an ``AgentState``."""
         request = sapi.GetAgentStatusRequest(session_id=session_id)
         return (await self._call(self._stub.GetAgentStatus, request, idempotent=True, timeout=timeout)).status
 

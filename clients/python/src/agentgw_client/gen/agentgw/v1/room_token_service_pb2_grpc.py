@@ -47,7 +47,10 @@ class RoomTokenServiceServicer:
     """
 
     def CreateRoomToken(self, request, context):
-        """Mints a Token04 for one user id, signed with the configured ServerSecret.
+        """Mints a Token04 for one user id, signed with the configured ServerSecret. With
+        authentication on, a caller may mint tokens only for the user of a session it owns that has
+        not ended (and, with a privilege, only into that session's room); an admin for any user id.
+        Anything else is PERMISSION_DENIED (reason TOKEN_NOT_ALLOWED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

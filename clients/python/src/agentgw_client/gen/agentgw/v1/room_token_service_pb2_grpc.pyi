@@ -34,7 +34,11 @@ class RoomTokenServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RoomTokenServiceAsyncStub: ...
     CreateRoomToken: _grpc.UnaryUnaryMultiCallable[_room_token_service_pb2.CreateRoomTokenRequest, _room_token_service_pb2.CreateRoomTokenResponse]
-    """Mints a Token04 for one user id, signed with the configured ServerSecret."""
+    """Mints a Token04 for one user id, signed with the configured ServerSecret. With
+    authentication on, a caller may mint tokens only for the user of a session it owns that has
+    not ended (and, with a privilege, only into that session's room); an admin for any user id.
+    Anything else is PERMISSION_DENIED (reason TOKEN_NOT_ALLOWED).
+    """
 
 @_typing.type_check_only
 class RoomTokenServiceAsyncStub(RoomTokenServiceStub):
@@ -42,7 +46,11 @@ class RoomTokenServiceAsyncStub(RoomTokenServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateRoomToken: _aio.UnaryUnaryMultiCallable[_room_token_service_pb2.CreateRoomTokenRequest, _room_token_service_pb2.CreateRoomTokenResponse]  # type: ignore[assignment]
-    """Mints a Token04 for one user id, signed with the configured ServerSecret."""
+    """Mints a Token04 for one user id, signed with the configured ServerSecret. With
+    authentication on, a caller may mint tokens only for the user of a session it owns that has
+    not ended (and, with a privilege, only into that session's room); an admin for any user id.
+    Anything else is PERMISSION_DENIED (reason TOKEN_NOT_ALLOWED).
+    """
 
 class RoomTokenServiceServicer(metaclass=_abc_1.ABCMeta):
     """Mints ZEGO RTC login tokens (Token04) for end users joining a session's room."""
@@ -53,6 +61,10 @@ class RoomTokenServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _room_token_service_pb2.CreateRoomTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_room_token_service_pb2.CreateRoomTokenResponse, _abc.Awaitable[_room_token_service_pb2.CreateRoomTokenResponse]]:
-        """Mints a Token04 for one user id, signed with the configured ServerSecret."""
+        """Mints a Token04 for one user id, signed with the configured ServerSecret. With
+        authentication on, a caller may mint tokens only for the user of a session it owns that has
+        not ended (and, with a privilege, only into that session's room); an admin for any user id.
+        Anything else is PERMISSION_DENIED (reason TOKEN_NOT_ALLOWED).
+        """
 
 def add_RoomTokenServiceServicer_to_server(servicer: RoomTokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

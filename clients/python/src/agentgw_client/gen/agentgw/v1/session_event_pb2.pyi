@@ -117,23 +117,25 @@ class _AgentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentState
     AGENT_STATE_IDLE: _AgentState.ValueType  # 1
     """Idle."""
     AGENT_STATE_LISTENING: _AgentState.ValueType  # 2
-    """Listening."""
+    """Listening to the user."""
     AGENT_STATE_THINKING: _AgentState.ValueType  # 3
-    """Thinking."""
+    """Waiting for the LLM."""
     AGENT_STATE_SPEAKING: _AgentState.ValueType  # 4
     """Speaking."""
 
 class AgentState(_AgentState, metaclass=_AgentStateEnumTypeWrapper):
-    """What the agent is doing, as callbacks report it."""
+    """What the agent is doing: as callbacks report it (AgentStatusChanged) and as GetAgentStatus
+    answers. ZEGO calls it a status; our name avoids confusion with the RPC status.
+    """
 
 AGENT_STATE_UNSPECIFIED: AgentState.ValueType  # 0
 """Unknown."""
 AGENT_STATE_IDLE: AgentState.ValueType  # 1
 """Idle."""
 AGENT_STATE_LISTENING: AgentState.ValueType  # 2
-"""Listening."""
+"""Listening to the user."""
 AGENT_STATE_THINKING: AgentState.ValueType  # 3
-"""Thinking."""
+"""Waiting for the LLM."""
 AGENT_STATE_SPEAKING: AgentState.ValueType  # 4
 """Speaking."""
 Global___AgentState: _TypeAlias = AgentState  # noqa: Y015
@@ -465,18 +467,26 @@ class MetaInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     META_INFO_FIELD_NUMBER: _builtins.int
+    META_INFO_JSON_FIELD_NUMBER: _builtins.int
+    meta_info_json: _builtins.str
+    """ZEGO's MetaInfo exactly as JSON text, whatever its shape ("null" when ZEGO sent none). Always
+    set: free-form data from upstream never makes an event unconvertible.
+    """
     @_builtins.property
     def meta_info(self) -> _struct_pb2.Struct:
-        """The metadata object."""
+        """ZEGO's MetaInfo as a Struct, when it is a JSON object (ZEGO documents an object). Empty when it
+        is another shape; meta_info_json has it then.
+        """
 
     def __init__(
         self,
         *,
         meta_info: _struct_pb2.Struct | None = ...,
+        meta_info_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta_info", b"meta_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["meta_info", b"meta_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["meta_info", b"meta_info", "meta_info_json", b"meta_info_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,6 +583,39 @@ class LatencyBudgetExceeded(_message.Message):
 Global___LatencyBudgetExceeded: _TypeAlias = LatencyBudgetExceeded  # noqa: Y015
 
 @_typing.final
+class UnreadableEvent(_message.Message):
+    """A stored event this gateway could not convert (damaged, or written by a newer release). It is
+    delivered in its place, with its cursor, so a stream or page goes on past it; ask for include_raw
+    to get ZEGO's original callback JSON in raw_json, when there was one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STORED_TYPE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why it could not be converted."""
+    type: Global___EventType.ValueType
+    """The stored event type, when this gateway knows it (UNSPECIFIED otherwise)."""
+    stored_type: _builtins.str
+    """The stored event type as the ledger holds it, e.g. "exception"."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        type: Global___EventType.ValueType = ...,
+        stored_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "stored_type", b"stored_type", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnreadableEvent: _TypeAlias = UnreadableEvent  # noqa: Y015
+
+@_typing.final
 class SessionEvent(_message.Message):
     """One event of a session, in the gateway's global order."""
 
@@ -609,6 +652,7 @@ class SessionEvent(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     RAW_JSON_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     USER_SPEECH_FIELD_NUMBER: _builtins.int
@@ -620,6 +664,7 @@ class SessionEvent(_message.Message):
     META_INFO_FIELD_NUMBER: _builtins.int
     USER_AUDIO_FIELD_NUMBER: _builtins.int
     LATENCY_BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
+    UNREADABLE_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     """The gateway's strictly increasing position in the event log; resume after it."""
     session_id: _builtins.str
@@ -636,6 +681,15 @@ class SessionEvent(_message.Message):
     """ZEGO's Round, 0 when the event has none."""
     raw_json: _builtins.str
     """ZEGO's callback JSON exactly as received, when include_raw was asked for."""
+    trace_id: _builtins.str
+    """The W3C trace id (32 lowercase hex characters) of the span this event was produced in; empty
+    while the gateway's tracing is off, and for events made outside any span (the reaper's ends,
+    or events of a database written before tracing was on). For a ZEGO callback that is the callback's own span, which
+    starts a new trace (ZEGO sends no trace context) linked to the trace of the session's
+    CreateSession; for an event the gateway synthesizes, the RPC or callback that caused it. So a
+    latency_budget_exceeded event leads to the callback that closed the turn, and its link to the
+    caller's CreateSession and ZEGO's create call.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When ZEGO says it happened (its ms Timestamp), or when the gateway synthesized it."""
@@ -692,6 +746,10 @@ class SessionEvent(_message.Message):
     def latency_budget_exceeded(self) -> Global___LatencyBudgetExceeded:
         """Latency budget exceeded."""
 
+    @_builtins.property
+    def unreadable(self) -> Global___UnreadableEvent:
+        """A stored event that could not be converted (see UnreadableEvent)."""
+
     def __init__(
         self,
         *,
@@ -706,6 +764,7 @@ class SessionEvent(_message.Message):
         round: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         raw_json: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
         created: Global___SessionCreated | None = ...,
         ended: Global___SessionEnded | None = ...,
         user_speech: Global___UserSpeech | None = ...,
@@ -717,12 +776,13 @@ class SessionEvent(_message.Message):
         meta_info: Global___MetaInfo | None = ...,
         user_audio: Global___UserAudio | None = ...,
         latency_budget_exceeded: Global___LatencyBudgetExceeded | None = ...,
+        unreadable: Global___UnreadableEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "receive_time", b"receive_time", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "receive_time", b"receive_time", "unreadable", b"unreadable", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "cursor", b"cursor", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "labels", b"labels", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "raw_json", b"raw_json", "receive_time", b"receive_time", "room_id", b"room_id", "round", b"round", "sequence", b"sequence", "session_id", b"session_id", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_status", b"agent_status", "asr_result", b"asr_result", "created", b"created", "cursor", b"cursor", "ended", b"ended", "event_time", b"event_time", "exception", b"exception", "interrupted", b"interrupted", "labels", b"labels", "latency_budget_exceeded", b"latency_budget_exceeded", "llm_result", b"llm_result", "meta_info", b"meta_info", "payload", b"payload", "raw_json", b"raw_json", "receive_time", b"receive_time", "room_id", b"room_id", "round", b"round", "sequence", b"sequence", "session_id", b"session_id", "trace_id", b"trace_id", "unreadable", b"unreadable", "user_audio", b"user_audio", "user_speech", b"user_speech"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["created", "ended", "user_speech", "asr_result", "llm_result", "agent_status", "interrupted", "exception", "meta_info", "user_audio", "latency_budget_exceeded"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["created", "ended", "user_speech", "asr_result", "llm_result", "agent_status", "interrupted", "exception", "meta_info", "user_audio", "latency_budget_exceeded", "unreadable"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -112,11 +112,15 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     END_REASON_UPSTREAM_GONE: _EndReason.ValueType  # 6
     """ZEGO no longer knows the instance and never said why."""
     END_REASON_REAPED_ORPHAN: _EndReason.ValueType  # 7
-    """Recovery could not confirm the session upstream and closed it."""
+    """A create whose answer was lost did start an instance (a late callback revealed it); the
+    gateway deleted that instance.
+    """
     END_REASON_CREATE_FAILED: _EndReason.ValueType  # 8
     """ZEGO rejected the create call: no instance exists."""
     END_REASON_CREATE_UNCONFIRMED: _EndReason.ValueType  # 9
-    """The gateway stopped while ZEGO was creating the instance; whether it exists is unknown."""
+    """ZEGO's answer to the create never arrived (a timeout, a dropped connection, or the gateway
+    stopped meanwhile); whether an instance exists is unknown (see possible_leak).
+    """
     END_REASON_UPSTREAM_DELETED: _EndReason.ValueType  # 10
     """ZEGO deleted it with a code the gateway does not know (see zego_code)."""
 
@@ -138,11 +142,15 @@ END_REASON_UPSTREAM_RTC_ERROR: EndReason.ValueType  # 5
 END_REASON_UPSTREAM_GONE: EndReason.ValueType  # 6
 """ZEGO no longer knows the instance and never said why."""
 END_REASON_REAPED_ORPHAN: EndReason.ValueType  # 7
-"""Recovery could not confirm the session upstream and closed it."""
+"""A create whose answer was lost did start an instance (a late callback revealed it); the
+gateway deleted that instance.
+"""
 END_REASON_CREATE_FAILED: EndReason.ValueType  # 8
 """ZEGO rejected the create call: no instance exists."""
 END_REASON_CREATE_UNCONFIRMED: EndReason.ValueType  # 9
-"""The gateway stopped while ZEGO was creating the instance; whether it exists is unknown."""
+"""ZEGO's answer to the create never arrived (a timeout, a dropped connection, or the gateway
+stopped meanwhile); whether an instance exists is unknown (see possible_leak).
+"""
 END_REASON_UPSTREAM_DELETED: EndReason.ValueType  # 10
 """ZEGO deleted it with a code the gateway does not know (see zego_code)."""
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
@@ -330,6 +338,7 @@ class Session(_message.Message):
     LAST_EXCEPTION_CODE_FIELD_NUMBER: _builtins.int
     LAST_EXCEPTION_MESSAGE_FIELD_NUMBER: _builtins.int
     TURN_STATS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The gateway's id for the session."""
     kind: Global___SessionKind.ValueType
@@ -359,7 +368,10 @@ class Session(_message.Message):
     zego_code: _builtins.int
     """The ZEGO code that ended or failed it, 0 if none."""
     possible_leak: _builtins.bool
-    """True when the gateway could not confirm that the ZEGO instance is gone; it may still bill."""
+    """True when the gateway could not confirm that the ZEGO instance is gone; it may still bill.
+    Such a session keeps its capacity slot (PoolCapacity.suspect) and the gateway retries it until
+    ZEGO confirms the instance gone, or reports it as a leak after AGENTGW_LEAK_GIVE_UP_SECONDS.
+    """
     request_id: _builtins.str
     """The request_id it was created with."""
     exception_count: _builtins.int
@@ -368,6 +380,10 @@ class Session(_message.Message):
     """The code of the newest Exception callback (ZEGO spec §7.3), 0 if none."""
     last_exception_message: _builtins.str
     """Its message."""
+    owner: _builtins.str
+    """The principal that created the session (a JWT sub, a SPIFFE id or a certificate CN;
+    "anonymous" while authentication is off). Only it, viewers and admins see the session.
+    """
     @_builtins.property
     def digital_human_config(self) -> Global___DigitalHumanConfig:
         """For digital-human kinds: ZEGO's DigitalHumanConfig, raw and decoded."""
@@ -430,10 +446,11 @@ class Session(_message.Message):
         last_exception_code: _builtins.int = ...,
         last_exception_message: _builtins.str = ...,
         turn_stats: Global___TurnStats | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_time", b"end_time", "max_duration", b"max_duration", "start_time", b"start_time", "turn_stats", b"turn_stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "exception_count", b"exception_count", "kind", b"kind", "labels", b"labels", "last_exception_code", b"last_exception_code", "last_exception_message", b"last_exception_message", "max_duration", b"max_duration", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "turn_stats", b"turn_stats", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_instance_id", b"agent_instance_id", "agent_stream_id", b"agent_stream_id", "agent_user_id", b"agent_user_id", "cdn_url", b"cdn_url", "create_time", b"create_time", "digital_human_config", b"digital_human_config", "end_detail", b"end_detail", "end_reason", b"end_reason", "end_time", b"end_time", "exception_count", b"exception_count", "kind", b"kind", "labels", b"labels", "last_exception_code", b"last_exception_code", "last_exception_message", b"last_exception_message", "max_duration", b"max_duration", "owner", b"owner", "possible_leak", b"possible_leak", "request_id", b"request_id", "room_id", b"room_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "turn_stats", b"turn_stats", "update_time", b"update_time", "user_id", b"user_id", "user_stream_id", b"user_stream_id", "zego_code", b"zego_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from agentgw_client.gen.agentgw.v1 import agent_pb2 as _agent_pb2
+from agentgw_client.gen.agentgw.v1 import session_event_pb2 as _session_event_pb2
 from agentgw_client.gen.agentgw.v1 import session_pb2 as _session_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -170,38 +171,6 @@ SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: SamePriorityOption.ValueType  # 1
 SAME_PRIORITY_OPTION_ENQUEUE: SamePriorityOption.ValueType  # 2
 """Play after what is playing (at most 5 queued)."""
 Global___SamePriorityOption: _TypeAlias = SamePriorityOption  # noqa: Y015
-
-class _AgentStatus:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _AgentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentStatus.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    AGENT_STATUS_UNSPECIFIED: _AgentStatus.ValueType  # 0
-    """Unknown."""
-    AGENT_STATUS_IDLE: _AgentStatus.ValueType  # 1
-    """Idle."""
-    AGENT_STATUS_LISTENING: _AgentStatus.ValueType  # 2
-    """Listening to the user."""
-    AGENT_STATUS_THINKING: _AgentStatus.ValueType  # 3
-    """Waiting for the LLM."""
-    AGENT_STATUS_SPEAKING: _AgentStatus.ValueType  # 4
-    """Speaking."""
-
-class AgentStatus(_AgentStatus, metaclass=_AgentStatusEnumTypeWrapper):
-    """What the agent is doing."""
-
-AGENT_STATUS_UNSPECIFIED: AgentStatus.ValueType  # 0
-"""Unknown."""
-AGENT_STATUS_IDLE: AgentStatus.ValueType  # 1
-"""Idle."""
-AGENT_STATUS_LISTENING: AgentStatus.ValueType  # 2
-"""Listening to the user."""
-AGENT_STATUS_THINKING: AgentStatus.ValueType  # 3
-"""Waiting for the LLM."""
-AGENT_STATUS_SPEAKING: AgentStatus.ValueType  # 4
-"""Speaking."""
-Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
 
 @_typing.final
 class RtcSpec(_message.Message):
@@ -652,8 +621,12 @@ class CreateSessionRequest(_message.Message):
     """The real user (at most 32 bytes). Required except for live digital humans."""
     request_id: _builtins.str
     """Idempotency key (at most 64 characters; a UUID4 is recommended), honoured for at least 24 h,
-    across restarts. A retry returns the original session; a different body is INVALID_ARGUMENT
-    with reason REQUEST_ID_REUSED.
+    across restarts (AIP-155). A retry returns the original session; a different body is
+    INVALID_ARGUMENT with reason REQUEST_ID_REUSED. A retry after a failure that is safe to retry
+    is a new attempt instead: ZEGO refused the create with a retryable code (UNAVAILABLE or
+    RESOURCE_EXHAUSTED with RetryInfo), the request never reached ZEGO, or its answer was lost and
+    ZEGO has since confirmed no instance runs. While a lost create's instance may still run
+    (Session.possible_leak), a retry returns that FAILED session and never creates a second one.
     """
     @_builtins.property
     def voice(self) -> Global___VoiceSpec:
@@ -826,6 +799,7 @@ class ListSessionsRequest(_message.Message):
     LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSSIBLE_LEAK_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Only sessions of this agent."""
     room_id: _builtins.str
@@ -836,6 +810,10 @@ class ListSessionsRequest(_message.Message):
     """Default 50, maximum 1000 (larger values are coerced); negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
     """A next_page_token from a call with the same filters."""
+    possible_leak: _builtins.bool
+    """Only sessions flagged possible_leak: ended, but their ZEGO instance may still run (each
+    holds a capacity slot, PoolCapacity.suspect, until ZEGO confirms it gone).
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionState.ValueType]:
         """Only sessions in these states."""
@@ -854,10 +832,11 @@ class ListSessionsRequest(_message.Message):
         label_selector: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        possible_leak: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "kinds", b"kinds", "label_selector", b"label_selector", "page_size", b"page_size", "page_token", b"page_token", "possible_leak", b"possible_leak", "room_id", b"room_id", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1238,12 +1217,19 @@ class GetAgentStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
-    status: Global___AgentStatus.ValueType
-    """The status."""
+    status: _session_event_pb2.AgentState.ValueType
+    """What the agent is doing now, in the same vocabulary as the agent_status events.
+
+    This field was of type AgentStatus (AGENT_STATUS_*), an enum with the same five values and
+    the same numbers 0-4 as AgentState; it was removed so polls and events speak one vocabulary.
+    The binary wire is unchanged (an enum travels as its number, and field 1 keeps its number),
+    so clients built on the old stubs read the new answers correctly. What changed: the ProtoJSON
+    names (AGENT_STATUS_IDLE is now AGENT_STATE_IDLE) and the generated constant names.
+    """
     def __init__(
         self,
         *,
-        status: Global___AgentStatus.ValueType = ...,
+        status: _session_event_pb2.AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1519,14 +1505,22 @@ class PoolCapacity(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     IN_USE_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    SUSPECT_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """"voice" or "digital_human"."""
     limit: _builtins.int
     """The configured limit."""
     in_use: _builtins.int
-    """Sessions holding a slot (every non-terminal state)."""
+    """Slots held: every non-terminal session, plus the suspect ones. Creates are refused when
+    in_use reaches limit.
+    """
     pending: _builtins.int
     """Of in_use, those PENDING or STARTING."""
+    suspect: _builtins.int
+    """Of in_use, ended sessions whose ZEGO instance may still run (Session.possible_leak: a create
+    whose answer was lost, or an instance the gateway could not delete). ZEGO counts such an
+    instance against the account cap, so its slot stays held until ZEGO confirms it gone.
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.SessionKind.ValueType]:
         """The kinds that draw from it."""
@@ -1539,14 +1533,60 @@ class PoolCapacity(_message.Message):
         limit: _builtins.int = ...,
         in_use: _builtins.int = ...,
         pending: _builtins.int = ...,
+        suspect: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "kinds", b"kinds", "limit", b"limit", "pending", b"pending", "pool", b"pool", "suspect", b"suspect"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PoolCapacity: _TypeAlias = PoolCapacity  # noqa: Y015
+
+@_typing.final
+class CallerUsage(_message.Message):
+    """One caller's sessions against its quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    VOICE_IN_USE_FIELD_NUMBER: _builtins.int
+    VOICE_QUOTA_FIELD_NUMBER: _builtins.int
+    DIGITAL_HUMAN_IN_USE_FIELD_NUMBER: _builtins.int
+    DIGITAL_HUMAN_QUOTA_FIELD_NUMBER: _builtins.int
+    caller: _builtins.str
+    """The principal."""
+    voice_in_use: _builtins.int
+    """Voice sessions it holds a slot for."""
+    voice_quota: _builtins.int
+    """Its voice quota; absent when unlimited."""
+    digital_human_in_use: _builtins.int
+    """Digital-human sessions it holds a slot for."""
+    digital_human_quota: _builtins.int
+    """Its digital-human quota; absent when unlimited."""
+    def __init__(
+        self,
+        *,
+        caller: _builtins.str = ...,
+        voice_in_use: _builtins.int = ...,
+        voice_quota: _builtins.int | None = ...,
+        digital_human_in_use: _builtins.int = ...,
+        digital_human_quota: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota", "_voice_quota", b"_voice_quota", "digital_human_quota", b"digital_human_quota", "voice_quota", b"voice_quota"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota", "_voice_quota", b"_voice_quota", "caller", b"caller", "digital_human_in_use", b"digital_human_in_use", "digital_human_quota", b"digital_human_quota", "voice_in_use", b"voice_in_use", "voice_quota", b"voice_quota"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__digital_human_quota: _TypeAlias = _typing.Literal["digital_human_quota"]  # noqa: Y015
+    _WhichOneofArgType__digital_human_quota: _TypeAlias = _typing.Literal["_digital_human_quota", b"_digital_human_quota"]  # noqa: Y015
+    _WhichOneofReturnType__voice_quota: _TypeAlias = _typing.Literal["voice_quota"]  # noqa: Y015
+    _WhichOneofArgType__voice_quota: _TypeAlias = _typing.Literal["_voice_quota", b"_voice_quota"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digital_human_quota) -> _WhichOneofReturnType__digital_human_quota | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__voice_quota) -> _WhichOneofReturnType__voice_quota | None: ...
+
+Global___CallerUsage: _TypeAlias = CallerUsage  # noqa: Y015
 
 @_typing.final
 class GetCapacityResponse(_message.Message):
@@ -1555,18 +1595,24 @@ class GetCapacityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOLS_FIELD_NUMBER: _builtins.int
+    CALLERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolCapacity]:
         """One entry per pool."""
+
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallerUsage]:
+        """The caller's own usage and quotas; for viewers and admins, every caller holding a slot."""
 
     def __init__(
         self,
         *,
         pools: _abc.Iterable[Global___PoolCapacity] | None = ...,
+        callers: _abc.Iterable[Global___CallerUsage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pools", b"pools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callers", b"callers", "pools", b"pools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,8 +119,10 @@ class SessionServiceServicer:
     def CreateSession(self, request, context):
         """Starts an instance (CreateAgentInstance, CreateDigitalHumanAgentInstance or
         CreateLiveDigitalHumanAgentInstance). A capacity slot is reserved and a PENDING row committed
-        before ZEGO is called. With a request_id, a retry returns the original session.
-        RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full.
+        before ZEGO is called. With a request_id, a retry returns the original session, except after
+        a failure that is safe to retry (see CreateSessionRequest.request_id), which is tried anew.
+        RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full; slots held by sessions
+        whose instance may still run at ZEGO (PoolCapacity.suspect) count as full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +143,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EndSession(self, request, context):
-        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it.
+        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+        is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,7 +221,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCapacity(self, request, context):
-        """Capacity per pool: the limit, the slots in use and the pending reservations.
+        """Capacity per pool: the limit, the slots in use, the pending reservations and the suspect
+        slots (instances that may still run at ZEGO).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,15 +36,19 @@ class SessionServiceStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.CreateSessionRequest, _session_service_pb2.CreateSessionResponse]
     """Starts an instance (CreateAgentInstance, CreateDigitalHumanAgentInstance or
     CreateLiveDigitalHumanAgentInstance). A capacity slot is reserved and a PENDING row committed
-    before ZEGO is called. With a request_id, a retry returns the original session.
-    RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full.
+    before ZEGO is called. With a request_id, a retry returns the original session, except after
+    a failure that is safe to retry (see CreateSessionRequest.request_id), which is tried anew.
+    RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full; slots held by sessions
+    whose instance may still run at ZEGO (PoolCapacity.suspect) count as full.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]
     """Reads one session from the ledger, with its recorded transitions."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists sessions from the ledger, newest first."""
     EndSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]
-    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+    is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+    """
     UpdateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]
     """Changes a running session's LLM, TTS, ASR or user stream (UpdateAgentInstance)."""
     SendText: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.SendTextRequest, _session_service_pb2.SendTextResponse]
@@ -66,7 +70,9 @@ class SessionServiceStub:
     StopListening: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.StopListeningRequest, _session_service_pb2.StopListeningResponse]
     """Walkie-talkie mode: the agent stops listening and replies (StopListening)."""
     GetCapacity: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetCapacityRequest, _session_service_pb2.GetCapacityResponse]
-    """Capacity per pool: the limit, the slots in use and the pending reservations."""
+    """Capacity per pool: the limit, the slots in use, the pending reservations and the suspect
+    slots (instances that may still run at ZEGO).
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -76,15 +82,19 @@ class SessionServiceAsyncStub(SessionServiceStub):
     CreateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.CreateSessionRequest, _session_service_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Starts an instance (CreateAgentInstance, CreateDigitalHumanAgentInstance or
     CreateLiveDigitalHumanAgentInstance). A capacity slot is reserved and a PENDING row committed
-    before ZEGO is called. With a request_id, a retry returns the original session.
-    RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full.
+    before ZEGO is called. With a request_id, a retry returns the original session, except after
+    a failure that is safe to retry (see CreateSessionRequest.request_id), which is tried anew.
+    RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full; slots held by sessions
+    whose instance may still run at ZEGO (PoolCapacity.suspect) count as full.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Reads one session from the ledger, with its recorded transitions."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists sessions from the ledger, newest first."""
     EndSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]  # type: ignore[assignment]
-    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+    """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+    is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+    """
     UpdateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]  # type: ignore[assignment]
     """Changes a running session's LLM, TTS, ASR or user stream (UpdateAgentInstance)."""
     SendText: _aio.UnaryUnaryMultiCallable[_session_service_pb2.SendTextRequest, _session_service_pb2.SendTextResponse]  # type: ignore[assignment]
@@ -106,7 +116,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     StopListening: _aio.UnaryUnaryMultiCallable[_session_service_pb2.StopListeningRequest, _session_service_pb2.StopListeningResponse]  # type: ignore[assignment]
     """Walkie-talkie mode: the agent stops listening and replies (StopListening)."""
     GetCapacity: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetCapacityRequest, _session_service_pb2.GetCapacityResponse]  # type: ignore[assignment]
-    """Capacity per pool: the limit, the slots in use and the pending reservations."""
+    """Capacity per pool: the limit, the slots in use, the pending reservations and the suspect
+    slots (instances that may still run at ZEGO).
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Starts, inspects, controls and ends ZEGO agent instances, tracked in the gateway's ledger."""
@@ -119,8 +131,10 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_service_pb2.CreateSessionResponse, _abc.Awaitable[_session_service_pb2.CreateSessionResponse]]:
         """Starts an instance (CreateAgentInstance, CreateDigitalHumanAgentInstance or
         CreateLiveDigitalHumanAgentInstance). A capacity slot is reserved and a PENDING row committed
-        before ZEGO is called. With a request_id, a retry returns the original session.
-        RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full.
+        before ZEGO is called. With a request_id, a retry returns the original session, except after
+        a failure that is safe to retry (see CreateSessionRequest.request_id), which is tried anew.
+        RESOURCE_EXHAUSTED with QuotaFailure when the kind's pool is full; slots held by sessions
+        whose instance may still run at ZEGO (PoolCapacity.suspect) count as full.
         """
 
     @_abc_1.abstractmethod
@@ -145,7 +159,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.EndSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.EndSessionResponse, _abc.Awaitable[_session_service_pb2.EndSessionResponse]]:
-        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it."""
+        """Ends a session (DeleteAgentInstance). Ending an ended session succeeds and returns it; if it
+        is still flagged possible_leak, its instance (when its id is known) is deleted once more first.
+        """
 
     @_abc_1.abstractmethod
     def UpdateSession(
@@ -233,6 +249,8 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.GetCapacityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.GetCapacityResponse, _abc.Awaitable[_session_service_pb2.GetCapacityResponse]]:
-        """Capacity per pool: the limit, the slots in use and the pending reservations."""
+        """Capacity per pool: the limit, the slots in use, the pending reservations and the suspect
+        slots (instances that may still run at ZEGO).
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.gen.agentgw.v1 import digital_human_service_pb2 as agentgw_dot_v1_dot_digital__human__service__pb2
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as agentgw_dot_v1_dot_digital__human__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

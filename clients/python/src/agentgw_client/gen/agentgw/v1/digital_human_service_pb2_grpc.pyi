@@ -3,7 +3,7 @@
 isort:skip_file
 """
 
-from service.gen.agentgw.v1 import digital_human_service_pb2 as _digital_human_service_pb2
+from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as _digital_human_service_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
