@@ -345,10 +345,13 @@ export const EventService: GenService<{
    * with heartbeats carrying the current cursor. A cursor older than retention fails with
    * FAILED_PRECONDITION (reason CURSOR_EXPIRED): list what you need, then watch from now. A
    * cursor ahead of the log is OUT_OF_RANGE. A subscriber that falls too far behind is ended
-   * with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching a
-   * single session completes with OK after its ENDED event (with batching: after the batch that
-   * holds it). With max_batch_size >= 2, events come in EventBatch messages; order, cursors and the
-   * guarantees above are the same.
+   * with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) and resumes by cursor. Watching given
+   * sessions (filter.session_ids) is NOT_FOUND if one does not exist, and completes with OK after
+   * the last of their ENDED events (with batching: after the batch that holds it). When the
+   * gateway shuts down, open streams end at once with UNAVAILABLE (reason SHUTTING_DOWN), a
+   * RetryInfo and the cursor to resume after (ErrorInfo metadata resume_after_cursor). With
+   * max_batch_size >= 2, events come in EventBatch messages; order, cursors and the guarantees
+   * above are the same.
    *
    * @generated from rpc agentgw.v1.EventService.WatchEvents
    */

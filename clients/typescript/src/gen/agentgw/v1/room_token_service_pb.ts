@@ -182,7 +182,10 @@ export const TokenLayoutSchema: GenEnum<TokenLayout> = /*@__PURE__*/
  */
 export const RoomTokenService: GenService<{
   /**
-   * Mints a Token04 for one user id, signed with the configured ServerSecret.
+   * Mints a Token04 for one user id, signed with the configured ServerSecret. With
+   * authentication on, a caller may mint tokens only for the user of a session it owns that has
+   * not ended (and, with a privilege, only into that session's room); an admin for any user id.
+   * Anything else is PERMISSION_DENIED (reason TOKEN_NOT_ALLOWED).
    *
    * @generated from rpc agentgw.v1.RoomTokenService.CreateRoomToken
    */

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentgw/v1/session_event.proto.
  */
 export const file_agentgw_v1_session_event: GenFile = /*@__PURE__*/
-  fileDesc("Ch5hZ2VudGd3L3YxL3Nlc3Npb25fZXZlbnQucHJvdG8SCmFnZW50Z3cudjEiZgoLTGF0ZW5jeURhdGESEwoLbGxtX3R0ZnRfbXMYASABKAMSDwoHbGxtX3RwcxgCIAEoARIaChJ0dHNfZmlyc3RfZnJhbWVfbXMYAyABKAMSFQoNdG90YWxfY29zdF9tcxgEIAEoAyJCCg5TZXNzaW9uQ3JlYXRlZBIwCgxjcmVhdGVkX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIocBCgxTZXNzaW9uRW5kZWQSJQoGcmVhc29uGAEgASgOMhUuYWdlbnRndy52MS5FbmRSZWFzb24SEQoJemVnb19jb2RlGAIgASgDEigKB2xhdGVuY3kYAyABKAsyFy5hZ2VudGd3LnYxLkxhdGVuY3lEYXRhEhMKC3N5bnRoZXNpemVkGAQgASgIIksKClVzZXJTcGVlY2gSLAoGYWN0aW9uGAEgASgOMhwuYWdlbnRndy52MS5Vc2VyU3BlZWNoQWN0aW9uEg8KB3VzZXJfaWQYAiABKAkiKgoJQXNyUmVzdWx0EgwKBHRleHQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIZCglMbG1SZXN1bHQSDAoEdGV4dBgBIAEoCSI8ChJBZ2VudFN0YXR1c0NoYW5nZWQSJgoGc3RhdHVzGAEgASgOMhYuYWdlbnRndy52MS5BZ2VudFN0YXRlIk8KC0ludGVycnVwdGVkEisKBnJlYXNvbhgBIAEoDjIbLmFnZW50Z3cudjEuSW50ZXJydXB0UmVhc29uEhMKC3BsYXllZF90ZXh0GAIgASgJImAKDkFnZW50RXhjZXB0aW9uEgwKBGNvZGUYASABKAMSDwoHbWVzc2FnZRgCIAEoCRIvCghjYXRlZ29yeRgDIAEoDjIdLmFnZW50Z3cudjEuRXhjZXB0aW9uQ2F0ZWdvcnkiNgoITWV0YUluZm8SKgoJbWV0YV9pbmZvGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJQCglVc2VyQXVkaW8SDwoHdXNlcl9pZBgBIAEoCRITCgtzYW1wbGVfcmF0ZRgCIAEoBRIOCgZmb3JtYXQYAyABKAkSDQoFYXVkaW8YBCABKAwixwEKFUxhdGVuY3lCdWRnZXRFeGNlZWRlZBIPCgd0cmlnZ2VyGAEgASgJEhcKD2xhdGVuY3lfc2Vjb25kcxgCIAEoARIWCg5idWRnZXRfc2Vjb25kcxgDIAEoARI9CgZzdGFnZXMYBCADKAsyLS5hZ2VudGd3LnYxLkxhdGVuY3lCdWRnZXRFeGNlZWRlZC5TdGFnZXNFbnRyeRotCgtTdGFnZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIo8HCgxTZXNzaW9uRXZlbnQSDgoGY3Vyc29yGAEgASgDEhIKCnNlc3Npb25faWQYAiABKAkSGQoRYWdlbnRfaW5zdGFuY2VfaWQYAyABKAkSEAoIYWdlbnRfaWQYBCABKAkSDwoHcm9vbV9pZBgFIAEoCRIuCgpldmVudF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHNlcXVlbmNlGAggASgDEg0KBXJvdW5kGAkgASgDEjQKBmxhYmVscxgKIAMoCzIkLmFnZW50Z3cudjEuU2Vzc2lvbkV2ZW50LkxhYmVsc0VudHJ5EhAKCHJhd19qc29uGAsgASgJEi0KB2NyZWF0ZWQYFCABKAsyGi5hZ2VudGd3LnYxLlNlc3Npb25DcmVhdGVkSAASKQoFZW5kZWQYFSABKAsyGC5hZ2VudGd3LnYxLlNlc3Npb25FbmRlZEgAEi0KC3VzZXJfc3BlZWNoGBYgASgLMhYuYWdlbnRndy52MS5Vc2VyU3BlZWNoSAASKwoKYXNyX3Jlc3VsdBgXIAEoCzIVLmFnZW50Z3cudjEuQXNyUmVzdWx0SAASKwoKbGxtX3Jlc3VsdBgYIAEoCzIVLmFnZW50Z3cudjEuTGxtUmVzdWx0SAASNgoMYWdlbnRfc3RhdHVzGBkgASgLMh4uYWdlbnRndy52MS5BZ2VudFN0YXR1c0NoYW5nZWRIABIuCgtpbnRlcnJ1cHRlZBgaIAEoCzIXLmFnZW50Z3cudjEuSW50ZXJydXB0ZWRIABIvCglleGNlcHRpb24YGyABKAsyGi5hZ2VudGd3LnYxLkFnZW50RXhjZXB0aW9uSAASKQoJbWV0YV9pbmZvGBwgASgLMhQuYWdlbnRndy52MS5NZXRhSW5mb0gAEisKCnVzZXJfYXVkaW8YHSABKAsyFS5hZ2VudGd3LnYxLlVzZXJBdWRpb0gAEkQKF2xhdGVuY3lfYnVkZ2V0X2V4Y2VlZGVkGB4gASgLMiEuYWdlbnRndy52MS5MYXRlbmN5QnVkZ2V0RXhjZWVkZWRIABotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB3BheWxvYWQq1wIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSRVZFTlRfVFlQRV9DUkVBVEVEEAESFAoQRVZFTlRfVFlQRV9FTkRFRBACEhoKFkVWRU5UX1RZUEVfVVNFUl9TUEVFQ0gQAxIZChVFVkVOVF9UWVBFX0FTUl9SRVNVTFQQBBIZChVFVkVOVF9UWVBFX0xMTV9SRVNVTFQQBRIbChdFVkVOVF9UWVBFX0FHRU5UX1NUQVRVUxAGEhoKFkVWRU5UX1RZUEVfSU5URVJSVVBURUQQBxIYChRFVkVOVF9UWVBFX0VYQ0VQVElPThAIEhgKFEVWRU5UX1RZUEVfTUVUQV9JTkZPEAkSGQoVRVZFTlRfVFlQRV9VU0VSX0FVRElPEAoSJgoiRVZFTlRfVFlQRV9MQVRFTkNZX0JVREdFVF9FWENFRURFRBALKnAKEFVzZXJTcGVlY2hBY3Rpb24SIgoeVVNFUl9TUEVFQ0hfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHAoYVVNFUl9TUEVFQ0hfQUNUSU9OX0JFR0lOEAESGgoWVVNFUl9TUEVFQ0hfQUNUSU9OX0VORBACKo4BCgpBZ2VudFN0YXRlEhsKF0FHRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQQUdFTlRfU1RBVEVfSURMRRABEhkKFUFHRU5UX1NUQVRFX0xJU1RFTklORxACEhgKFEFHRU5UX1NUQVRFX1RISU5LSU5HEAMSGAoUQUdFTlRfU1RBVEVfU1BFQUtJTkcQBCq2AQoPSW50ZXJydXB0UmVhc29uEiAKHElOVEVSUlVQVF9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxJTlRFUlJVUFRfUkVBU09OX1VTRVJfU1BFRUNIEAESHgoaSU5URVJSVVBUX1JFQVNPTl9TRU5EX1RFWFQQAhIaChZJTlRFUlJVUFRfUkVBU09OX1NQRUFLEAMSIwofSU5URVJSVVBUX1JFQVNPTl9JTlRFUlJVUFRfQ0FMTBAEKuABChFFeGNlcHRpb25DYXRlZ29yeRIiCh5FWENFUFRJT05fQ0FURUdPUllfVU5TUEVDSUZJRUQQABIcChhFWENFUFRJT05fQ0FURUdPUllfQUdFTlQQARIZChVFWENFUFRJT05fQ0FURUdPUllfSU0QAhIaChZFWENFUFRJT05fQ0FURUdPUllfUlRDEAMSGgoWRVhDRVBUSU9OX0NBVEVHT1JZX0FTUhAEEhoKFkVYQ0VQVElPTl9DQVRFR09SWV9MTE0QBRIaChZFWENFUFRJT05fQ0FURUdPUllfVFRTEAZCMgoOY29tLmFnZW50Z3cudjFCEVNlc3Npb25FdmVudFByb3RvUAGqAgpBZ2VudGd3LlYxYgZwcm90bzM", [file_agentgw_v1_session, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch5hZ2VudGd3L3YxL3Nlc3Npb25fZXZlbnQucHJvdG8SCmFnZW50Z3cudjEiZgoLTGF0ZW5jeURhdGESEwoLbGxtX3R0ZnRfbXMYASABKAMSDwoHbGxtX3RwcxgCIAEoARIaChJ0dHNfZmlyc3RfZnJhbWVfbXMYAyABKAMSFQoNdG90YWxfY29zdF9tcxgEIAEoAyJCCg5TZXNzaW9uQ3JlYXRlZBIwCgxjcmVhdGVkX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIocBCgxTZXNzaW9uRW5kZWQSJQoGcmVhc29uGAEgASgOMhUuYWdlbnRndy52MS5FbmRSZWFzb24SEQoJemVnb19jb2RlGAIgASgDEigKB2xhdGVuY3kYAyABKAsyFy5hZ2VudGd3LnYxLkxhdGVuY3lEYXRhEhMKC3N5bnRoZXNpemVkGAQgASgIIksKClVzZXJTcGVlY2gSLAoGYWN0aW9uGAEgASgOMhwuYWdlbnRndy52MS5Vc2VyU3BlZWNoQWN0aW9uEg8KB3VzZXJfaWQYAiABKAkiKgoJQXNyUmVzdWx0EgwKBHRleHQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIZCglMbG1SZXN1bHQSDAoEdGV4dBgBIAEoCSI8ChJBZ2VudFN0YXR1c0NoYW5nZWQSJgoGc3RhdHVzGAEgASgOMhYuYWdlbnRndy52MS5BZ2VudFN0YXRlIk8KC0ludGVycnVwdGVkEisKBnJlYXNvbhgBIAEoDjIbLmFnZW50Z3cudjEuSW50ZXJydXB0UmVhc29uEhMKC3BsYXllZF90ZXh0GAIgASgJImAKDkFnZW50RXhjZXB0aW9uEgwKBGNvZGUYASABKAMSDwoHbWVzc2FnZRgCIAEoCRIvCghjYXRlZ29yeRgDIAEoDjIdLmFnZW50Z3cudjEuRXhjZXB0aW9uQ2F0ZWdvcnkiTgoITWV0YUluZm8SKgoJbWV0YV9pbmZvGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIWCg5tZXRhX2luZm9fanNvbhgCIAEoCSJQCglVc2VyQXVkaW8SDwoHdXNlcl9pZBgBIAEoCRITCgtzYW1wbGVfcmF0ZRgCIAEoBRIOCgZmb3JtYXQYAyABKAkSDQoFYXVkaW8YBCABKAwixwEKFUxhdGVuY3lCdWRnZXRFeGNlZWRlZBIPCgd0cmlnZ2VyGAEgASgJEhcKD2xhdGVuY3lfc2Vjb25kcxgCIAEoARIWCg5idWRnZXRfc2Vjb25kcxgDIAEoARI9CgZzdGFnZXMYBCADKAsyLS5hZ2VudGd3LnYxLkxhdGVuY3lCdWRnZXRFeGNlZWRlZC5TdGFnZXNFbnRyeRotCgtTdGFnZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIlsKD1VucmVhZGFibGVFdmVudBIOCgZyZWFzb24YASABKAkSIwoEdHlwZRgCIAEoDjIVLmFnZW50Z3cudjEuRXZlbnRUeXBlEhMKC3N0b3JlZF90eXBlGAMgASgJItQHCgxTZXNzaW9uRXZlbnQSDgoGY3Vyc29yGAEgASgDEhIKCnNlc3Npb25faWQYAiABKAkSGQoRYWdlbnRfaW5zdGFuY2VfaWQYAyABKAkSEAoIYWdlbnRfaWQYBCABKAkSDwoHcm9vbV9pZBgFIAEoCRIuCgpldmVudF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHNlcXVlbmNlGAggASgDEg0KBXJvdW5kGAkgASgDEjQKBmxhYmVscxgKIAMoCzIkLmFnZW50Z3cudjEuU2Vzc2lvbkV2ZW50LkxhYmVsc0VudHJ5EhAKCHJhd19qc29uGAsgASgJEhAKCHRyYWNlX2lkGCMgASgJEi0KB2NyZWF0ZWQYFCABKAsyGi5hZ2VudGd3LnYxLlNlc3Npb25DcmVhdGVkSAASKQoFZW5kZWQYFSABKAsyGC5hZ2VudGd3LnYxLlNlc3Npb25FbmRlZEgAEi0KC3VzZXJfc3BlZWNoGBYgASgLMhYuYWdlbnRndy52MS5Vc2VyU3BlZWNoSAASKwoKYXNyX3Jlc3VsdBgXIAEoCzIVLmFnZW50Z3cudjEuQXNyUmVzdWx0SAASKwoKbGxtX3Jlc3VsdBgYIAEoCzIVLmFnZW50Z3cudjEuTGxtUmVzdWx0SAASNgoMYWdlbnRfc3RhdHVzGBkgASgLMh4uYWdlbnRndy52MS5BZ2VudFN0YXR1c0NoYW5nZWRIABIuCgtpbnRlcnJ1cHRlZBgaIAEoCzIXLmFnZW50Z3cudjEuSW50ZXJydXB0ZWRIABIvCglleGNlcHRpb24YGyABKAsyGi5hZ2VudGd3LnYxLkFnZW50RXhjZXB0aW9uSAASKQoJbWV0YV9pbmZvGBwgASgLMhQuYWdlbnRndy52MS5NZXRhSW5mb0gAEisKCnVzZXJfYXVkaW8YHSABKAsyFS5hZ2VudGd3LnYxLlVzZXJBdWRpb0gAEkQKF2xhdGVuY3lfYnVkZ2V0X2V4Y2VlZGVkGB4gASgLMiEuYWdlbnRndy52MS5MYXRlbmN5QnVkZ2V0RXhjZWVkZWRIABIxCgp1bnJlYWRhYmxlGB8gASgLMhsuYWdlbnRndy52MS5VbnJlYWRhYmxlRXZlbnRIABotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB3BheWxvYWQq1wIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSRVZFTlRfVFlQRV9DUkVBVEVEEAESFAoQRVZFTlRfVFlQRV9FTkRFRBACEhoKFkVWRU5UX1RZUEVfVVNFUl9TUEVFQ0gQAxIZChVFVkVOVF9UWVBFX0FTUl9SRVNVTFQQBBIZChVFVkVOVF9UWVBFX0xMTV9SRVNVTFQQBRIbChdFVkVOVF9UWVBFX0FHRU5UX1NUQVRVUxAGEhoKFkVWRU5UX1RZUEVfSU5URVJSVVBURUQQBxIYChRFVkVOVF9UWVBFX0VYQ0VQVElPThAIEhgKFEVWRU5UX1RZUEVfTUVUQV9JTkZPEAkSGQoVRVZFTlRfVFlQRV9VU0VSX0FVRElPEAoSJgoiRVZFTlRfVFlQRV9MQVRFTkNZX0JVREdFVF9FWENFRURFRBALKnAKEFVzZXJTcGVlY2hBY3Rpb24SIgoeVVNFUl9TUEVFQ0hfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHAoYVVNFUl9TUEVFQ0hfQUNUSU9OX0JFR0lOEAESGgoWVVNFUl9TUEVFQ0hfQUNUSU9OX0VORBACKo4BCgpBZ2VudFN0YXRlEhsKF0FHRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQQUdFTlRfU1RBVEVfSURMRRABEhkKFUFHRU5UX1NUQVRFX0xJU1RFTklORxACEhgKFEFHRU5UX1NUQVRFX1RISU5LSU5HEAMSGAoUQUdFTlRfU1RBVEVfU1BFQUtJTkcQBCq2AQoPSW50ZXJydXB0UmVhc29uEiAKHElOVEVSUlVQVF9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxJTlRFUlJVUFRfUkVBU09OX1VTRVJfU1BFRUNIEAESHgoaSU5URVJSVVBUX1JFQVNPTl9TRU5EX1RFWFQQAhIaChZJTlRFUlJVUFRfUkVBU09OX1NQRUFLEAMSIwofSU5URVJSVVBUX1JFQVNPTl9JTlRFUlJVUFRfQ0FMTBAEKuABChFFeGNlcHRpb25DYXRlZ29yeRIiCh5FWENFUFRJT05fQ0FURUdPUllfVU5TUEVDSUZJRUQQABIcChhFWENFUFRJT05fQ0FURUdPUllfQUdFTlQQARIZChVFWENFUFRJT05fQ0FURUdPUllfSU0QAhIaChZFWENFUFRJT05fQ0FURUdPUllfUlRDEAMSGgoWRVhDRVBUSU9OX0NBVEVHT1JZX0FTUhAEEhoKFkVYQ0VQVElPTl9DQVRFR09SWV9MTE0QBRIaChZFWENFUFRJT05fQ0FURUdPUllfVFRTEAZCMgoOY29tLmFnZW50Z3cudjFCEVNlc3Npb25FdmVudFByb3RvUAGqAgpBZ2VudGd3LlYxYgZwcm90bzM", [file_agentgw_v1_session, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ZEGO's session averages, sent only when the instance is deleted.
@@ -290,11 +290,20 @@ export const AgentExceptionSchema: GenMessage<AgentException> = /*@__PURE__*/
  */
 export type MetaInfo = Message<"agentgw.v1.MetaInfo"> & {
   /**
-   * The metadata object.
+   * ZEGO's MetaInfo as a Struct, when it is a JSON object (ZEGO documents an object). Empty when it
+   * is another shape; meta_info_json has it then.
    *
    * @generated from field: google.protobuf.Struct meta_info = 1;
    */
   metaInfo?: JsonObject | undefined;
+
+  /**
+   * ZEGO's MetaInfo exactly as JSON text, whatever its shape ("null" when ZEGO sent none). Always
+   * set: free-form data from upstream never makes an event unconvertible.
+   *
+   * @generated from field: string meta_info_json = 2;
+   */
+  metaInfoJson: string;
 };
 
 /**
@@ -389,6 +398,43 @@ export const LatencyBudgetExceededSchema: GenMessage<LatencyBudgetExceeded> = /*
   messageDesc(file_agentgw_v1_session_event, 11);
 
 /**
+ * A stored event this gateway could not convert (damaged, or written by a newer release). It is
+ * delivered in its place, with its cursor, so a stream or page goes on past it; ask for include_raw
+ * to get ZEGO's original callback JSON in raw_json, when there was one.
+ *
+ * @generated from message agentgw.v1.UnreadableEvent
+ */
+export type UnreadableEvent = Message<"agentgw.v1.UnreadableEvent"> & {
+  /**
+   * Why it could not be converted.
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * The stored event type, when this gateway knows it (UNSPECIFIED otherwise).
+   *
+   * @generated from field: agentgw.v1.EventType type = 2;
+   */
+  type: EventType;
+
+  /**
+   * The stored event type as the ledger holds it, e.g. "exception".
+   *
+   * @generated from field: string stored_type = 3;
+   */
+  storedType: string;
+};
+
+/**
+ * Describes the message agentgw.v1.UnreadableEvent.
+ * Use `create(UnreadableEventSchema)` to create a new message.
+ */
+export const UnreadableEventSchema: GenMessage<UnreadableEvent> = /*@__PURE__*/
+  messageDesc(file_agentgw_v1_session_event, 12);
+
+/**
  * One event of a session, in the gateway's global order.
  *
  * @generated from message agentgw.v1.SessionEvent
@@ -470,6 +516,19 @@ export type SessionEvent = Message<"agentgw.v1.SessionEvent"> & {
    * @generated from field: string raw_json = 11;
    */
   rawJson: string;
+
+  /**
+   * The W3C trace id (32 lowercase hex characters) of the span this event was produced in; empty
+   * while the gateway's tracing is off, and for events made outside any span (the reaper's ends,
+   * or events of a database written before tracing was on). For a ZEGO callback that is the callback's own span, which
+   * starts a new trace (ZEGO sends no trace context) linked to the trace of the session's
+   * CreateSession; for an event the gateway synthesizes, the RPC or callback that caused it. So a
+   * latency_budget_exceeded event leads to the callback that closed the turn, and its link to the
+   * caller's CreateSession and ZEGO's create call.
+   *
+   * @generated from field: string trace_id = 35;
+   */
+  traceId: string;
 
   /**
    * What happened.
@@ -564,6 +623,14 @@ export type SessionEvent = Message<"agentgw.v1.SessionEvent"> & {
      */
     value: LatencyBudgetExceeded;
     case: "latencyBudgetExceeded";
+  } | {
+    /**
+     * A stored event that could not be converted (see UnreadableEvent).
+     *
+     * @generated from field: agentgw.v1.UnreadableEvent unreadable = 31;
+     */
+    value: UnreadableEvent;
+    case: "unreadable";
   } | { case: undefined; value?: undefined };
 };
 
@@ -572,7 +639,7 @@ export type SessionEvent = Message<"agentgw.v1.SessionEvent"> & {
  * Use `create(SessionEventSchema)` to create a new message.
  */
 export const SessionEventSchema: GenMessage<SessionEvent> = /*@__PURE__*/
-  messageDesc(file_agentgw_v1_session_event, 12);
+  messageDesc(file_agentgw_v1_session_event, 13);
 
 /**
  * The kinds of session event, for filtering.
@@ -706,7 +773,8 @@ export const UserSpeechActionSchema: GenEnum<UserSpeechAction> = /*@__PURE__*/
   enumDesc(file_agentgw_v1_session_event, 1);
 
 /**
- * What the agent is doing, as callbacks report it.
+ * What the agent is doing: as callbacks report it (AgentStatusChanged) and as GetAgentStatus
+ * answers. ZEGO calls it a status; our name avoids confusion with the RPC status.
  *
  * @generated from enum agentgw.v1.AgentState
  */
@@ -726,14 +794,14 @@ export enum AgentState {
   IDLE = 1,
 
   /**
-   * Listening.
+   * Listening to the user.
    *
    * @generated from enum value: AGENT_STATE_LISTENING = 2;
    */
   LISTENING = 2,
 
   /**
-   * Thinking.
+   * Waiting for the LLM.
    *
    * @generated from enum value: AGENT_STATE_THINKING = 3;
    */
