@@ -38,4 +38,7 @@ EXPOSE 50051 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]
-ENTRYPOINT ["agentgw"]
+# Listening on 0.0.0.0, the gateway refuses to start without authentication (AGENTGW_AUTH_MODE
+# jwt or mtls, README "Security") unless AGENTGW_ALLOW_INSECURE=true says otherwise: the image sets
+# neither, so whoever runs it decides.
+ENTRYPOINT ["agentgw", "serve"]

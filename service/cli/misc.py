@@ -12,28 +12,18 @@ from agentgw_client.gen.agentgw.v1 import room_token_service_pb2, session_pb2, s
 from service.cli.app import Context, pass_context
 from service.cli.output import enum_name, fmt_time, to_dict
 
-__all__ = ["capacity", "pool_row", "suspect_of", "token"]
-
-
-def suspect_of(pool: Any) -> int | None:
-    """The pool's ``suspect`` count when the gateway's proto has that field, else None.
-
-    Read through the descriptor so the CLI works with stubs from before and after the field lands.
-    """
-    if pool.DESCRIPTOR.fields_by_name.get("suspect") is None:
-        return None
-    return int(pool.suspect)
+__all__ = ["capacity", "pool_row", "token"]
 
 
 def pool_row(pool: Any) -> dict[str, Any]:
-    """One pool as plain numbers: in_use, pending, suspect (or None), free and limit."""
+    """One pool as plain numbers: in_use, pending, suspect, free and limit."""
     return {
         "pool": pool.pool,
         "kinds": [enum_name(session_pb2.SessionKind, k, "SESSION_KIND_") for k in pool.kinds],
         "limit": pool.limit,
         "in_use": pool.in_use,
         "pending": pool.pending,
-        "suspect": suspect_of(pool),
+        "suspect": pool.suspect,
         "free": max(0, pool.limit - pool.in_use),
     }
 
@@ -69,7 +59,7 @@ def capacity(ctx: Context) -> None:
                 r["pool"],
                 r["in_use"],
                 r["pending"],
-                "-" if r["suspect"] is None else r["suspect"],
+                r["suspect"],
                 r["free"],
                 r["limit"],
             )

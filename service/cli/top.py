@@ -189,7 +189,7 @@ def render(model: TopModel, target: str, now: float | None = None) -> Renderable
         bars.add_column()
     for pool in data["pools"]:
         used, limit = pool["in_use"], max(1, pool["limit"])
-        suspect = "" if pool["suspect"] is None else f"  suspect {pool['suspect']}"
+        suspect = f"  suspect {pool['suspect']}"
         bars.add_row(
             Text(pool["pool"], style="bold"),
             ProgressBar(total=limit, completed=min(used, limit), width=30),

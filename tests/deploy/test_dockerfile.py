@@ -8,6 +8,10 @@ import json
 import re
 import shlex
 
+import pytest
+
+from service.cli.app import cli
+from service.config import ConfigError
 from tests.deploy.project import (
     IMAGE,
     PYPROJECT,
@@ -20,6 +24,8 @@ from tests.deploy.project import (
 )
 
 README = (ROOT / "README.md").read_text()
+INSECURE_TRY = {"AGENTGW_ALLOW_INSECURE": "true"}
+"""What the README offers for a throwaway local try of the image."""
 
 
 def test_two_stages_on_a_slim_python_that_the_project_supports() -> None:
@@ -53,9 +59,15 @@ def test_every_copied_path_exists_and_only_runtime_wheels_are_installed() -> Non
     assert {".venv", ".git", ".tools"} <= set(ignored)
 
 
+def test_the_image_alone_refuses_to_serve_unauthenticated_callers() -> None:
+    # It listens on 0.0.0.0 and sets no AGENTGW_AUTH_MODE: the operator must choose.
+    with pytest.raises(ConfigError, match=r"^AGENTGW_AUTH_MODE: authentication is off"):
+        check_environment(env_of(dockerfile()))
+
+
 def test_the_environment_is_real_settings_and_matches_the_exposed_ports() -> None:
     instructions = dockerfile()
-    env = env_of(instructions)
+    env = env_of(instructions) | INSECURE_TRY
     settings = check_environment(env)
     exposed = {int(p) for i in instructions if i.name == "EXPOSE" for p in i.args.split()}
     assert exposed == {port_of(settings.grpc_listen), port_of(settings.http_listen)}
@@ -78,9 +90,10 @@ def test_docker_stop_drains_within_its_default_timeout() -> None:
     assert [i.args for i in instructions if i.name == "STOPSIGNAL"] == ["SIGTERM"]
     # Exec form: PID 1 is agentgw itself, which turns SIGTERM into a graceful drain.
     entrypoint = next(i for i in instructions if i.name == "ENTRYPOINT").exec_form()
-    assert entrypoint == [next(iter(PYPROJECT["project"]["scripts"]))]
-    assert PYPROJECT["project"]["scripts"]["agentgw"] == "service.__main__:main"
-    grace = check_environment(env_of(instructions)).shutdown_grace_seconds
+    assert entrypoint == [next(iter(PYPROJECT["project"]["scripts"])), "serve"]
+    assert PYPROJECT["project"]["scripts"]["agentgw"] == "service.cli.app:main"
+    assert "serve" in cli.commands
+    grace = check_environment(env_of(instructions) | INSECURE_TRY).shutdown_grace_seconds
     assert grace < 10, "docker stop sends SIGKILL after 10 s by default"
 
 
