@@ -6,17 +6,30 @@ the caller's transaction where it writes (see ``service.store._db``).
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from service.domain.model import TERMINAL_STATES, SessionKind, SessionRecord, SessionState
+from service.domain.model import TERMINAL_STATES, NewSession, SessionKind, SessionRecord, SessionState
 from service.store import _rows
 from service.store._db import fetch_all, fetch_one
 from service.store._query import marks
-from service.store.base import Capacity, StoreError, TransitionConflict
+from service.store.base import Capacity, ReserveOutcome, StoreError, TransitionConflict
 
-__all__ = ["HOLDING", "TERMINAL", "capacity", "get", "record", "session", "transition", "update_row"]
+__all__ = [
+    "HOLDING",
+    "TERMINAL",
+    "admit",
+    "capacity",
+    "get",
+    "insert_pending",
+    "owner_usage",
+    "record",
+    "session",
+    "transition",
+    "update_row",
+]
 
 _POOL_KINDS = {
     pool: tuple(k.value for k in SessionKind if k.pool == pool) for pool in {k.pool for k in SessionKind}
@@ -127,3 +140,44 @@ def transition(
     updated = update_row(conn, current, columns)
     record(conn, session_id, current.state, to_state, at, cause, detail)
     return updated
+
+
+def owner_usage(conn: sqlite3.Connection, owner: str) -> dict[str, int]:
+    """Slots each pool has in use for ``owner`` (inside the caller's transaction)."""
+    rows = fetch_all(
+        conn,
+        f"SELECT kind, COUNT(*) FROM sessions WHERE owner = ? AND state IN ({marks(HOLDING)}) GROUP BY kind",
+        (owner, *HOLDING),
+    )
+    usage: dict[str, int] = {}
+    for kind, count in rows:
+        pool = SessionKind(kind).pool
+        usage[pool] = usage.get(pool, 0) + int(count)
+    return usage
+
+
+def admit(
+    conn: sqlite3.Connection, new: NewSession, limit: int, owner_limit: int | None
+) -> tuple[Capacity, ReserveOutcome | None]:
+    """The pool's use, and the refusal when the pool (or, with ``owner_limit``, the owner's quota
+    of it) has no slot for ``new``; None when it may be inserted."""
+    pool = SessionKind(new.kind).pool
+    used = capacity(conn, pool, limit)
+    if used.in_use >= limit:
+        return used, ReserveOutcome(session=None, created=False, capacity=used)
+    if owner_limit is not None:
+        owned = owner_usage(conn, new.owner).get(pool, 0)
+        if owned >= owner_limit:
+            return used, ReserveOutcome(None, False, used, owner_in_use=owned, over_quota=True)
+    return used, None
+
+
+def insert_pending(conn: sqlite3.Connection, new: NewSession, used: Capacity) -> ReserveOutcome:
+    """Insert ``new`` as a PENDING row with its first transition; the outcome with one more slot."""
+    params = _rows.new_session_params(new, SessionState.PENDING)
+    conn.execute(
+        f"INSERT INTO sessions ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})", params
+    )
+    record(conn, new.session_id, None, SessionState.PENDING, new.created_at, "create", "")
+    grown = dataclasses.replace(used, in_use=used.in_use + 1, pending=used.pending + 1)
+    return ReserveOutcome(session=get(conn, new.session_id), created=True, capacity=grown)

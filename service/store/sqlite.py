@@ -39,7 +39,7 @@ from service.store._query import list_sessions_query, marks
 from service.store.base import Capacity, DuplicateEvent, ReserveOutcome, StoreError, TransitionConflict
 from service.store.migrations import migrate
 from service.store.sqlite_events import EventLogMixin
-from service.store.sqlite_identity import IdentityMixin, owner_usage
+from service.store.sqlite_identity import IdentityMixin
 from service.store.sqlite_leaks import LeakMixin
 
 __all__ = ["SqliteLedger"]
@@ -79,8 +79,6 @@ class SqliteLedger(EventLogMixin, IdentityMixin, LeakMixin):
         """Return the row of a known request_id, else insert a PENDING row if the pool has a slot
         and, with ``owner_limit``, the owner has fewer than that many of the pool's slots."""
         pool = SessionKind(new.kind).pool
-        params = _rows.new_session_params(new, SessionState.PENDING)
-        insert = f"INSERT INTO sessions ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})"
 
         def reserve(conn: sqlite3.Connection) -> ReserveOutcome:
             if new.request_id is not None:
@@ -88,18 +86,8 @@ class SqliteLedger(EventLogMixin, IdentityMixin, LeakMixin):
                 if row is not None:
                     capacity = _sql.capacity(conn, pool, limit)
                     return ReserveOutcome(session=_sql.session(row), created=False, capacity=capacity)
-            capacity = _sql.capacity(conn, pool, limit)
-            if capacity.in_use >= limit:
-                return ReserveOutcome(session=None, created=False, capacity=capacity)
-            if owner_limit is not None:
-                owned = owner_usage(conn, new.owner).get(pool, 0)
-                if owned >= owner_limit:
-                    return ReserveOutcome(None, False, capacity, owner_in_use=owned, over_quota=True)
-            conn.execute(insert, params)
-            _sql.record(conn, new.session_id, None, SessionState.PENDING, new.created_at, "create", "")
-            created = _sql.get(conn, new.session_id)
-            capacity = dataclasses.replace(capacity, in_use=capacity.in_use + 1, pending=capacity.pending + 1)
-            return ReserveOutcome(session=created, created=True, capacity=capacity)
+            used, refused = _sql.admit(conn, new, limit, owner_limit)
+            return refused or _sql.insert_pending(conn, new, used)
 
         return self._db.transaction(reserve)
 

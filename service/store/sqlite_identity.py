@@ -3,7 +3,6 @@ usage for quotas and room tokens, and the audit trail."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from service.domain.audit import AuditFilter, AuditRecord, NewAuditRecord
@@ -11,28 +10,14 @@ from service.domain.model import SessionKind
 from service.store import _sessions as _sql
 from service.store._db import Database, fetch_all, fetch_one
 from service.store._query import marks
+from service.store._sessions import owner_usage
 
-__all__ = ["IdentityMixin"]
+__all__ = ["IdentityMixin", "owner_usage"]
 
 _AUDIT_COLUMNS = (
     "at", "principal", "role", "rpc", "session_id", "agent_id", "target", "request_id", "code",
 )  # fmt: skip
 _POOL = {k.value: k.pool for k in SessionKind}
-
-
-def owner_usage(conn: sqlite3.Connection, owner: str) -> dict[str, int]:
-    """Slots each pool has in use for ``owner`` (inside the caller's transaction)."""
-    rows = fetch_all(
-        conn,
-        f"SELECT kind, COUNT(*) FROM sessions WHERE owner = ? AND state IN ({marks(_sql.HOLDING)})"
-        " GROUP BY kind",
-        (owner, *_sql.HOLDING),
-    )
-    usage: dict[str, int] = {}
-    for kind, count in rows:
-        pool = _POOL[kind]
-        usage[pool] = usage.get(pool, 0) + int(count)
-    return usage
 
 
 class IdentityMixin:

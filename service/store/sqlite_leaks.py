@@ -7,7 +7,6 @@ retried CreateSession take over the request_id of a failed attempt that is safe 
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 
 from service.domain.model import NewSession, SessionKind, SessionRecord, SessionState
@@ -16,7 +15,6 @@ from service.store import _sessions as _sql
 from service.store._db import Database, fetch_all
 from service.store._query import marks
 from service.store.base import ReserveOutcome, StoreError, TransitionConflict
-from service.store.sqlite_identity import owner_usage
 
 __all__ = ["LeakMixin"]
 
@@ -80,8 +78,6 @@ class LeakMixin:
             TransitionConflict: the failed session is missing or no longer FAILED.
         """
         pool = SessionKind(new.kind).pool
-        params = _rows.new_session_params(new, SessionState.PENDING)
-        insert = f"INSERT INTO sessions ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})"
         failed = SessionState.FAILED
 
         def retry(conn: sqlite3.Connection) -> ReserveOutcome:
@@ -92,19 +88,12 @@ class LeakMixin:
             holder = fetch_all(conn, f"{_rows.SESSION_SELECT} WHERE request_id = ?", (new.request_id,))
             if holder and holder[0]["session_id"] != failed_session_id:
                 return ReserveOutcome(session=_sql.session(holder[0]), created=False, capacity=capacity)
-            if capacity.in_use >= limit:
-                return ReserveOutcome(session=None, created=False, capacity=capacity)
-            if owner_limit is not None:
-                owned = owner_usage(conn, new.owner).get(pool, 0)
-                if owned >= owner_limit:
-                    return ReserveOutcome(None, False, capacity, owner_in_use=owned, over_quota=True)
+            used, refused = _sql.admit(conn, new, limit, owner_limit)
+            if refused is not None:
+                return refused
             _sql.update_row(conn, old, {"request_id": None})
             detail = f"request_id retried as session {new.session_id}"
             _sql.record(conn, old.session_id, failed, failed, new.created_at, "create_retried", detail)
-            conn.execute(insert, params)
-            _sql.record(conn, new.session_id, None, SessionState.PENDING, new.created_at, "create", "")
-            created = _sql.get(conn, new.session_id)
-            grown = dataclasses.replace(capacity, in_use=capacity.in_use + 1, pending=capacity.pending + 1)
-            return ReserveOutcome(session=created, created=True, capacity=grown)
+            return _sql.insert_pending(conn, new, used)
 
         return self._db.transaction(retry)
