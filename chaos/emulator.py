@@ -3,8 +3,9 @@
 The chaos suite judges agentgw by what ZEGO saw, so this process keeps ZEGO's own view, complete
 and unbounded for the run (the emulator's ``/_emulator/events`` keeps only the last 1,000):
 
-* every API call that reached ZEGO: action, room, agent user id, instance id, ZEGO's code, and
-  whether an injected fault answered it (``GET /_chaos/journal``);
+* every API call that reached ZEGO: when it arrived (``t``) and when ZEGO had acted on it
+  (``done``), action, room, agent user id, instance id, ZEGO's code, whether a delete was
+  graceful, and whether an injected fault answered it (``GET /_chaos/journal``);
 * every callback delivery attempt and whether the gateway acknowledged it with a 2xx
   (``GET /_chaos/callbacks``).
 
@@ -127,10 +128,13 @@ class JournalMiddleware:
             "instance_id": request.get("AgentInstanceId"),
             "code": None,
             "fault": None,
+            "graceful": bool(request.get("GracefulShutdown")),
+            "done": None,
         }
         mode = self.journal.take_fault(action)
         if mode == "http_503":
             entry["fault"] = mode
+            entry["done"] = time.time()
             self.journal.call(entry)
             body = b"service unavailable"
             await send(
@@ -154,6 +158,7 @@ class JournalMiddleware:
             held.append(message)
 
         await self.app(scope, replay, capture)
+        entry["done"] = time.time()  # ZEGO has acted (or refused): what it did is done by now
         answer = _json(b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body"))
         entry["code"] = answer.get("Code")
         said = str(answer.get("Message", ""))

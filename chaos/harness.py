@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -181,6 +182,17 @@ class World:
     async def running(self) -> list[str]:
         state = await self.emulator_json("GET", "/_emulator/state")
         return [str(i["AgentInstanceId"]) for i in state["instances"]]
+
+    async def leave(self, intent: Intent) -> None:
+        """The intent's user leaves its room (ZEGO's MaxIdleTime starts counting)."""
+        path = f"/_emulator/rooms/{intent.room_id}/users/{intent.user_id}"
+        await self.emulator_json("POST", path, {"present": False})
+
+    def save_journal(self, calls: list[dict[str, Any]], callbacks: list[dict[str, Any]]) -> Path:
+        """Keep ZEGO's journal beside the ledger (``--workdir`` keeps both), to trace any number."""
+        path = self.workdir / "zego-journal.json"
+        path.write_text(json.dumps({"calls": calls, "callbacks": callbacks}, indent=1) + "\n")
+        return path
 
     async def calls(self) -> list[dict[str, Any]]:
         return list((await self.emulator_json("GET", "/_chaos/journal"))["calls"])

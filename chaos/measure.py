@@ -3,10 +3,11 @@
 Pure functions over plain data, so they are tested on their own (``tests/chaos``): nothing here
 talks to a process. Inputs:
 
-* ``calls``: the emulator's journal of API calls (``chaos.emulator``): ``action``, ``room_id``,
-  ``agent_user_id``, ``instance_id``, ``code`` (ZEGO's answer, ``None`` if none was produced),
-  ``fault``;
-* ``running``: the instances ZEGO runs at the end (``/_emulator/state``);
+* ``calls``: the emulator's journal of API calls (``chaos.emulator``): ``t`` (arrival), ``done``
+  (ZEGO had acted), ``action``, ``room_id``, ``agent_user_id``, ``instance_id``, ``code`` (ZEGO's
+  answer, ``None`` if none was produced), ``fault``, ``graceful`` (a graceful delete);
+* ``running``: the instances ZEGO runs at the end (``/_emulator/state``), after the clients' users
+  left their rooms and ZEGO's ``MaxIdleTime`` passed (``chaos.scenarios.verify``);
 * ``sessions``: the ledger's sessions (``ListSessions``), as dicts;
 * ``acked``: what the gateway acknowledged to clients (``CreateSession`` answered OK with a live
   session);
@@ -16,6 +17,7 @@ talks to a process. Inputs:
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,8 +28,11 @@ __all__ = [
     "CREATE_ACTIONS",
     "Acked",
     "EventCounts",
+    "IdleCounts",
     "LeakCounts",
     "event_counts",
+    "gone_at",
+    "idle_counts",
     "leak_counts",
 ]
 
@@ -36,6 +41,9 @@ CREATE_ACTIONS = frozenset(
 )
 CAP_CODES = frozenset({410000011, 410001031})
 """ZEGO's answers to a create beyond the concurrency cap (voice; digital humans)."""
+INSTANCE_NOT_FOUND = 410001002
+NOT_RUN = frozenset({"http_503", "timeout", "drop"})
+"""Faults that answered a call before ZEGO acted on it (``chaos.emulator``)."""
 
 Json = Mapping[str, Any]
 
@@ -56,17 +64,29 @@ class LeakCounts:
     creates_at_zego: int
     """Create calls ZEGO executed (it created an instance, whether or not its answer got back)."""
     double_creates: int
-    """Instances beyond the first in one room: every client intent has its own room."""
+    """Creates ZEGO executed in a room (every client intent has its own) while an earlier instance
+    of that room had not yet been deleted by ZEGO (:func:`gone_at`): two instances of one intent
+    may have run at once."""
+    recreated_after_gone: int
+    """Creates beyond the first in a room sent only after every earlier instance of the room was
+    gone (an AIP-155 retry after ZEGO confirmed the first attempt's instance deleted)."""
     lost_acked: int
     """Acknowledged creates the ledger no longer knows, or knows with another instance id."""
     leaked: int
-    """Instances still running at ZEGO after the clean-up and the settle window."""
+    """Instances still running at ZEGO after the clean-up, the users leaving their rooms, ZEGO's
+    ``MaxIdleTime`` and the settle window: nothing will ever end them."""
     leaked_unknown: int
     """Of ``leaked``, those whose instance id no ledger session records (nobody can end them)."""
     over_cap: int
     """Creates that reached ZEGO while it already ran its cap (ZEGO refused them)."""
     unknown_creates: int
     """Instances ZEGO created for an agent user id no ledger session has (a lost reservation)."""
+    uncleared_leaks: int
+    """Sessions still flagged ``possible_leak`` at the end although every instance ZEGO created for
+    their room and agent user id is gone: a slot held forever for nothing."""
+    possible_leaks_never_created: int
+    """Sessions still flagged ``possible_leak`` for which ZEGO created no instance at all (a create
+    that timed out or met a 503 before ZEGO acted): the gateway cannot tell, so the slot stays held."""
     faults: dict[str, int]
     """Injected faults that answered a call, per ``action:fault``."""
 
@@ -75,15 +95,63 @@ def _created(call: Json) -> bool:
     return call.get("action") in CREATE_ACTIONS and call.get("code") == 0 and bool(call.get("instance_id"))
 
 
+def gone_at(calls: Sequence[Json], callbacks: Sequence[Json] = ()) -> dict[str, float]:
+    """When ZEGO had certainly deleted each instance, by its own journal (wall clock).
+
+    The earliest of: a non-graceful DeleteAgentInstance ZEGO executed with code 0 (whether or not
+    its answer reached the gateway), one answered 410001002 (already gone), and the first
+    AgentInstanceDeleted ZEGO tried to deliver (sent after the instance was removed, for any
+    reason: a delete, MaxIdleTime, a kick). Each time is taken when ZEGO had acted (``done``), so
+    it is never before the instance was really gone: a create compared with it is never wrongly
+    cleared.
+    """
+    gone: dict[str, float] = {}
+
+    def note(instance_id: Any, at: Any) -> None:
+        if instance_id and at is not None:
+            key = str(instance_id)
+            gone[key] = min(gone.get(key, math.inf), float(at))
+
+    for c in calls:
+        if c.get("action") != "DeleteAgentInstance" or c.get("fault") in NOT_RUN:
+            continue
+        code = c.get("code")
+        if code == INSTANCE_NOT_FOUND or (code == 0 and not c.get("graceful")):
+            note(c.get("instance_id"), c.get("done", c.get("t")))
+    for cb in callbacks:
+        if cb.get("event") == "AgentInstanceDeleted":
+            note(cb.get("instance_id"), cb.get("t"))
+    return gone
+
+
+def _per_room_creates(created: Sequence[Json], gone: Mapping[str, float]) -> tuple[int, int]:
+    """(double creates, re-creates after the earlier instances were gone), over all rooms."""
+    per_room: dict[str, list[Json]] = defaultdict(list)
+    for c in sorted(created, key=lambda c: float(c.get("t", 0.0))):
+        per_room[str(c.get("room_id"))].append(c)
+    doubles = recreated = 0
+    for creates in per_room.values():
+        for n, later in enumerate(creates[1:], start=1):
+            sent = float(later.get("t", 0.0))
+            if any(gone.get(str(e["instance_id"]), math.inf) > sent for e in creates[:n]):
+                doubles += 1
+            else:
+                recreated += 1
+    return doubles, recreated
+
+
 def leak_counts(
     calls: Sequence[Json],
     running: Iterable[str],
     sessions: Sequence[Json],
     acked: Sequence[Acked],
+    callbacks: Sequence[Json] = (),
 ) -> LeakCounts:
     """Compare ZEGO's journal and running instances with the ledger and the acknowledgements."""
     created = [c for c in calls if _created(c)]
-    per_room = Counter(str(c.get("room_id")) for c in created)
+    still = sorted(set(running))
+    gone = gone_at(calls, callbacks)
+    doubles, recreated = _per_room_creates(created, gone)
     by_id = {str(s["session_id"]): s for s in sessions}
     lost = 0
     for ack in acked:
@@ -92,11 +160,25 @@ def leak_counts(
             lost += 1
     known_users = {(str(s.get("room_id")), str(s.get("agent_user_id"))) for s in sessions}
     known_instances = {str(s["instance_id"]) for s in sessions if s.get("instance_id")}
-    still = sorted(set(running))
+    instances_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for c in created:
+        instances_of[(str(c.get("room_id")), str(c.get("agent_user_id")))].add(str(c["instance_id"]))
+    uncleared = never_created = 0
+    for s in sessions:
+        if not s.get("possible_leak"):
+            continue
+        made = instances_of.get((str(s.get("room_id")), str(s.get("agent_user_id"))), set())
+        if s.get("instance_id"):
+            made = made | {str(s["instance_id"])}
+        if not made:
+            never_created += 1
+        elif not made & set(still):
+            uncleared += 1
     faults = Counter(f"{c.get('action')}:{c.get('fault')}" for c in calls if c.get("fault"))
     return LeakCounts(
         creates_at_zego=len(created),
-        double_creates=sum(n - 1 for n in per_room.values() if n > 1),
+        double_creates=doubles,
+        recreated_after_gone=recreated,
         lost_acked=lost,
         leaked=len(still),
         leaked_unknown=sum(1 for i in still if i not in known_instances),
@@ -104,7 +186,36 @@ def leak_counts(
         unknown_creates=sum(
             1 for c in created if (str(c.get("room_id")), str(c.get("agent_user_id"))) not in known_users
         ),
+        uncleared_leaks=uncleared,
+        possible_leaks_never_created=never_created,
         faults=dict(sorted(faults.items())),
+    )
+
+
+@dataclass(frozen=True)
+class IdleCounts:
+    """What only ZEGO's ``MaxIdleTime`` ended: running after the clean-up while the users were
+    still in their rooms, gone once they had left."""
+
+    idle_ended_known: int
+    """Of those, instances whose id the ledger recorded: the gateway could have deleted them and
+    did not (a real leak, billed until the user leaves)."""
+    idle_ended_unknown: int
+    """Of those, instances whose id no session recorded (e.g. created while the gateway was down
+    past ZEGO's callback retries): nobody could end them before ZEGO did."""
+
+
+def idle_counts(
+    running_when_users_left: Iterable[str],
+    running_after: Iterable[str],
+    sessions_when_users_left: Sequence[Json],
+) -> IdleCounts:
+    """Split the instances ZEGO ended for idleness by whether the ledger knew their ids."""
+    known = {str(s["instance_id"]) for s in sessions_when_users_left if s.get("instance_id")}
+    ended = set(running_when_users_left) - set(running_after)
+    return IdleCounts(
+        idle_ended_known=len(ended & known),
+        idle_ended_unknown=len(ended - known),
     )
 
 

@@ -8,9 +8,11 @@ from typing import Any
 __all__ = ["TARGETS", "Row", "rows_for", "table"]
 
 TARGETS: dict[str, str] = {
-    "double_creates": "instances beyond one per create intent (room)",
+    "double_creates": "creates in an intent's room while an earlier instance there was not gone",
     "lost_acked": "acknowledged creates the ledger lost",
-    "leaked": "instances still running at ZEGO after clean-up and settle",
+    "leaked": "instances still running at ZEGO after clean-up, users leaving, MaxIdleTime, settle",
+    "uncleared_leaks": "possible_leak sessions whose instances ZEGO has ended",
+    "idle_ended_known": "instances the ledger knew that only ZEGO's MaxIdleTime ended",
     "over_cap": "creates that reached ZEGO at its cap",
     "lost_in_ledger": "callbacks acknowledged to ZEGO but not in the event log",
     "lost": "logged events a subscriber never got",
@@ -20,13 +22,17 @@ TARGETS: dict[str, str] = {
 
 INFO = (
     "creates_at_zego",
+    "recreated_after_gone",
     "acked",
     "failed_or_refused",
     "retried_into_failed",
     "refills_acked",
     "unknown_creates",
     "leaked_unknown",
+    "idle_ended_unknown",
+    "possible_leaks_when_users_left",
     "possible_leak_sessions",
+    "possible_leaks_never_created",
     "ghost_sessions_before_cleanup",
     "unowned_instances_before_cleanup",
     "still_live_in_ledger",

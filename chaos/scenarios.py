@@ -2,8 +2,14 @@
 
 Every scenario ends with the same :func:`verify`: the client fills the pool to the cap (a
 gateway that freed a slot ZEGO still uses lets ZEGO see a create beyond its cap), ends every
-session the ledger lists as live, and waits up to the settle window for ZEGO to run nothing. What
-still runs then is a permanent leak: the ledger has nothing left to end.
+session the ledger lists as live, and waits up to the settle window until the gateway has
+nothing left to end (what still runs then, with an id the ledger knows, was not ended by the
+gateway: ``idle_ended_known``). Then every client's user leaves its room, as real users do once
+their session ended or failed, and the harness waits ZEGO's ``MaxIdleTime`` (120 s, scaled) plus
+the settle window: ZEGO ends what runs for an absent user and reports it (AgentInstanceDeleted,
+1202), which must clear the ledger's possible leaks. What still runs at ZEGO then is a permanent
+leak (``leaked``), and so is a ``possible_leak`` row whose instances are all gone
+(``uncleared_leaks``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
 from bench.processes import Processes
 from chaos.harness import Intent, World, open_world
-from chaos.measure import event_counts, leak_counts
+from chaos.measure import event_counts, idle_counts, leak_counts
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "SMOKE", "Params"]
 
 ZEGO_RETRY_SECONDS = 2 + 4 + 8 + 16 + 32
 """ZEGO's callback retries span 62 s (spec §8.1); the emulator scales them by its time_scale."""
+
+ZEGO_DEFAULT_MAX_IDLE_SECONDS = 120
+"""ZEGO ends an instance whose creating user is absent this long (spec §5.1, §6.9), unless the create
+set ``AdvancedConfig.MaxIdleTime``; the emulator scales it by its time_scale (12 s at 0.1)."""
 
 SYSTEM_ERROR = 410000001
 
@@ -63,8 +73,20 @@ QUICK = Params(
 SMOKE = Params(cap=3, settle_seconds=4.0, kill_timings=(0.1,), burst=2, create_latency_ms=300, refill=False)
 
 
+async def _settle(world: World, seconds: float, done: Any) -> tuple[list[str], list[dict[str, Any]], float]:
+    """Poll ZEGO and the ledger every 0.5 s until ``done(running, sessions)`` or ``seconds`` pass."""
+    started = time.monotonic()
+    while True:
+        running = await world.running()
+        sessions = await world.list_sessions()
+        if await done(running, sessions) or time.monotonic() - started > seconds:
+            return running, sessions, time.monotonic() - started
+        await asyncio.sleep(0.5)
+
+
 async def verify(world: World, intents: list[Intent], params: Params) -> dict[str, Any]:
-    """Refill to the cap, end what the ledger lists as live, settle, and compare the two views."""
+    """Refill to the cap, end what the ledger lists as live, settle; then every user leaves its
+    room, ZEGO's ``MaxIdleTime`` passes, settle again; compare the two views."""
     before = await world.list_sessions()
     running = set(await world.running())
     live_ids = {s["instance_id"] for s in before if s["live"] and s["instance_id"]}
@@ -76,20 +98,34 @@ async def verify(world: World, intents: list[Intent], params: Params) -> dict[st
         await asyncio.gather(*(world.create(i, deadline_seconds=3) for i in refills))
     live = [s for s in await world.list_sessions() if s["live"]]
     ended = await asyncio.gather(*(world.end(s["session_id"], deadline_seconds=15) for s in live))
-    settle_started = time.monotonic()
-    while True:
-        still = await world.running()
-        sessions = await world.list_sessions()
-        if not still and not any(s["live"] for s in sessions):
-            break
-        if time.monotonic() - settle_started > params.settle_seconds:
-            break
-        await asyncio.sleep(0.5)
-    settled = time.monotonic() - settle_started
+
+    async def gateway_done(running: list[str], sessions: list[dict[str, Any]]) -> bool:
+        # Nothing left the gateway could end: no live session, no running instance it knows.
+        known = {s["instance_id"] for s in sessions if s["instance_id"]}
+        return not any(s["live"] for s in sessions) and not known & set(running)
+
+    present, at_leave, settled = await _settle(world, params.settle_seconds, gateway_done)
+    # The clients' users hang up, as real ones do once their session ended or failed: ZEGO ends
+    # what still runs after MaxIdleTime (scaled like every emulated delay) and says so with
+    # AgentInstanceDeleted (1202), which the gateway matches by the generated agent user id.
     everyone = intents + refills
-    counts = leak_counts(await world.calls(), still, sessions, [i.acked for i in everyone if i.acked])
+    await asyncio.gather(*(world.leave(i) for i in everyone))
+    idle_wait = ZEGO_DEFAULT_MAX_IDLE_SECONDS * params.time_scale
+
+    async def zego_done(running: list[str], sessions: list[dict[str, Any]]) -> bool:
+        if running:
+            return False
+        counts = leak_counts(await world.calls(), running, sessions, [], await world.callbacks())
+        return counts.uncleared_leaks == 0
+
+    still, sessions, idle_settled = await _settle(world, idle_wait + params.settle_seconds, zego_done)
+    calls, callbacks = await world.calls(), await world.callbacks()
+    world.save_journal(calls, callbacks)
+    counts = leak_counts(calls, still, sessions, [i.acked for i in everyone if i.acked], callbacks)
+    idle = idle_counts(present, still, at_leave)
     return {
         **asdict(counts),
+        **asdict(idle),
         "intents": len(intents),
         "acked": sum(1 for i in intents if i.acked),
         "failed_or_refused": sum(1 for i in intents if not i.acked),
@@ -98,10 +134,14 @@ async def verify(world: World, intents: list[Intent], params: Params) -> dict[st
         "refills_acked": sum(1 for i in refills if i.acked),
         "ghost_sessions_before_cleanup": ghosts,
         "unowned_instances_before_cleanup": unowned,
+        "running_when_users_left": len(present),
+        "possible_leaks_when_users_left": sum(1 for s in at_leave if s["possible_leak"]),
         "possible_leak_sessions": sum(1 for s in sessions if s["possible_leak"]),
         "still_live_in_ledger": sum(1 for s in sessions if s["live"]),
         "end_answers": sorted(set(ended)),
         "settle_seconds": round(settled, 1),
+        "idle_settle_seconds": round(idle_settled, 1),
+        "instance_ids_when_users_left": sorted(present),
         "leaked_instance_ids": sorted(still),
     }
 
