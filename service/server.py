@@ -51,7 +51,7 @@ from agentgw_client.gen.agentgw.v1 import (
 )
 from service import __version__, tracing
 from service.api.agents import AgentServicer
-from service.api.audit import AuditServicer, audit_hook
+from service.api.audit import AuditHook, AuditServicer
 from service.api.digital_humans import DigitalHumanServicer
 from service.api.events import EventServicer
 from service.api.interceptors import RpcHandlers
@@ -306,7 +306,7 @@ class Gateway:
     ) -> grpc.aio.Server:
         # No grpc interceptors: every handler is wrapped once, at registration, by RpcHandlers.
         handlers = RpcHandlers(
-            metrics, authenticator, audit_hook(core.audit, authenticating=authenticator.enabled)
+            metrics, authenticator, AuditHook(core.audit, authenticating=authenticator.enabled)
         )
         # Page tokens are MACed with a key derived from the ServerSecret: stable across restarts,
         # never the secret itself.

@@ -8,7 +8,6 @@ decided here, from the protobuf messages; the record itself is the domain's
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,15 +19,13 @@ from service.api.common import timestamp_seconds
 from service.api.paging import PageTokens, page_size
 from service.auth.principal import Principal, Role, current_principal, principal_var
 from service.domain.access import owner_scope
-from service.domain.audit import AuditFilter, AuditRecord, AuditTrail
+from service.domain.audit import AuditFilter, AuditRecord, AuditTrail, PendingAudit
 from service.domain.validation import Violations
 from service.errors import PermissionDenied
 
-__all__ = ["AUDITED_METHODS", "AuditHook", "AuditServicer", "audit_hook"]
+__all__ = ["AUDITED_METHODS", "AuditHook", "AuditServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-AuditHook = Callable[[str, Any, Any, str, str], Awaitable[None]]
-"""``(method, request, response or None, status code name, request id)``."""
 
 _V1 = "/agentgw.v1."
 AUDITED_METHODS = frozenset(
@@ -71,7 +68,7 @@ def _targets(request: Any, response: Any) -> dict[str, str]:
     if agent_id:
         targets["agent_id"] = agent_id
     user_id = getattr(request, "user_id", "")
-    if user_id and not session_id:  # a room token's user
+    if user_id and not hasattr(request, "agent_id"):  # a room token's user, not a session's
         targets["target"] = user_id
     return targets
 
@@ -79,20 +76,44 @@ def _targets(request: Any, response: Any) -> dict[str, str]:
 _UNAUTHENTICATED = Principal(name="", role=Role.CALLER, method="none")
 
 
-def audit_hook(trail: AuditTrail, *, authenticating: bool) -> AuditHook:
-    """The wrapper's hook: records the audited methods, ignores the rest. With ``authenticating``,
-    a call that never got a principal (its credentials were refused) is recorded with an empty
-    principal rather than as the anonymous admin of an unauthenticated gateway."""
+class AuditHook:
+    """What the RPC wrapper calls around each audited (mutating) RPC: :meth:`begin` once the
+    caller is authenticated and before the handler runs, :meth:`end` with the status it got.
 
-    async def record(method: str, request: Any, response: Any, code: str, request_id: str) -> None:
-        if method not in AUDITED_METHODS:
-            return
+    With ``authenticating``, a call that never got a principal (its credentials were refused) is
+    recorded with an empty principal rather than as the anonymous admin of an unauthenticated
+    gateway.
+    """
+
+    def __init__(self, trail: AuditTrail, *, authenticating: bool) -> None:
+        self._trail = trail
+        self._authenticating = authenticating
+
+    def _principal(self) -> Principal:
         principal = principal_var.get()
         if principal is None:
-            principal = _UNAUTHENTICATED if authenticating else current_principal()
-        await trail.record(principal, method, code, request_id=request_id, **_targets(request, response))
+            return _UNAUTHENTICATED if self._authenticating else current_principal()
+        return principal
 
-    return record
+    def begin(self, method: str, request: Any, request_id: str) -> PendingAudit:
+        """Start the record; the ledger writes it with the call's first change."""
+        return self._trail.begin(self._principal(), method, request_id=request_id, **_targets(request, None))
+
+    async def end(
+        self,
+        pending: PendingAudit | None,
+        method: str,
+        request: Any,
+        response: Any,
+        code: str,
+        request_id: str,
+    ) -> None:
+        """The call ended with ``code`` (``pending`` is None when it failed before :meth:`begin`)."""
+        targets = _targets(request, response)
+        if pending is None:
+            await self._trail.record(self._principal(), method, code, request_id=request_id, **targets)
+        else:
+            await self._trail.finish(pending, code, **targets)
 
 
 def _record_to_proto(record: AuditRecord) -> api.AuditRecord:

@@ -201,12 +201,15 @@ def _unary_response(
             rid = _request_id(context)
             token = request_id_var.set(rid)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        pending = None
         try:
             try:
                 if authenticate is not None:
                     await authenticate(context)
                 if isinstance(request, Undecodable):
                     raise request.invalid()
+                if audit is not None:
+                    pending = audit.begin(method, request, rid)
                 response = behavior(request, handler_context)
                 if inspect.isawaitable(response):
                     response = await response
@@ -217,14 +220,14 @@ def _unary_response(
                     raise
                 on_status = None
                 if audit is not None:
-                    hook = audit
+                    hook, begun = audit, pending
 
                     async def on_status(code: grpc.StatusCode) -> None:
-                        await hook(method, request, None, code.name, rid)
+                        await hook.end(begun, method, request, None, code.name, rid)
 
                 await _fail(exc, method, rid, context, on_status)
             if audit is not None:
-                await audit(method, request, response, "OK", rid)
+                await audit.end(pending, method, request, response, "OK", rid)
             if ours and log.isEnabledFor(logging.INFO):
                 ms = round((time.perf_counter() - started) * 1e3, 2)
                 log.info("rpc ok", extra={"method": method, "ms": ms})

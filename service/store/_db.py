@@ -42,6 +42,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from service.store import _audit
 from service.store.base import StoreError, UnstorableValue
 from service.store.lock import FILE_MODE, LedgerLock, create_private
 
@@ -220,6 +221,7 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = fn(conn)
+            _audit.write_pending(conn)
             conn.execute("COMMIT")
             return result
         except _CAUGHT as e:

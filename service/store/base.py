@@ -267,6 +267,9 @@ class Ledger(Protocol):
     async def purge_audit(self, before: float) -> int:
         """Delete audit records older than ``before``."""
 
+    async def finish_audit(self, record_id: int, code: str, targets: dict[str, str]) -> None:
+        """Set the outcome (and late-known targets) of an audit record written as PENDING."""
+
     async def remember_callbacks(self, pairs: Sequence[tuple[str, str, str, float]]) -> list[str]:
         """For each (nonce, signature, body digest, expires_at), in one transaction: record the
         pair unless a live record of it exists; return the digests on record (another digest than

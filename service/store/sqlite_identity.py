@@ -7,16 +7,15 @@ from typing import Any
 
 from service.domain.audit import AuditFilter, AuditRecord, NewAuditRecord
 from service.domain.model import SessionKind
+from service.store import _audit
 from service.store import _sessions as _sql
+from service.store._audit import AUDIT_COLUMNS
 from service.store._db import Database, fetch_all, fetch_one
 from service.store._query import marks
 from service.store._sessions import owner_usage
 
 __all__ = ["IdentityMixin", "owner_usage"]
 
-_AUDIT_COLUMNS = (
-    "at", "principal", "role", "rpc", "session_id", "agent_id", "target", "request_id", "code",
-)  # fmt: skip
 _POOL = {k.value: k.pool for k in SessionKind}
 
 
@@ -78,10 +77,17 @@ class IdentityMixin:
 
     async def append_audit(self, record: NewAuditRecord) -> None:
         """Store one audit record."""
-        values = tuple(getattr(record, c) for c in _AUDIT_COLUMNS)
+        self._db.transaction(lambda conn: _audit.insert(conn, record))
+
+    async def finish_audit(self, record_id: int, code: str, targets: dict[str, str]) -> None:
+        """Set the outcome, and the targets known only at the end, of a PENDING record."""
+        columns = {
+            name: value for name, value in targets.items() if name in ("session_id", "agent_id", "target")
+        }
+        sets = ", ".join(["code = ?", *(f"{name} = ?" for name in columns)])
         self._db.transaction(
             lambda conn: conn.execute(
-                f"INSERT INTO audit_records ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks(values)})", values
+                f"UPDATE audit_records SET {sets} WHERE id = ?", (code, *columns.values(), record_id)
             )
         )
 
@@ -102,12 +108,12 @@ class IdentityMixin:
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
-        sql = f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit_records"
+        sql = f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit_records"
         if where:
             sql += " WHERE " + " AND ".join(where)
         query = sql + " ORDER BY id DESC LIMIT ?"
         rows = self._db.run(lambda conn: fetch_all(conn, query, [*params, limit]))
-        return [AuditRecord(id=row[0], **dict(zip(_AUDIT_COLUMNS, row[1:], strict=True))) for row in rows]
+        return [AuditRecord(id=row[0], **dict(zip(AUDIT_COLUMNS, row[1:], strict=True))) for row in rows]
 
     async def purge_audit(self, before: float) -> int:
         """Delete records older than ``before``."""

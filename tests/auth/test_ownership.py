@@ -300,3 +300,31 @@ async def test_a_request_id_of_another_caller_never_returns_their_session(ids: I
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await ids["bob"].sessions.CreateSession(request)
     assert rich_error(info.value).reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_change_is_audited_in_its_own_transaction_before_its_outcome_is_known(
+    ids: Identities, emulator: Emulator
+) -> None:
+    """The record is written, as PENDING, with the create's first ledger change (the reservation),
+    so a crash while ZEGO answers leaves it behind; the outcome completes it."""
+    await emulator.fault(action="CreateAgentInstance", latency_ms=1500, count=1)
+    creating = asyncio.ensure_future(create(ids["alice"], "user_a", "room_a"))
+    try:
+        for _ in range(100):
+            records = (await ids["ops"].audit.ListAuditRecords(audit_api.ListAuditRecordsRequest())).records
+            if records:
+                break
+            await asyncio.sleep(0.02)
+        [pending] = records
+        assert (pending.principal, pending.rpc.rsplit("/", 1)[1], pending.code) == (
+            "alice",
+            "CreateSession",
+            "PENDING",
+        )
+        # Written with the PENDING row: the row the record talks about already exists.
+        listed = (await ids["ops"].sessions.ListSessions(api.ListSessionsRequest())).sessions
+        assert [s.state for s in listed] == [spb.SESSION_STATE_PENDING]
+    finally:
+        session = await creating
+    [done] = (await ids["ops"].audit.ListAuditRecords(audit_api.ListAuditRecordsRequest())).records
+    assert (done.id, done.code, done.session_id) == (pending.id, "OK", session.session_id)

@@ -788,3 +788,28 @@ async def test_purge_drops_old_keys_and_old_terminal_sessions(ledger: SqliteLedg
     assert await ledger.transitions("s-0001") == []
     assert len(await ledger.transitions("s-0003")) == 2
     assert await ledger.purge(idempotency_before=T0, sessions_ended_before=T0) == 0
+
+
+async def test_an_audited_change_commits_with_its_record_and_a_rollback_takes_both(
+    ledger: SqliteLedger, db_path: pathlib.Path
+) -> None:
+    from service.auth.principal import Principal, Role
+    from service.domain.audit import AuditTrail, pending_audit
+
+    trail = AuditTrail(ledger, clock=lambda: T0)
+    pending = trail.begin(Principal("alice", Role.CALLER, "jwt"), "/agentgw.v1.AgentService/DeleteAgent")
+
+    def failing(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO agent_owners (agent_id, owner, created_at) VALUES ('a', 'alice', 0)")
+        raise RuntimeError("the change fails")
+
+    with pytest.raises(RuntimeError):
+        ledger._db.transaction(failing)
+    assert pending.id is None and raw(db_path, "SELECT COUNT(*) FROM audit_records") == [(0,)]
+    await ledger.put_agent_owner("a", "alice", T0)  # the call's first change
+    assert pending.id is not None
+    assert raw(db_path, "SELECT code FROM audit_records") == [("PENDING",)]
+    await ledger.delete_agent_owner("a")  # later changes of the same call add no record
+    await trail.finish(pending, "OK", agent_id="a")
+    assert raw(db_path, "SELECT principal, code, agent_id FROM audit_records") == [("alice", "OK", "a")]
+    assert pending_audit.get() is None
