@@ -69,6 +69,8 @@ class PendingAudit:
 
     record: NewAuditRecord
     id: int | None = None
+    closed: bool = False
+    """The call has ended: a task it spawned that commits later writes no second record."""
 
 
 pending_audit: contextvars.ContextVar[PendingAudit | None] = contextvars.ContextVar(
@@ -123,7 +125,8 @@ class AuditTrail:
     async def finish(self, pending: PendingAudit, code: str, **targets: str) -> None:
         """The call ended with ``code``: complete its record, or write it whole if the call changed
         nothing in the ledger. A failed write is logged, never the caller's error."""
-        pending_audit.set(None)  # what is written from here on is this record, not another
+        pending.closed = True  # tasks the call spawned share this object: none of them writes it now
+        pending_audit.set(None)
         rpc = pending.record.rpc
         clipped = _clip(targets)
         try:

@@ -27,5 +27,5 @@ def write_pending(conn: sqlite3.Connection) -> None:
     """Inside a transaction about to commit: write the audited call's record if it is the call's
     first change (``service.domain.audit``), so the change never commits without it."""
     pending = pending_audit.get()
-    if pending is not None and pending.id is None:
+    if pending is not None and pending.id is None and not pending.closed:
         pending.id = insert(conn, pending.record)

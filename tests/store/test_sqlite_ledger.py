@@ -813,3 +813,21 @@ async def test_an_audited_change_commits_with_its_record_and_a_rollback_takes_bo
     await trail.finish(pending, "OK", agent_id="a")
     assert raw(db_path, "SELECT principal, code, agent_id FROM audit_records") == [("alice", "OK", "a")]
     assert pending_audit.get() is None
+    # A task the call spawned (it shares the call's context) that commits after the call ended.
+    token = pending_audit.set(pending)
+    try:
+        await ledger.put_agent_owner("b", "alice", T0)
+    finally:
+        pending_audit.reset(token)
+    assert raw(db_path, "SELECT COUNT(*) FROM audit_records") == [(1,)]
+    whole = trail.begin(Principal("alice", Role.CALLER, "jwt"), "/agentgw.v1.SessionService/Speak")
+    await trail.finish(whole, "OK", session_id="s1")  # no ledger change: written whole at the end
+    token = pending_audit.set(whole)
+    try:
+        await ledger.put_agent_owner("c", "alice", T0)
+    finally:
+        pending_audit.reset(token)
+    assert raw(db_path, "SELECT rpc, code FROM audit_records ORDER BY id") == [
+        ("/agentgw.v1.AgentService/DeleteAgent", "OK"),
+        ("/agentgw.v1.SessionService/Speak", "OK"),
+    ]
