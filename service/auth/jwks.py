@@ -79,7 +79,8 @@ def parse_jwks(raw: bytes | str) -> list[VerificationKey]:
                 )
             )
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
-            log.warning("JWKS key %d ignored: %s", index, exc)
+            # The error's text can quote the JWK itself: name its kind only.
+            log.warning("JWKS key %d ignored: %s", index, type(exc).__name__)
     if not keys:
         raise ValueError("the JWKS holds no usable asymmetric signing key")
     return keys

@@ -210,3 +210,14 @@ async def test_the_jwks_url_is_cached_and_refreshed_for_unknown_kids_at_a_bounde
         assert len(fetches) == 2
     finally:
         await source.aclose()
+
+
+def test_a_broken_jwks_entry_is_logged_without_its_contents(caplog: pytest.LogCaptureFixture) -> None:
+    good = rsa_key()
+    broken = {"kty": "RSA", "kid": "broken", "n": "secret-looking-material", "e": "AQAB", "d": "private-part"}
+    with caplog.at_level("WARNING", logger="agentgw.auth"):
+        keys = parse_jwks(json.dumps({"keys": [broken, good.jwk()]}))
+    assert [k.kid for k in keys] == [good.kid]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "JWKS key 0 ignored" in logged
+    assert "private-part" not in logged and "secret-looking-material" not in logged
