@@ -162,9 +162,13 @@ async def test_enqueued_tts(start_emulator: StartEmulator, shared_receiver: Call
     shared_receiver.clear()
     zego = await _slow(start_emulator, shared_receiver)
     iid = await zego.create_voice(CallbackConfig=ALL_CALLBACKS)
-    body = {"AgentInstanceId": iid, "Text": "twenty characters...", "SamePriorityOption": "Enqueue"}
+    # ~100 characters: about 6 emulated seconds, ~300 ms here, so the second and third sentence are
+    # queued while the first is still spoken even on a loaded machine (20 characters lasted ~60 ms,
+    # less than three HTTP round trips sometimes take, and the agent went IDLE in between).
+    text = "A sentence long enough to still be spoken while the next two are queued behind it, in order."
+    body = {"AgentInstanceId": iid, "Text": text, "SamePriorityOption": "Enqueue"}
     rounds = [(await zego.ok("SendAgentInstanceTTS", body))["Round"] for _ in range(3)]
-    await shared_receiver.wait_event(iid, "AgentInstanceStatus", Status="IDLE")
+    await shared_receiver.wait_event(iid, "AgentInstanceStatus", Status="IDLE", Round=rounds[2], within=10)
     # Spec §9 sequence 5: Rounds assigned at once, status stays SPEAKING while only the Round changes.
     assert shared_receiver.steps(iid)[1:] == [
         ("AgentInstanceStatus", "SPEAKING", rounds[0]),
