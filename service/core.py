@@ -28,6 +28,7 @@ from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
 from service.metrics import Metrics, ZegoMetricsObserver
 from service.store.sqlite import SqliteLedger
+from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
 from service.zego.ratelimit import FairRateLimiter
 
@@ -91,6 +92,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         limiter=_fair_limiter(settings, quotas),
     )
     stack.push_async_callback(zego.aclose)
+    port = ZegoAdapter(zego)  # what the domain calls: domain types in, domain types out
 
     bus = EventBus(
         queue_size=settings.subscriber_queue_size,
@@ -101,7 +103,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     events = EventLog(ledger, bus, observer=metrics)
     await events.start()
     sessions = SessionService(
-        zego,
+        port,
         ledger,
         limits=limits,
         default_max_duration_seconds=settings.max_session_duration_seconds,
@@ -137,9 +139,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
         skew_seconds=settings.callback_skew_seconds,
     )
-    agents = AgentService(zego, ledger)
+    agents = AgentService(port, ledger)
     digital_humans = DigitalHumanCatalog(
-        zego,
+        port,
         ttl_seconds=settings.digital_human_cache_seconds,
         not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
         validation=settings.digital_human_validation,

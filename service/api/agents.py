@@ -1,7 +1,7 @@
 """AgentService: a thin adapter from gRPC to ``service.domain.agents``.
 
-Each handler validates the request (every violation, before any ZEGO call), converts it to ZEGO
-models, calls the domain, and converts back with secrets withheld. Errors are raised, not
+Each handler validates the request (every violation, before any ZEGO call), converts it to the
+domain's types, calls the domain, and converts back with secrets withheld. Errors are raised, not
 returned: the interceptor maps them through the one table in ``service.api.status``.
 """
 
@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2
 from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
 from agentgw_client.gen.agentgw.v1 import agent_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
-from service.api.common import fingerprint, time_budget
+from service.api.common import fingerprint, time_budget, validate_request_id
 from service.api.convert import agent_from_proto, agent_to_proto, validate_agent_configs
 from service.api.paging import PageTokens, page_size
 from service.domain.agents import AgentService
@@ -24,7 +24,7 @@ from service.domain.validation import (
     AGENT_NAME_UPDATE_MAX_BYTES,
     Violations,
 )
-from service.zego import models as m
+from service.domain.zego_config import Agent
 
 __all__ = ["AgentServicer"]
 
@@ -32,11 +32,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 50
 _UPDATABLE = {"display_name", "llm", "tts", "asr"}
-
-
-def _validate_request_id(v: Violations, request_id: str) -> None:
-    v.max_chars("request_id", request_id, 64)
-    v.check(request_id.isprintable(), "request_id", "must be printable ASCII")
 
 
 class AgentServicer(rpc.AgentServiceServicer):
@@ -52,7 +47,7 @@ class AgentServicer(rpc.AgentServiceServicer):
             v.agent_id("agent.agent_id", request.agent.agent_id)
             v.max_bytes("agent.display_name", request.agent.display_name, AGENT_NAME_CREATE_MAX_BYTES)
             validate_agent_configs(v, "agent", request.agent)
-        _validate_request_id(v, request.request_id)
+        validate_request_id(v, request.request_id)
         v.raise_if_any()
         created = await self._agents.create(
             agent_from_proto(request.agent),
@@ -100,7 +95,7 @@ class AgentServicer(rpc.AgentServiceServicer):
         mask = field_mask_pb2.FieldMask(paths=paths)
         violations = Violations()
 
-        def merge(current: m.Agent) -> m.Agent:
+        def merge(current: Agent) -> Agent:
             merged = agent_to_proto(current, with_secrets=True)
             previous = pb.Agent()
             previous.CopyFrom(merged)

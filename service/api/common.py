@@ -11,10 +11,17 @@ from google.protobuf.message import Message
 
 from service.domain.validation import Violations
 
-__all__ = ["fingerprint", "time_budget", "timestamp_seconds"]
+__all__ = ["REQUEST_ID_MAX_CHARS", "fingerprint", "time_budget", "timestamp_seconds", "validate_request_id"]
 
 _MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z, protobuf's Timestamp range
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+REQUEST_ID_MAX_CHARS = 64
+
+
+def validate_request_id(v: Violations, request_id: str) -> None:
+    """An idempotency key (every RPC's ``request_id``): empty, or at most 64 printable characters."""
+    v.max_chars("request_id", request_id, REQUEST_ID_MAX_CHARS)
+    v.check(request_id.isprintable(), "request_id", "must be printable")
 
 
 def time_budget(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:

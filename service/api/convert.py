@@ -1,4 +1,4 @@
-"""Protobuf <-> ZEGO wire models for the shared config objects (LLM, TTS, ASR, agents).
+"""Protobuf <-> the domain's ZEGO config values for the shared objects (LLM, TTS, ASR, agents).
 
 Secrets are write-only: ``*_to_proto`` withholds the LLM ApiKey and the TTS ``Params.app``
 credentials and only says whether they are set, unless ``with_secrets`` is asked for (used
@@ -13,8 +13,8 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
+from service.domain import zego_config as m
 from service.domain.validation import TTS_VENDORS, Violations
-from service.zego import models as m
 
 __all__ = [
     "agent_from_proto",
@@ -107,13 +107,13 @@ def tts_from_proto(msg: pb.TtsConfig) -> m.TTS:
         vendor=msg.vendor or None,
         url=msg.url or None,
         params=params or None,
-        filter_text=[
+        filter_text=tuple(
             m.FilterText(begin_characters=f.begin_characters, end_characters=f.end_characters)
             for f in msg.filter_texts
-        ]
+        )
         or None,
         terminator_text=msg.terminator_text or None,
-        character_filter=list(msg.character_filters) or None,
+        character_filter=tuple(msg.character_filters) or None,
     )
 
 

@@ -15,9 +15,9 @@ from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
 from service.api.common import time_budget
 from service.api.paging import PageTokens, page_size
+from service.domain import zego_port as dh
 from service.domain.digital_humans import DigitalHumanAsset, DigitalHumanCatalog, Scope, Voice
 from service.domain.validation import Violations
-from service.zego import digital_human as dh
 
 __all__ = ["DigitalHumanServicer", "digital_human_to_proto", "voice_to_proto"]
 
@@ -81,7 +81,7 @@ class DigitalHumanServicer(rpc.DigitalHumanServiceServicer):
         if not token:
             return 0
         offset = self._tokens.decode(token, filter_hash)
-        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= dh.MAX_OFFSET:
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= dh.MAX_AVATAR_OFFSET:
             # A MACed token always holds what we put in; this guards a key shared with older builds.
             v = Violations()
             v.add("page_token", "is not a page token this server issued")
@@ -95,7 +95,7 @@ class DigitalHumanServicer(rpc.DigitalHumanServiceServicer):
         v.check(request.scope in _SCOPE, "scope", "is not a known scope")
         v.check(request.inference_mode in _MODE_FROM_PROTO, "inference_mode", "is not a known mode")
         v.raise_if_any()
-        size = page_size(request.page_size, default=dh.MAX_LIMIT, maximum=dh.MAX_LIMIT)
+        size = page_size(request.page_size, default=dh.MAX_AVATAR_LIMIT, maximum=dh.MAX_AVATAR_LIMIT)
         scope, mode = _SCOPE[request.scope], _MODE_FROM_PROTO[request.inference_mode]
         filter_hash = f"{scope.value}:{mode}"
         offset = self._offset(request.page_token, filter_hash)
@@ -124,7 +124,7 @@ class DigitalHumanServicer(rpc.DigitalHumanServiceServicer):
         v = Violations()
         v.max_chars("digital_human_id", request.digital_human_id, ID_MAX_CHARS)
         v.raise_if_any()
-        size = page_size(request.page_size, default=dh.MAX_LIMIT, maximum=dh.MAX_LIMIT)
+        size = page_size(request.page_size, default=dh.MAX_AVATAR_LIMIT, maximum=dh.MAX_AVATAR_LIMIT)
         filter_hash = f"voices:{request.digital_human_id}"
         offset = self._offset(request.page_token, filter_hash)
         page = await self._catalog.voices(

@@ -17,7 +17,7 @@ import grpc
 from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from service.api.common import fingerprint, time_budget
+from service.api.common import fingerprint, time_budget, validate_request_id
 from service.api.convert import (
     asr_from_proto,
     llm_from_proto,
@@ -38,12 +38,12 @@ from service.api.session_convert import (
     transition_fields,
     turn_stats_fields,
 )
-from service.api.session_requests import chat_messages, create_spec, validate_request_id, whole_seconds
+from service.api.session_requests import chat_messages, create_spec, whole_seconds
 from service.domain.digital_humans import DigitalHumanCatalog
 from service.domain.model import SessionFilter, SessionKind
 from service.domain.sessions import SessionService
 from service.domain.validation import Violations, parse_label_selector
-from service.zego import models as m
+from service.domain.zego_port import InstanceUpdate, Listening, Priority, SamePriorityOption, Speech, TextTurn
 
 __all__ = ["SessionServicer"]
 
@@ -52,12 +52,12 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 SPEAK_MAX_CHARS = 300
 _UPDATABLE = ("llm", "tts", "asr", "user_stream_id")
-_PRIORITY: dict[int, str] = {
+_PRIORITY: dict[int, Priority] = {
     api.SPEECH_PRIORITY_LOW: "Low",
     api.SPEECH_PRIORITY_MEDIUM: "Medium",
     api.SPEECH_PRIORITY_HIGH: "High",
 }
-_SAME_PRIORITY: dict[int, str] = {
+_SAME_PRIORITY: dict[int, SamePriorityOption] = {
     api.SAME_PRIORITY_OPTION_CLEAR_AND_INTERRUPT: "ClearAndInterrupt",
     api.SAME_PRIORITY_OPTION_ENQUEUE: "Enqueue",
 }
@@ -69,7 +69,9 @@ def _session_id(v: Violations, session_id: str) -> None:
         v.max_chars("session_id", session_id, 64)
 
 
-def _speech_options(v: Violations, priority: int, same: int) -> tuple[Any, Any]:
+def _speech_options(
+    v: Violations, priority: int, same: int
+) -> tuple[Priority | None, SamePriorityOption | None]:
     v.check(priority == 0 or priority in _PRIORITY, "priority", "is not a known priority")
     v.check(same == 0 or same in _SAME_PRIORITY, "same_priority_option", "is not a known option")
     return _PRIORITY.get(priority), _SAME_PRIORITY.get(same)
@@ -209,25 +211,15 @@ class SessionServicer(rpc.SessionServiceServicer):
         if "user_stream_id" in paths:
             v.rtc_id("user_stream_id", request.user_stream_id)
         v.raise_if_any()
-        update = m.UpdateAgentInstanceRequest(
-            agent_instance_id="",
+        update = InstanceUpdate(
             llm=llm_from_proto(request.llm) if "llm" in paths else None,
             tts=tts_from_proto(request.tts) if "tts" in paths else None,
             asr=asr_from_proto(request.asr) if "asr" in paths else None,
-            rtc=m.RTCUserStream(user_stream_id=request.user_stream_id) if "user_stream_id" in paths else None,
+            user_stream_id=request.user_stream_id if "user_stream_id" in paths else None,
         )
-
-        async def call(instance_id: str) -> None:
-            await self._sessions.zego.update_agent_instance(
-                update.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
-            )
-
-        await self._sessions.control(request.session_id, call)
-        # The user stream is the only part of an update the ledger records.
-        if "user_stream_id" in paths:
-            record = await self._sessions.record_user_stream(request.session_id, request.user_stream_id)
-        else:
-            record = await self._sessions.get(request.session_id)
+        record = await self._sessions.update_instance(
+            request.session_id, update, timeout=time_budget(context)
+        )
         return api.UpdateSessionResponse(session=session_to_proto(record))
 
     # --- in-call control --------------------------------------------------------------------------
@@ -239,8 +231,7 @@ class SessionServicer(rpc.SessionServiceServicer):
         v.required("text", request.text)
         priority, same = _speech_options(v, request.priority, request.same_priority_option)
         v.raise_if_any()
-        body = m.SendAgentInstanceLLMRequest(
-            agent_instance_id="",
+        turn = TextTurn(
             text=request.text,
             system_prompt=request.system_prompt or None,
             add_question_to_history=request.add_question_to_history
@@ -253,13 +244,7 @@ class SessionServicer(rpc.SessionServiceServicer):
             same_priority_option=same,
         )
 
-        async def call(instance_id: str) -> int:
-            data = await self._sessions.zego.send_agent_instance_llm(
-                body.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
-            )
-            return data.round
-
-        round_ = await self._sessions.control(request.session_id, call)
+        round_ = await self._sessions.send_text(request.session_id, turn, timeout=time_budget(context))
         self._api_turn(request.session_id, "send_text", round_, started)
         return api.SendTextResponse(round=round_)
 
@@ -271,64 +256,38 @@ class SessionServicer(rpc.SessionServiceServicer):
             v.max_chars("text", request.text, SPEAK_MAX_CHARS)
         priority, same = _speech_options(v, request.priority, request.same_priority_option)
         v.raise_if_any()
-        body = m.SendAgentInstanceTTSRequest(
-            agent_instance_id="",
+        speech = Speech(
             text=request.text,
             add_history=request.add_history if request.HasField("add_history") else None,
             priority=priority,
             same_priority_option=same,
         )
 
-        async def call(instance_id: str) -> int:
-            data = await self._sessions.zego.send_agent_instance_tts(
-                body.model_copy(update={"agent_instance_id": instance_id}), timeout=time_budget(context)
-            )
-            return data.round
-
-        round_ = await self._sessions.control(request.session_id, call)
+        round_ = await self._sessions.speak(request.session_id, speech, timeout=time_budget(context))
         self._api_turn(request.session_id, "speak", round_, started)
         return api.SpeakResponse(round=round_)
 
     async def Interrupt(self, request: api.InterruptRequest, context: Context) -> api.InterruptResponse:
         self._require_session(request.session_id)
-
-        async def call(instance_id: str) -> int:
-            data = await self._sessions.zego.interrupt_agent_instance(
-                m.InterruptAgentInstanceRequest(agent_instance_id=instance_id), timeout=time_budget(context)
-            )
-            return data.round
-
-        return api.InterruptResponse(round=await self._sessions.control(request.session_id, call))
+        round_ = await self._sessions.interrupt(request.session_id, timeout=time_budget(context))
+        return api.InterruptResponse(round=round_)
 
     async def GetAgentStatus(
         self, request: api.GetAgentStatusRequest, context: Context
     ) -> api.GetAgentStatusResponse:
         self._require_session(request.session_id)
-
-        async def call(instance_id: str) -> str:
-            data = await self._sessions.zego.query_agent_instance_status(
-                m.QueryAgentInstanceStatusRequest(agent_instance_id=instance_id), timeout=time_budget(context)
-            )
-            return data.status
-
-        status = await self._sessions.control(request.session_id, call, changes=False)
+        status = await self._sessions.agent_status(request.session_id, timeout=time_budget(context))
         return api.GetAgentStatusResponse(status=agent_state(status))
 
     async def GetContext(self, request: api.GetContextRequest, context: Context) -> api.GetContextResponse:
         self._require_session(request.session_id)
-
-        async def call(instance_id: str) -> m.GetAgentInstanceMsgListData:
-            return await self._sessions.zego.get_agent_instance_msg_list(
-                m.GetAgentInstanceMsgListRequest(agent_instance_id=instance_id), timeout=time_budget(context)
-            )
-
-        data = await self._sessions.control(request.session_id, call, changes=False)
+        data = await self._sessions.context(request.session_id, timeout=time_budget(context))
         return api.GetContextResponse(
             messages=[
                 spb.ChatMessage(
                     role=_ROLE_TO_PROTO.get(msg.role, spb.CHAT_ROLE_UNSPECIFIED), content=msg.content
                 )
-                for msg in data.message_list
+                for msg in data.messages
             ],
             total_size=data.total,
         )
@@ -337,14 +296,7 @@ class SessionServicer(rpc.SessionServiceServicer):
         self, request: api.ResetContextRequest, context: Context
     ) -> api.ResetContextResponse:
         self._require_session(request.session_id)
-
-        async def call(instance_id: str) -> None:
-            await self._sessions.zego.reset_agent_instance_msg_list(
-                m.ResetAgentInstanceMsgListRequest(agent_instance_id=instance_id),
-                timeout=time_budget(context),
-            )
-
-        await self._sessions.control(request.session_id, call)
+        await self._sessions.reset_context(request.session_id, timeout=time_budget(context))
         return api.ResetContextResponse()
 
     async def AppendContext(
@@ -355,41 +307,26 @@ class SessionServicer(rpc.SessionServiceServicer):
         v.check(len(request.messages) > 0, "messages", "at least one message is required")
         messages = chat_messages(v, "messages", list(request.messages))
         v.raise_if_any()
-
-        async def call(instance_id: str) -> None:
-            await self._sessions.zego.add_agent_instance_msg(
-                m.AddAgentInstanceMsgRequest(agent_instance_id=instance_id, messages=messages),
-                timeout=time_budget(context),
-            )
-
-        await self._sessions.control(request.session_id, call)
+        await self._sessions.append_context(request.session_id, messages, timeout=time_budget(context))
         return api.AppendContextResponse()
 
     async def StartListening(
         self, request: api.StartListeningRequest, context: Context
     ) -> api.StartListeningResponse:
-        body = self._listening(request.session_id, request.sequence, request.user_id)
-
-        async def call(instance_id: str) -> int:
-            data = await self._sessions.zego.start_listening(
-                m.StartListeningRequest(agent_instance_id=instance_id, **body), timeout=time_budget(context)
-            )
-            return data.round
-
-        return api.StartListeningResponse(round=await self._sessions.control(request.session_id, call))
+        listening = self._listening(request.session_id, request.sequence, request.user_id)
+        round_ = await self._sessions.start_listening(
+            request.session_id, listening, timeout=time_budget(context)
+        )
+        return api.StartListeningResponse(round=round_)
 
     async def StopListening(
         self, request: api.StopListeningRequest, context: Context
     ) -> api.StopListeningResponse:
-        body = self._listening(request.session_id, request.sequence, request.user_id)
-
-        async def call(instance_id: str) -> int:
-            data = await self._sessions.zego.stop_listening(
-                m.StopListeningRequest(agent_instance_id=instance_id, **body), timeout=time_budget(context)
-            )
-            return data.round
-
-        return api.StopListeningResponse(round=await self._sessions.control(request.session_id, call))
+        listening = self._listening(request.session_id, request.sequence, request.user_id)
+        round_ = await self._sessions.stop_listening(
+            request.session_id, listening, timeout=time_budget(context)
+        )
+        return api.StopListeningResponse(round=round_)
 
     async def GetCapacity(self, request: api.GetCapacityRequest, context: Context) -> api.GetCapacityResponse:
         pools = []
@@ -428,10 +365,10 @@ class SessionServicer(rpc.SessionServiceServicer):
         v.raise_if_any()
 
     @staticmethod
-    def _listening(session_id: str, sequence: int, user_id: str) -> dict[str, Any]:
+    def _listening(session_id: str, sequence: int, user_id: str) -> Listening:
         v = Violations()
         _session_id(v, session_id)
         v.check(sequence > 0, "sequence", "must be a positive, increasing number")
         v.user_id("user_id", user_id, required=False)
         v.raise_if_any()
-        return {"sequence": sequence, "user_id": user_id or None}
+        return Listening(sequence=sequence, user_id=user_id or None)

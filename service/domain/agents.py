@@ -1,4 +1,4 @@
-"""Agent templates: register, read, page, update (with merge) and delete, over the ZEGO client.
+"""Agent templates: register, read, page, update (with merge) and delete, over the ZEGO port.
 
 ZEGO replaces LLM, TTS and ASR whole on UpdateAgent (spec §5.3), so ``update`` reads the current
 agent, lets the caller's merge function change it, and sends the complete objects back.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from service.auth.principal import current_principal
 from service.domain.access import check_agent_change, check_may_change
 from service.domain.model import IdempotencyRecord
+from service.domain.zego_config import Agent
+from service.domain.zego_port import AgentUpdate, ZegoPort
 from service.errors import NotFound, RequestIdReused
 from service.store.base import Ledger
-from service.zego import models as m
-from service.zego.client import ZegoClient
 
 __all__ = ["AgentPage", "AgentService"]
 
@@ -35,7 +35,7 @@ ZEGO_MAX_PAGE = 10
 class AgentPage:
     """One page of agents; ``cursor`` is ZEGO's, empty when there are no more."""
 
-    agents: list[m.Agent]
+    agents: list[Agent]
     cursor: str
     total: int
 
@@ -43,7 +43,7 @@ class AgentPage:
 class AgentService:
     """Agent management. Secrets pass through here untouched; the API layer withholds them."""
 
-    def __init__(self, zego: ZegoClient, ledger: Ledger, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, zego: ZegoPort, ledger: Ledger, *, clock: Callable[[], float] = time.time) -> None:
         self._zego = zego
         self._ledger = ledger
         self._clock = clock
@@ -51,8 +51,8 @@ class AgentService:
         self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def create(
-        self, agent: m.Agent, *, request_id: str = "", request_hash: str = "", timeout: float | None = None
-    ) -> m.Agent:
+        self, agent: Agent, *, request_id: str = "", request_hash: str = "", timeout: float | None = None
+    ) -> Agent:
         """Register ``agent``; idempotent per request_id. The caller becomes its owner."""
         check_may_change("register agents")
         if not request_id:
@@ -73,30 +73,24 @@ class AgentService:
             )
             return agent
 
-    async def _register(self, agent: m.Agent, timeout: float | None) -> None:
-        request = m.RegisterAgentRequest(
-            agent_id=agent.agent_id, name=agent.name, llm=agent.llm, tts=agent.tts, asr=agent.asr
-        )
-        await self._zego.register_agent(request, timeout=timeout)
+    async def _register(self, agent: Agent, timeout: float | None) -> None:
+        await self._zego.register_agent(agent, timeout=timeout)
         await self._ledger.put_agent_owner(agent.agent_id, current_principal().name, self._clock())
 
-    async def get(self, agent_id: str, *, timeout: float | None = None) -> m.Agent:
+    async def get(self, agent_id: str, *, timeout: float | None = None) -> Agent:
         """The stored agent, secrets included. ``NotFound`` if ZEGO does not know it."""
-        data = await self._zego.query_agents(m.QueryAgentsRequest(agent_ids=[agent_id]), timeout=timeout)
-        for agent in data.agents:
+        for agent in await self._zego.query_agents([agent_id], timeout=timeout):
             if agent.agent_id == agent_id:
                 return agent
         raise NotFound("agent", agent_id, "AGENT_NOT_FOUND")
 
     async def list(self, *, page_size: int, cursor: str, timeout: float | None = None) -> AgentPage:
         """Up to ``page_size`` agents from ``cursor``, calling ZEGO as often as needed to fill it."""
-        agents: list[m.Agent] = []
+        agents: list[Agent] = []
         total = 0
         while True:
             limit = min(ZEGO_MAX_PAGE, page_size - len(agents))
-            data = await self._zego.list_agents(
-                m.ListAgentsRequest(limit=limit, cursor=cursor), timeout=timeout
-            )
+            data = await self._zego.list_agents(limit=limit, cursor=cursor, timeout=timeout)
             agents.extend(data.agents)
             total, cursor = data.total, data.cursor
             if not cursor or len(agents) >= page_size or not data.agents:
@@ -105,17 +99,17 @@ class AgentService:
     async def update(
         self,
         agent_id: str,
-        merge: Callable[[m.Agent], m.Agent],
+        merge: Callable[[Agent], Agent],
         *,
         name_changed: bool,
         timeout: float | None = None,
-    ) -> m.Agent:
+    ) -> Agent:
         """Read the agent, apply ``merge`` and send the whole LLM/TTS/ASR objects that changed.
         Only its creator or an admin may."""
         current = await self.get(agent_id, timeout=timeout)
         check_agent_change(agent_id, await self._ledger.agent_owner(agent_id), "update")
         merged = merge(current)
-        request = m.UpdateAgentRequest(
+        request = AgentUpdate(
             agent_id=agent_id,
             name=merged.name if name_changed else None,
             llm=merged.llm if merged.llm != current.llm else None,
@@ -129,5 +123,5 @@ class AgentService:
         """Unregister the agent (its creator or an admin only). ``ZegoAgentNotFound`` propagates as
         NOT_FOUND."""
         check_agent_change(agent_id, await self._ledger.agent_owner(agent_id), "delete")
-        await self._zego.unregister_agent(m.UnregisterAgentRequest(agent_id=agent_id), timeout=timeout)
+        await self._zego.unregister_agent(agent_id, timeout=timeout)
         await self._ledger.delete_agent_owner(agent_id)

@@ -17,8 +17,10 @@ row (``possible_leak`` set), and the slot stays held until ZEGO confirms the ins
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from service.domain import zego_errors as zx
 from service.domain.model import EndReason, SessionRecord, SessionState
-from service.zego import exceptions as zx
 
 __all__ = ["RETRYABLE_ZEGO_ERRORS", "never_sent", "retryable_failure"]
 
@@ -37,14 +39,16 @@ def never_sent(exc: zx.ZegoError) -> bool:
     return isinstance(exc, zx.ZegoDeadlineExceeded) and not exc.sent
 
 
-def retryable_failure(record: SessionRecord) -> bool:
-    """Whether a retry of this session's create, with the same request_id, is a new attempt."""
+def retryable_failure(record: SessionRecord, error_class: Callable[[int], type[zx.ZegoApiError]]) -> bool:
+    """Whether a retry of this session's create, with the same request_id, is a new attempt.
+
+    ``error_class`` is the ZEGO port's code -> error class table (``ZegoPort.error_class``).
+    """
     if record.state is not SessionState.FAILED or record.possible_leak:
         return False
     if record.end_reason is EndReason.CREATE_FAILED:
         if record.zego_code is None:
             return True  # never sent
-        cls = zx.API_ERROR_CLASSES.get(record.zego_code, zx.ZegoServiceError)
-        return issubclass(cls, RETRYABLE_ZEGO_ERRORS)
+        return issubclass(error_class(record.zego_code), RETRYABLE_ZEGO_ERRORS)
     # The answer was lost, and ZEGO has confirmed the instance gone since.
     return record.end_reason in (EndReason.CREATE_UNCONFIRMED, EndReason.REAPED_ORPHAN)

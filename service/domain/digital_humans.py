@@ -30,10 +30,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
+from service.domain import zego_errors as zx
+from service.domain.zego_port import (
+    MAX_AVATAR_LIMIT,
+    MAX_AVATAR_OFFSET,
+    AvatarAction,
+    AvatarDetails,
+    AvatarQuery,
+    AvatarSummary,
+    ZegoPort,
+)
 from service.errors import NotFound
-from service.zego import digital_human as dh
-from service.zego import exceptions as zx
-from service.zego.client import ZegoClient
 
 __all__ = [
     "VALIDATION_POLICIES",
@@ -62,15 +69,7 @@ class Scope(StrEnum):
     PRIVATE = "private"
 
 
-_FETCH_MODE: Final = {Scope.ALL: dh.FETCH_ALL, Scope.PUBLIC: dh.FETCH_PUBLIC, Scope.PRIVATE: dh.FETCH_PRIVATE}
-
-
-@dataclass(frozen=True)
-class AvatarAction:
-    """An action the avatar can perform, with a preview video."""
-
-    name: str
-    preview_url: str
+_PUBLIC: Final = {Scope.ALL: None, Scope.PUBLIC: True, Scope.PRIVATE: False}
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ class DigitalHumanCatalog:
 
     def __init__(
         self,
-        zego: ZegoClient,
+        zego: ZegoPort,
         *,
         ttl_seconds: float = 300.0,
         not_found_ttl_seconds: float = 10.0,
@@ -199,14 +198,12 @@ class DigitalHumanCatalog:
         key = ("list", scope.value, inference_mode, offset, limit)
 
         async def fetch() -> tuple[Page[DigitalHumanAsset], float]:
-            data = await self._zego.get_digital_human_list(
-                dh.GetDigitalHumanListRequest(
-                    inference_mode=inference_mode, fetch_mode=_FETCH_MODE[scope], offset=offset, limit=limit
-                ),
-                timeout=timeout,
+            query = AvatarQuery(
+                public=_PUBLIC[scope], inference_mode=inference_mode, offset=offset, limit=limit
             )
+            data = await self._zego.list_avatars(query, timeout=timeout)
             now = self._clock()
-            items = tuple(self._summary(s, scope, now) for s in data.digital_humans[:limit])
+            items = tuple(self._summary(s, scope, now) for s in data.items[:limit])
             return _page(items, data.total, offset), self._url_expiry(now)
 
         result: Page[DigitalHumanAsset] = await self._cached(key, fetch)
@@ -218,9 +215,7 @@ class DigitalHumanCatalog:
 
         async def fetch() -> tuple[DigitalHumanAsset | NotFound, float]:
             try:
-                info = await self._zego.get_digital_human_info(
-                    dh.GetDigitalHumanInfoRequest(digital_human_id=digital_human_id), timeout=timeout
-                )
+                info = await self._zego.get_avatar(digital_human_id, timeout=timeout)
             except zx.ZegoDigitalHumanNotFound:
                 now = self._clock()
                 return NotFound(RESOURCE_TYPE, digital_human_id, NOT_FOUND_REASON), now + self._not_found_ttl
@@ -241,11 +236,8 @@ class DigitalHumanCatalog:
 
         async def fetch() -> tuple[Page[Voice] | NotFound, float]:
             try:
-                data = await self._zego.get_timbre_list(
-                    dh.GetTimbreListRequest(
-                        digital_human_id=digital_human_id or None, offset=offset, limit=limit
-                    ),
-                    timeout=timeout,
+                data = await self._zego.list_timbres(
+                    digital_human_id or None, offset=offset, limit=limit, timeout=timeout
                 )
             except zx.ZegoDigitalHumanNotFound:
                 now = self._clock()
@@ -258,7 +250,7 @@ class DigitalHumanCatalog:
                     is_public=t.is_public if t.is_public is not None else not digital_human_id,
                     digital_human_id=digital_human_id,
                 )
-                for t in data.timbres[:limit]
+                for t in data.items[:limit]
             )
             return _page(items, data.total, offset), self._clock() + self._ttl
 
@@ -314,7 +306,7 @@ class DigitalHumanCatalog:
     def _url_expiry(self, now: float) -> float:
         return min(now + self._ttl, now + self._url_validity - self._url_margin)
 
-    def _summary(self, s: dh.DigitalHumanSummary, scope: Scope, now: float) -> DigitalHumanAsset:
+    def _summary(self, s: AvatarSummary, scope: Scope, now: float) -> DigitalHumanAsset:
         # [INFER] a list answer may omit IsPublic: a public-only or private-only listing implies it.
         is_public = s.is_public
         if is_public is None and scope is not Scope.ALL:
@@ -328,25 +320,25 @@ class DigitalHumanCatalog:
             inference_modes=tuple(s.inference_modes),
         )
 
-    def _asset(self, info: dh.DigitalHumanInfo, now: float) -> DigitalHumanAsset:
+    def _asset(self, info: AvatarDetails, now: float) -> DigitalHumanAsset:
         return DigitalHumanAsset(
             digital_human_id=info.digital_human_id,
             name=info.name,
             avatar_url=info.avatar_url,
             avatar_url_expires_at=now + self._url_validity if info.avatar_url else None,
             is_public=info.is_public,
-            actions=tuple(AvatarAction(a.action, a.preview_url) for a in info.actions),
+            actions=info.actions,
             inference_modes=tuple(info.inference_modes),
         )
 
 
 def _check_window(offset: int, limit: int) -> None:
-    if not 0 <= offset <= dh.MAX_OFFSET or not 1 <= limit <= dh.MAX_LIMIT:
-        raise ValueError(f"offset must be 0..{dh.MAX_OFFSET} and limit 1..{dh.MAX_LIMIT}")
+    if not 0 <= offset <= MAX_AVATAR_OFFSET or not 1 <= limit <= MAX_AVATAR_LIMIT:
+        raise ValueError(f"offset must be 0..{MAX_AVATAR_OFFSET} and limit 1..{MAX_AVATAR_LIMIT}")
 
 
 def _page(items: tuple[T, ...], total: int, offset: int) -> Page[T]:
     end = offset + len(items)
     # An empty page ends the listing even if ZEGO's Total says more: never loop on a stuck cursor.
-    more = bool(items) and end < total and end <= dh.MAX_OFFSET
+    more = bool(items) and end < total and end <= MAX_AVATAR_OFFSET
     return Page(items=items, total=max(total, 0), next_offset=end if more else None)

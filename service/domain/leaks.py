@@ -30,10 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from service.domain import zego_errors as zx
 from service.domain.events import EventType
 from service.domain.model import EndReason, SessionRecord
-from service.zego import exceptions as zx
-from service.zego import models as m
 
 if TYPE_CHECKING:
     from service.domain.sessions import SessionService
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["LeakPolicy", "LeakReport", "LeakTracker"]
 
 log = logging.getLogger("agentgw.leaks")
-
-GRACEFUL_SHUTDOWN_IN_PROGRESS = 410001041
 
 
 @dataclass(frozen=True)
@@ -207,15 +204,15 @@ class LeakTracker:
             await self.confirm_gone(record, "ZEGO reported the instance deleted (AgentInstanceDeleted)")
             return True
         try:
-            await self._sessions.zego.delete_agent_instance(
-                m.DeleteAgentInstanceRequest(agent_instance_id=instance_id),
+            await self._sessions.zego.delete_instance(
+                instance_id,
                 timeout=min(self.policy.call_timeout_seconds, timeout or math.inf),
             )
         except zx.ZegoInstanceNotFound:
             await self.confirm_gone(record, "ZEGO no longer knows the instance (410001002)")
             return True
         except zx.ZegoStateConflict as exc:
-            if exc.code == GRACEFUL_SHUTDOWN_IN_PROGRESS:
+            if exc.code == zx.GRACEFUL_SHUTDOWN_IN_PROGRESS:
                 return False  # ZEGO is finishing a graceful delete (<= 120 s): ask again later
             raise
         await self.confirm_gone(record, "the instance was deleted", deleted=True)

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+from service.domain import zego_errors as zx
 from service.domain.leaks import LeakReport
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
 from service.domain.reaper_reports import (
@@ -55,16 +56,12 @@ from service.domain.reaper_reports import (
 )
 from service.domain.sessions import SessionService
 from service.store.base import TransitionConflict
-from service.zego import exceptions as zx
-from service.zego import models as m
 
 __all__ = ["NullReaperObserver", "PassReport", "Reaper", "ReaperObserver", "ReconcileReport"]
 
 log = logging.getLogger("agentgw.reaper")
 
 S = SessionState
-GRACEFUL_SHUTDOWN_IN_PROGRESS = 410001041
-"""ZEGO's answer to any call on an instance that is finishing a graceful delete (spec §5.10)."""
 MAX_INTERVAL_SECONDS = 3600.0
 
 
@@ -284,10 +281,7 @@ class Reaper:
             # Every transition out of PENDING stores the id; a row without one is corrupt.
             raise ValueError(f"{record.state.value} session has no instance id")
         try:
-            await self._sessions.zego.query_agent_instance_status(
-                m.QueryAgentInstanceStatusRequest(agent_instance_id=record.instance_id),
-                timeout=self._call_timeout,
-            )
+            await self._sessions.zego.instance_status(record.instance_id, timeout=self._call_timeout)
         except zx.ZegoInstanceNotFound:
             reason = EndReason.UPSTREAM_GONE
             if record.state is S.ENDING and record.end_reason is not None:
@@ -298,7 +292,7 @@ class Reaper:
             self._notify_ended(ended)
             return Outcome.ENDED
         except zx.ZegoStateConflict as exc:
-            if exc.code != GRACEFUL_SHUTDOWN_IN_PROGRESS:
+            if exc.code != zx.GRACEFUL_SHUTDOWN_IN_PROGRESS:
                 raise
             # A graceful delete is under way; ZEGO finishes it within its timeout (<= 120 s).
             return Outcome.ALIVE

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from service import tracing
 from service.auth.principal import current_principal
+from service.domain import zego_errors as zx
 from service.domain.access import check_may_change
 from service.domain.create_retry import never_sent, retryable_failure
 from service.domain.event_log import EventLog
@@ -33,10 +34,9 @@ from service.domain.events import NewEvent
 from service.domain.model import EndReason, NewSession, SessionRecord, SessionState
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_spec import CreateSpec, create_instance
+from service.domain.zego_port import ZegoPort
 from service.errors import CapacityExhausted, QuotaExhausted, RequestIdReused
 from service.store.base import Ledger
-from service.zego import exceptions as zx
-from service.zego.client import ZegoClient
 
 __all__ = ["CAPACITY_RETRY_SECONDS", "CreateMixin", "NullSessionObserver", "SessionObserver"]
 
@@ -73,7 +73,7 @@ class NullSessionObserver:
 class CreateMixin:
     """``SessionService.create`` and its steps (module docstring); the host provides the state."""
 
-    _zego: ZegoClient
+    _zego: ZegoPort
     _ledger: Ledger
     _events: EventLog
     _limits: dict[str, int]
@@ -132,7 +132,7 @@ class CreateMixin:
             and not outcome.created
             and first.request_hash == (spec.request_hash or None)
             and first.owner == principal.name
-            and retryable_failure(first)
+            and retryable_failure(first, self._zego.error_class)
         ):
             # AIP-155: the first attempt failed in a way that is safe to retry (ZEGO answered "no",
             # or confirmed no instance), so this retry is a new attempt, not a replay of the failure.

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from service.auth.principal import current_principal
+from service.domain import zego_errors as zx
 from service.domain.access import check_may_change, check_session_change, check_session_read, owner_scope
+from service.domain.call_control import CallControlMixin
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.leaks import LeakPolicy, LeakTracker
@@ -30,18 +32,13 @@ from service.domain.model import (
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_create import CreateMixin, NullSessionObserver, SessionObserver
 from service.domain.session_spec import CreateSpec
+from service.domain.zego_port import ZegoPort
 from service.errors import FailedPrecondition, NotFound, PermissionDenied
 from service.store.base import Capacity, Ledger, TransitionConflict
-from service.zego import exceptions as zx
-from service.zego import models as m
-from service.zego.client import ZegoClient
 
 __all__ = ["CreateSpec", "SessionService", "end_reason_for_zego_code"]
 
-T = TypeVar("T")
 S = SessionState
-CONTROLLABLE = frozenset({S.STARTING, S.ACTIVE})
-"""States in which in-call control reaches ZEGO."""
 
 
 def end_reason_for_zego_code(code: int) -> EndReason:
@@ -57,12 +54,12 @@ def end_reason_for_zego_code(code: int) -> EndReason:
     return EndReason.UPSTREAM_DELETED
 
 
-class SessionService(CreateMixin):
-    """The ledger-backed session lifecycle over the ZEGO client."""
+class SessionService(CreateMixin, CallControlMixin):
+    """The ledger-backed session lifecycle over the ZEGO port."""
 
     def __init__(
         self,
-        zego: ZegoClient,
+        zego: ZegoPort,
         ledger: Ledger,
         *,
         limits: Mapping[str, int],
@@ -196,19 +193,17 @@ class SessionService(CreateMixin):
             record = await self._move(record, S.ENDING, cause, updates={"end_reason": reason})
         assert record.instance_id is not None
         try:
-            await self._zego.delete_agent_instance(
-                m.DeleteAgentInstanceRequest(
-                    agent_instance_id=record.instance_id,
-                    graceful_shutdown=graceful or None,
-                    graceful_shutdown_timeout=graceful_timeout_seconds if graceful else None,
-                ),
+            await self._zego.delete_instance(
+                record.instance_id,
+                graceful=graceful,
+                graceful_timeout_seconds=graceful_timeout_seconds,
                 timeout=timeout,
             )
         except zx.ZegoInstanceNotFound:
             gone = record.end_reason if already_ending and record.end_reason else EndReason.UPSTREAM_GONE
             return await self.mark_ended(record, gone, cause, "ZEGO no longer knows the instance")
         except zx.ZegoStateConflict as exc:
-            if exc.code == 410001041:  # already shutting down gracefully: the end is under way
+            if exc.code == zx.GRACEFUL_SHUTDOWN_IN_PROGRESS:  # the end is under way
                 return record
             raise
         if graceful:
@@ -329,44 +324,11 @@ class SessionService(CreateMixin):
         """The event log sessions write their terminal events to."""
         return self._events
 
-    # --- in-call control --------------------------------------------------------------------------
-
-    async def control(
-        self, session_id: str, call: Callable[[str], Awaitable[T]], *, changes: bool = True
-    ) -> T:
-        """Run ``call(instance_id)`` against a live session.
-
-        ``changes`` says whether the call steers the session (only its owner or an admin may) or
-        only reads it (viewers may too). A session that is not running is ``FailedPrecondition``.
-        When ZEGO no longer knows the instance, the session is recorded as ended (UPSTREAM_GONE)
-        before the error is raised.
-        """
-        record = await self.get(session_id)
-        if changes:
-            check_session_change(session_id, record.owner, "steer it")
-        if record.state not in CONTROLLABLE or record.instance_id is None:
-            raise FailedPrecondition(
-                "SESSION_NOT_RUNNING", session_id, f"the session is {record.state.value}, not running"
-            )
-        try:
-            return await call(record.instance_id)
-        except zx.ZegoInstanceNotFound:
-            await self.mark_ended(
-                record, EndReason.UPSTREAM_GONE, "control", "ZEGO no longer knows the instance"
-            )
-            raise FailedPrecondition("SESSION_ENDED", session_id, "the session has ended upstream") from None
-
-    async def record_user_stream(self, session_id: str, user_stream_id: str) -> SessionRecord:
-        """Record the user stream the agent now plays (after UpdateAgentInstance succeeded)."""
-        return await self._ledger.update_session(
-            session_id, {"user_stream_id": user_stream_id}, self._clock()
-        )
-
     def is_creating(self, session_id: str) -> bool:
         """Whether this process is still waiting for ZEGO to answer this session's create."""
         return session_id in self._inflight
 
     @property
-    def zego(self) -> ZegoClient:
-        """The ZEGO client, for the control calls the API layer builds."""
+    def zego(self) -> ZegoPort:
+        """The ZEGO port (the leak tracker and the reaper ask it about instances too)."""
         return self._zego

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
+from service.domain.zego_port import INFERENCE_ADVANCED, INFERENCE_NORMAL, MAX_AVATAR_LIMIT, MAX_AVATAR_OFFSET
 from service.zego.models_config import WireModel
 from service.zego.regions import REGION_BASE_URLS, resolve_base_url
 
@@ -44,12 +45,9 @@ __all__ = [
 FETCH_ALL: Final = 1
 FETCH_PUBLIC: Final = 2
 FETCH_PRIVATE: Final = 3
-#: ``InferenceMode`` (§2): normal and advanced inference.
-INFERENCE_NORMAL: Final = 1
-INFERENCE_ADVANCED: Final = 2
 #: ``Limit`` range is [1, 20] and ``Offset`` range [0, 1000000]; outside them the call fails (§2, §4).
-MAX_LIMIT: Final = 20
-MAX_OFFSET: Final = 1_000_000
+MAX_LIMIT: Final = MAX_AVATAR_LIMIT
+MAX_OFFSET: Final = MAX_AVATAR_OFFSET
 
 #: The host in ZEGO's docs; ZEGO's quick-start sample server uses ``aigc-digital-human-api`` (§1).
 DEFAULT_DIGITAL_HUMAN_BASE: Final = "https://aigc-digitalhuman-api.zegotech.cn"

@@ -1,38 +1,40 @@
-"""Everything the ZEGO client raises.
+"""Everything the ZEGO client raises, and the one table from ZEGO's codes (spec §7) to a class.
 
-Our exception hierarchy:
-
-* ZegoError
-  x ZegoTransportError - no valid answer was received
-    - ZegoTimeout
-    - ZegoConnectError
-    - ZegoProtocolError
-  x ZegoDeadlineExceeded - the caller's time budget ran out
-  x ZegoApiError - ZEGO answered with a non-zero envelope ``Code``
-    - ZegoCredentialsRejected
-    - ZegoInvalidRequest
-      - ZegoDigitalHumanNotFound
-    - ZegoAgentAlreadyExists
-    - ZegoAgentNotFound
-    - ZegoInstanceNotFound
-    - ZegoConcurrencyLimit
-    - ZegoRateLimited
-    - ZegoStateConflict
-    - ZegoServiceError
-
-``from_code`` is the only place that maps a ZEGO code (spec §7) to a class; ``API_ERROR_CLASSES`` is the
-table it reads. Messages carry the action, code, ZEGO's ``Message`` and ``RequestId``; never a secret,
-a signature or a request body.
+The classes are the domain's ZEGO error tree (``service.domain.zego_errors``), re-exported here, so
+the adapter raises exactly what the domain branches on. ``from_code`` is the only place that maps a
+ZEGO code to a class; ``API_ERROR_CLASSES`` is the table it reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import Final
+
+from service.domain.zego_errors import (
+    GRACEFUL_SHUTDOWN_IN_PROGRESS,
+    ZegoAgentAlreadyExists,
+    ZegoAgentNotFound,
+    ZegoApiError,
+    ZegoConcurrencyLimit,
+    ZegoConnectError,
+    ZegoCredentialsRejected,
+    ZegoDeadlineExceeded,
+    ZegoDigitalHumanNotFound,
+    ZegoError,
+    ZegoInstanceNotFound,
+    ZegoInvalidRequest,
+    ZegoProtocolError,
+    ZegoRateLimited,
+    ZegoServiceError,
+    ZegoStateConflict,
+    ZegoTimeout,
+    ZegoTransportError,
+)
 
 __all__ = [
     "API_ERROR_CLASSES",
+    "GRACEFUL_SHUTDOWN_IN_PROGRESS",
     "ZegoAgentAlreadyExists",
     "ZegoAgentNotFound",
     "ZegoApiError",
@@ -50,170 +52,9 @@ __all__ = [
     "ZegoStateConflict",
     "ZegoTimeout",
     "ZegoTransportError",
+    "error_class",
     "from_code",
 ]
-
-# ZEGO's Message is free text from upstream; cap it so a runaway body can't flood logs or gRPC details.
-_MAX_MESSAGE_CHARS: Final = 512
-
-
-class ZegoError(Exception):
-    """Base class for every error raised by the ZEGO client.
-
-    ``action`` is the ZEGO Action being called (e.g. ``"CreateAgentInstance"``).
-    """
-
-    _outcome: ClassVar[str] = "error"
-
-    def __init__(self, action: str, message: str) -> None:
-        super().__init__(action, message)
-        self.action = str(action)  # a plain str even when given the client's Action (a StrEnum)
-        self.message = message[:_MAX_MESSAGE_CHARS]
-
-    @property
-    def outcome(self) -> str:
-        """A short label for metrics and observers, e.g. ``"timeout"`` or the ZEGO code."""
-        return self._outcome
-
-    def __str__(self) -> str:
-        return f"{self.action}: {self.message}"
-
-
-class ZegoTransportError(ZegoError):
-    """No valid answer was received, so whether ZEGO acted on a mutation is unknown.
-
-    ``retryable`` says whether another attempt could plausibly succeed; the client only retries
-    read-only actions, whatever this says.
-    """
-
-    def __init__(self, action: str, message: str, *, retryable: bool = True) -> None:
-        super().__init__(action, message)
-        self.retryable = retryable
-
-
-class ZegoTimeout(ZegoTransportError):
-    """The request did not complete within the client's configured ``timeout_seconds``.
-
-    When the caller's own deadline was the tighter bound, ``ZegoDeadlineExceeded`` is raised instead.
-    """
-
-    _outcome = "timeout"
-
-
-class ZegoConnectError(ZegoTransportError):
-    """A connection to ZEGO could not be established (DNS, TCP refused, TLS, proxy)."""
-
-    _outcome = "connect_error"
-
-
-class ZegoProtocolError(ZegoTransportError):
-    """ZEGO's answer was unusable.
-
-    Raised for: a non-200 HTTP status (``status_code`` set), a connection that broke while reading, a
-    body that is not JSON, an envelope without an integer ``Code``, or a ``Data`` object that does not
-    match the documented schema (``retryable=False``: the same answer would come back).
-    """
-
-    _outcome = "protocol_error"
-
-    def __init__(
-        self, action: str, message: str, *, status_code: int | None = None, retryable: bool = True
-    ) -> None:
-        super().__init__(action, message, retryable=retryable)
-        self.status_code = status_code
-
-
-class ZegoDeadlineExceeded(ZegoError):
-    """The caller's remaining budget was spent before or while calling ZEGO.
-
-    Raised without sending when the budget (minus a safety margin) is already gone, when waiting for
-    the rate limiter would outlast it, or when an attempt timed out because the budget capped it.
-    """
-
-    _outcome = "deadline_exceeded"
-
-    def __init__(self, action: str, message: str, *, sent: bool = True) -> None:
-        super().__init__(action, message)
-        self.sent = sent
-        """False when the request was never sent, so ZEGO cannot have acted on it."""
-
-
-class ZegoApiError(ZegoError):
-    """ZEGO answered, and the envelope ``Code`` was not 0 (spec §2, §7).
-
-    Never retried by the client: ZEGO made a decision. Use the subclasses to branch; ``code`` is the raw
-    9-digit ZEGO code and ``request_id`` is ZEGO's ``RequestId`` for support tickets.
-    """
-
-    def __init__(self, code: int, message: str, request_id: str, action: str) -> None:
-        super().__init__(action, message)
-        self.code = code
-        self.request_id = request_id
-        # Match the constructor so the exception pickles and reprs faithfully.
-        self.args = (code, self.message, request_id, self.action)
-
-    @property
-    def outcome(self) -> str:
-        """The ZEGO code as a string, the label observers record for this outcome."""
-        return str(self.code)
-
-    def __str__(self) -> str:
-        return f"{self.action}: code {self.code}: {self.message} (request_id={self.request_id or '-'})"
-
-
-class ZegoCredentialsRejected(ZegoApiError):
-    """ZEGO rejected *our* account: signature expired/wrong, unknown AppId, app config missing, service
-    not enabled, or a trial account expired. This is a gateway misconfiguration, never the caller's fault.
-    """
-
-
-class ZegoInvalidRequest(ZegoApiError):
-    """ZEGO rejected the request's shape or values: bad parameter (410000003, the Message names it), body
-    not JSON, malformed common query parameters, or invalid digital-human settings.
-    """
-
-
-class ZegoDigitalHumanNotFound(ZegoInvalidRequest):
-    """ZEGO does not know the DigitalHumanId, or this app may not use it: 410001027 (incorrect) and
-    410001048 (not owned by this app) from the AI Agent API, 400000003 from the Digital Human API.
-    """
-
-
-class ZegoAgentAlreadyExists(ZegoApiError):
-    """RegisterAgent with an AgentId that is already registered (410001008)."""
-
-
-class ZegoAgentNotFound(ZegoApiError):
-    """The AgentId is not registered (410001009)."""
-
-
-class ZegoInstanceNotFound(ZegoApiError):
-    """The AgentInstanceId does not exist or was already deleted (410001002)."""
-
-
-class ZegoConcurrencyLimit(ZegoApiError):
-    """The app's concurrent-instance quota is used up (410000011 voice, 410001031 digital human) or
-    digital-human resources are insufficient (410001025, which ZEGO's sample treats as the same limit).
-    """
-
-
-class ZegoRateLimited(ZegoApiError):
-    """ZEGO throttled the call: 410001029 (digital-human APIs) or a code configured as a rate limit,
-    since ZEGO does not document the code for its generic 10 requests/s limit.
-    """
-
-
-class ZegoStateConflict(ZegoApiError):
-    """The instance is in a state that forbids the call: listening in walkie-talkie mode, shutting down,
-    not in walkie-talkie mode, stale Sequence, user not publishing or not in the room, stream ID clash,
-    or a live digital human that refuses API control.
-    """
-
-
-class ZegoServiceError(ZegoApiError):
-    """Any other non-zero code: ZEGO-side failures (410000001 system error, 100000015 gateway error,
-    410001003 create failed ...) and codes this table does not know yet.
-    """
 
 
 def _table() -> dict[int, type[ZegoApiError]]:
@@ -272,7 +113,7 @@ def _table() -> dict[int, type[ZegoApiError]]:
             410001013,  # agent is listening (walkie-talkie)
             410001016,  # user not in the instance's room
             410001030,  # digital-human stream ID duplicate
-            410001041,  # graceful shutdown in progress
+            GRACEFUL_SHUTDOWN_IN_PROGRESS,  # graceful shutdown in progress
             410001042,  # not walkie-talkie mode
             410001043,  # stale Sequence
             410001046,  # user not publishing yet
@@ -284,6 +125,11 @@ def _table() -> dict[int, type[ZegoApiError]]:
 
 #: ZEGO code -> exception class; codes not listed map to ZegoServiceError.
 API_ERROR_CLASSES: Final = MappingProxyType(_table())
+
+
+def error_class(code: int) -> type[ZegoApiError]:
+    """The class ZEGO's answer ``code`` is raised as (``ZegoServiceError`` for codes not listed)."""
+    return API_ERROR_CLASSES.get(code, ZegoServiceError)
 
 
 def from_code(

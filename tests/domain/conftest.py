@@ -17,7 +17,9 @@ import pytest
 from service.domain.model import SessionKind
 from service.domain.sessions import CreateSpec, SessionService
 from service.store.sqlite import SqliteLedger
+from service.domain.zego_config import DigitalHuman
 from service.zego import models as m
+from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
 from tests.conftest import APP_ID, SERVER_SECRET, Emulator
 
@@ -99,7 +101,7 @@ def sessions(zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock) -> Sessio
 def make_service(zego: ZegoClient, ledger: Any, clock: FakeClock, limit: int = LIMIT) -> SessionService:
     """A SessionService as the gateway builds it, with small pools and the fake clock."""
     return SessionService(
-        zego,
+        ZegoAdapter(zego),
         ledger,
         limits={"voice": limit, "digital_human": limit},
         default_max_duration_seconds=3600,
@@ -124,7 +126,7 @@ def voice_spec(**overrides: Any) -> CreateSpec:
 def dh_spec(**overrides: Any) -> CreateSpec:
     """An interactive digital-human session."""
     return voice_spec(
-        kind=SessionKind.DIGITAL_HUMAN, digital_human=m.DigitalHuman(digital_human_id=DH_ID), **overrides
+        kind=SessionKind.DIGITAL_HUMAN, digital_human=DigitalHuman(digital_human_id=DH_ID), **overrides
     )
 
 
@@ -132,7 +134,7 @@ def live_spec(*, cdn_url: str | None = None, **overrides: Any) -> CreateSpec:
     """A live (broadcast) digital human, over RTC, or CDN when ``cdn_url`` is given."""
     return voice_spec(
         kind=SessionKind.LIVE_DIGITAL_HUMAN,
-        digital_human=m.DigitalHuman(digital_human_id=DH_ID),
+        digital_human=DigitalHuman(digital_human_id=DH_ID),
         cdn_url=cdn_url,
         **overrides,
     )

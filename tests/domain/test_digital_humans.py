@@ -11,6 +11,7 @@ from service.domain.digital_humans import DigitalHumanCatalog, Scope
 from service.errors import NotFound
 from service.zego import digital_human as dh
 from service.zego import exceptions as zx
+from service.zego.adapter import ZegoAdapter
 
 
 class FakeZego:
@@ -63,7 +64,8 @@ class Clock:
 
 
 def catalog(zego: FakeZego, clock: Clock, **kwargs: Any) -> DigitalHumanCatalog:
-    return DigitalHumanCatalog(zego, clock=clock, **kwargs)  # type: ignore[arg-type]
+    # The fake answers at the wire level, so the adapter's mapping is exercised too.
+    return DigitalHumanCatalog(ZegoAdapter(zego), clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
 async def test_get_is_cached_for_the_ttl() -> None:

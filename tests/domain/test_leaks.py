@@ -20,6 +20,7 @@ from service.errors import CapacityExhausted
 from service.metrics import Metrics
 from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
+from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
 from tests.conftest import Emulator
 from tests.domain.conftest import AGENT_ID, FakeClock, upstream_ids, voice_spec
@@ -39,7 +40,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def sessions(zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock, metrics: Metrics) -> SessionService:
     return SessionService(
-        zego,
+        ZegoAdapter(zego),
         ledger,
         limits={"voice": 3, "digital_human": 3},
         default_max_duration_seconds=3600,

@@ -15,7 +15,6 @@ from service.domain.sessions import SessionService
 from service.errors import CapacityExhausted, FailedPrecondition, RequestIdReused
 from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
-from service.zego import models as m
 from tests.conftest import Emulator
 from tests.domain.conftest import (
     LIMIT,
@@ -245,10 +244,7 @@ async def test_control_reaches_a_running_session(sessions: SessionService) -> No
 
     async def call(instance_id: str) -> str:
         assert instance_id == record.instance_id
-        data = await sessions.zego.interrupt_agent_instance(
-            m.InterruptAgentInstanceRequest(agent_instance_id=instance_id)
-        )
-        return f"round {data.round}"
+        return f"round {await sessions.zego.interrupt(instance_id)}"
 
     assert (await sessions.control(record.session_id, call)).startswith("round ")
 
@@ -273,13 +269,8 @@ async def test_control_when_zego_lost_the_instance_ends_the_session(
     assert record.instance_id
     await delete_behind_our_back(emulator, record.instance_id)
 
-    async def call(instance_id: str) -> m.InterruptAgentInstanceData:
-        return await sessions.zego.interrupt_agent_instance(
-            m.InterruptAgentInstanceRequest(agent_instance_id=instance_id)
-        )
-
     with pytest.raises(FailedPrecondition):
-        await sessions.control(record.session_id, call)
+        await sessions.interrupt(record.session_id)
 
     ended = await sessions.get(record.session_id)
     assert ended.state is S.ENDED and ended.end_reason is EndReason.UPSTREAM_GONE
