@@ -127,10 +127,7 @@ def mint_token04(
     iv: bytes | None = None,
 ) -> str:
     """Mint a Token04. ``now`` (ctime), ``nonce`` and ``iv`` (CBC IV / GCM nonce) exist for tests."""
-    if not _is_int(app_id) or not 0 < app_id < 2**32:
-        raise ValueError("app_id must be a non-zero uint32")
-    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
-        raise ValueError("user_id must be a non-empty string of at most 64 characters")
+    _check_identity(app_id, user_id)
     key = _key(secret)
     if not _is_int(effective_seconds) or effective_seconds <= 0:
         raise ValueError("effective_seconds must be a positive integer")
@@ -140,38 +137,57 @@ def mint_token04(
     expire = ctime + effective_seconds
     if not 0 <= expire <= _INT64_MAX:
         raise ValueError("now + effective_seconds must fit in an int64")
-    if nonce is None:
-        nonce = secrets.randbelow(2**31 - 1) + 1
-    elif not -(2**31) <= nonce < 2**31:
-        raise ValueError("nonce must be an int32")
-
-    claims = dict(app_id=app_id, user_id=user_id, nonce=nonce, ctime=ctime, expire=expire, payload=payload)
+    claims = dict(
+        app_id=app_id, user_id=user_id, nonce=_nonce(nonce), ctime=ctime, expire=expire, payload=payload
+    )
     plaintext = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-    trailer = b""
     if layout is TokenLayout.GCM:
-        if iv is None:
-            iv = secrets.token_bytes(_GCM_NONCE_LEN)
-        elif len(iv) != _GCM_NONCE_LEN:
-            raise ValueError(f"iv must be {_GCM_NONCE_LEN} bytes for the GCM layout")
-        ciphertext = AESGCM(key).encrypt(iv, plaintext, None)
-        trailer = bytes([_MODE_GCM])
+        iv, ciphertext, trailer = _encrypt_gcm(key, plaintext, iv)
     elif layout is TokenLayout.CBC:
-        if iv is None:
-            iv = "".join(secrets.choice(_IV_ALPHABET) for _ in range(_CBC_IV_LEN)).encode("ascii")
-        elif len(iv) != _CBC_IV_LEN:
-            raise ValueError(f"iv must be {_CBC_IV_LEN} bytes for the CBC layout")
-        padder = padding.PKCS7(128).padder()
-        padded = padder.update(plaintext) + padder.finalize()
-        encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        iv, ciphertext, trailer = _encrypt_cbc(key, plaintext, iv)
     else:
         raise ValueError("layout must be a TokenLayout")
     if len(ciphertext) > 0xFFFF:
         raise ValueError("payload is too long for a Token04")
-
     buf = struct.pack(">qH", expire, len(iv)) + iv + struct.pack(">H", len(ciphertext)) + ciphertext + trailer
     return _PREFIX + base64.b64encode(buf).decode("ascii")
+
+
+def _check_identity(app_id: int, user_id: str) -> None:
+    if not _is_int(app_id) or not 0 < app_id < 2**32:
+        raise ValueError("app_id must be a non-zero uint32")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
+        raise ValueError("user_id must be a non-empty string of at most 64 characters")
+
+
+def _nonce(nonce: int | None) -> int:
+    """The given int32 nonce, or a fresh positive one."""
+    if nonce is None:
+        return secrets.randbelow(2**31 - 1) + 1
+    if not -(2**31) <= nonce < 2**31:
+        raise ValueError("nonce must be an int32")
+    return nonce
+
+
+def _encrypt_gcm(key: bytes, plaintext: bytes, iv: bytes | None) -> tuple[bytes, bytes, bytes]:
+    """(nonce, ciphertext with tag, mode trailer) of the GCM layout."""
+    if iv is None:
+        iv = secrets.token_bytes(_GCM_NONCE_LEN)
+    elif len(iv) != _GCM_NONCE_LEN:
+        raise ValueError(f"iv must be {_GCM_NONCE_LEN} bytes for the GCM layout")
+    return iv, AESGCM(key).encrypt(iv, plaintext, None), bytes([_MODE_GCM])
+
+
+def _encrypt_cbc(key: bytes, plaintext: bytes, iv: bytes | None) -> tuple[bytes, bytes, bytes]:
+    """(IV, ciphertext, no trailer) of the legacy CBC layout."""
+    if iv is None:
+        iv = "".join(secrets.choice(_IV_ALPHABET) for _ in range(_CBC_IV_LEN)).encode("ascii")
+    elif len(iv) != _CBC_IV_LEN:
+        raise ValueError(f"iv must be {_CBC_IV_LEN} bytes for the CBC layout")
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return iv, encryptor.update(padded) + encryptor.finalize(), b""
 
 
 def decode_token04(token: str, secret: str) -> Token04Claims:
