@@ -122,38 +122,15 @@ class CreateMixin:
             owner=principal.name,
             trace_parent=tracing.current_traceparent(),
         )
-        pool = spec.kind.pool
-        limit = self._limits[pool]
-        quota = None if self._quotas is None else self._quotas.for_caller(principal.name).sessions(pool)
-        outcome = await self._ledger.reserve_session(new, limit, quota)
-        first = outcome.session
-        if (
-            first is not None
-            and not outcome.created
-            and first.request_hash == (spec.request_hash or None)
-            and first.owner == principal.name
-            and retryable_failure(first, self._zego.error_class)
-        ):
-            # AIP-155: the first attempt failed in a way that is safe to retry (ZEGO answered "no",
-            # or confirmed no instance), so this retry is a new attempt, not a replay of the failure.
-            outcome = await self._ledger.retry_session(first.session_id, new, limit, quota)
-        if outcome.over_quota:
-            assert quota is not None
-            self._observer.session_created(spec.kind.value, "rejected_quota")
-            raise QuotaExhausted(principal.name, pool, quota, outcome.owner_in_use, CAPACITY_RETRY_SECONDS)
-        if outcome.session is None:
-            cap = outcome.capacity
-            self._observer.admission_rejected(spec.kind.value)
-            self._observer.session_created(spec.kind.value, "rejected_capacity")
-            raise CapacityExhausted(cap.pool, cap.limit, cap.in_use, CAPACITY_RETRY_SECONDS)
-        if not outcome.created:
-            replayed = await self._replay(outcome.session, spec, timeout)
+        row, created = await self._reserve(new, spec)
+        if not created:
+            replayed = await self._replay(row, spec, timeout)
             self._observer.session_created(spec.kind.value, "replayed")
             return replayed
         done = self._inflight[session_id] = asyncio.Event()
         # Shielded: a caller that gives up (cancels) must not stop us from recording ZEGO's answer,
         # or the instance would run upstream with a PENDING row nobody can resolve.
-        task = asyncio.ensure_future(self._start(outcome.session, spec, timeout))
+        task = asyncio.ensure_future(self._start(row, spec, timeout))
         self._tasks.add(task)
 
         def finished(t: asyncio.Future[SessionRecord]) -> None:
@@ -165,6 +142,37 @@ class CreateMixin:
 
         task.add_done_callback(finished)
         return await asyncio.shield(task)
+
+    async def _reserve(self, new: NewSession, spec: CreateSpec) -> tuple[SessionRecord, bool]:
+        """Step 1: a slot and a new PENDING row (True), or the row a known request_id already has
+        (False; taken over as a new attempt when its failure is safe to retry). ``QuotaExhausted`` or
+        ``CapacityExhausted`` when the caller's quota or the pool has no room."""
+        pool = spec.kind.pool
+        limit = self._limits[pool]
+        owner = new.owner
+        quota = None if self._quotas is None else self._quotas.for_caller(owner).sessions(pool)
+        outcome = await self._ledger.reserve_session(new, limit, quota)
+        first = outcome.session
+        if (
+            first is not None
+            and not outcome.created
+            and first.request_hash == (spec.request_hash or None)
+            and first.owner == owner
+            and retryable_failure(first, self._zego.error_class)
+        ):
+            # AIP-155: the first attempt failed in a way that is safe to retry (ZEGO answered "no",
+            # or confirmed no instance), so this retry is a new attempt, not a replay of the failure.
+            outcome = await self._ledger.retry_session(first.session_id, new, limit, quota)
+        if outcome.over_quota:
+            assert quota is not None
+            self._observer.session_created(spec.kind.value, "rejected_quota")
+            raise QuotaExhausted(owner, pool, quota, outcome.owner_in_use, CAPACITY_RETRY_SECONDS)
+        if outcome.session is None:
+            cap = outcome.capacity
+            self._observer.admission_rejected(spec.kind.value)
+            self._observer.session_created(spec.kind.value, "rejected_capacity")
+            raise CapacityExhausted(cap.pool, cap.limit, cap.in_use, CAPACITY_RETRY_SECONDS)
+        return outcome.session, outcome.created
 
     async def _replay(
         self, original: SessionRecord, spec: CreateSpec, timeout: float | None
