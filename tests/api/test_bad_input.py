@@ -202,3 +202,35 @@ async def test_an_out_of_range_audit_timestamp_is_invalid_argument(channel: grpc
     assert err.field_paths == ["start_time", "end_time"]
     ok = audit_service_pb2.ListAuditRecordsRequest(start_time=timestamp_pb2.Timestamp(seconds=0))
     await audit.ListAuditRecords(ok, timeout=TIMEOUT)
+
+
+async def test_every_request_id_is_checked_by_one_rule_with_one_message(
+    channel: grpc.aio.Channel, emulator: Emulator
+) -> None:
+    agents = agent_service_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+    sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
+    before = await _zego_calls(emulator)
+    agent = agent_pb2.Agent(agent_id="rid_agent", llm=LLM, tts=TTS)
+    for request_id, message in (("tab\there", "must be printable"), ("x" * 65, "at most 64 characters")):
+        errors = [
+            await _rejected(
+                agents.CreateAgent(
+                    agent_service_pb2.CreateAgentRequest(agent=agent, request_id=request_id), timeout=TIMEOUT
+                )
+            ),
+            await _rejected(sessions.CreateSession(voice_request(request_id=request_id), timeout=TIMEOUT)),
+            await _rejected(
+                sessions.EndSession(
+                    api.EndSessionRequest(session_id="s1", request_id=request_id), timeout=TIMEOUT
+                )
+            ),
+        ]
+        described = {
+            (v.field, v.description)
+            for err in errors
+            for v in err.get(error_details_pb2.BadRequest).field_violations
+            if v.field == "request_id"
+        }
+        assert len(described) == 1, described  # the same field and words from every RPC
+        assert message in next(iter(described))[1]
+    assert await _zego_calls(emulator) == before
