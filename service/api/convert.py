@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
-from service.domain import zego_config as m
+from service.domain import zego_config as zc
 from service.domain.validation import TTS_VENDORS, Violations
 
 __all__ = [
@@ -60,9 +60,9 @@ def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
     return struct
 
 
-def llm_from_proto(msg: pb.LlmConfig) -> m.LLM:
+def llm_from_proto(msg: pb.LlmConfig) -> zc.LLM:
     """The ZEGO LLM object for a proto LlmConfig."""
-    return m.LLM(
+    return zc.LLM(
         vendor=_LLM_VENDORS.get(msg.vendor),
         url=msg.url or None,
         api_key=msg.api_key or None,
@@ -76,7 +76,7 @@ def llm_from_proto(msg: pb.LlmConfig) -> m.LLM:
     )
 
 
-def llm_to_proto(llm: m.LLM, *, with_secrets: bool = False) -> pb.LlmConfig:
+def llm_to_proto(llm: zc.LLM, *, with_secrets: bool = False) -> pb.LlmConfig:
     """A proto LlmConfig; the ApiKey only with ``with_secrets``."""
     msg = pb.LlmConfig(
         vendor=_LLM_VENDORS_BACK.get(llm.vendor or "", pb.LLM_VENDOR_UNSPECIFIED),
@@ -98,17 +98,17 @@ def llm_to_proto(llm: m.LLM, *, with_secrets: bool = False) -> pb.LlmConfig:
     return msg
 
 
-def tts_from_proto(msg: pb.TtsConfig) -> m.TTS:
+def tts_from_proto(msg: pb.TtsConfig) -> zc.TTS:
     """The ZEGO TTS object: ``app`` goes back inside Params, where ZEGO expects it."""
     params = struct_to_dict(msg.params) if msg.HasField("params") else {}
     if msg.HasField("app"):
         params["app"] = struct_to_dict(msg.app)
-    return m.TTS(
+    return zc.TTS(
         vendor=msg.vendor or None,
         url=msg.url or None,
         params=params or None,
         filter_text=tuple(
-            m.FilterText(begin_characters=f.begin_characters, end_characters=f.end_characters)
+            zc.FilterText(begin_characters=f.begin_characters, end_characters=f.end_characters)
             for f in msg.filter_texts
         )
         or None,
@@ -117,7 +117,7 @@ def tts_from_proto(msg: pb.TtsConfig) -> m.TTS:
     )
 
 
-def tts_to_proto(tts: m.TTS, *, with_secrets: bool = False) -> pb.TtsConfig:
+def tts_to_proto(tts: zc.TTS, *, with_secrets: bool = False) -> pb.TtsConfig:
     """A proto TtsConfig; the ``app`` credentials only with ``with_secrets``."""
     params = dict(tts.params or {})
     app = params.pop("app", None)
@@ -139,9 +139,9 @@ def tts_to_proto(tts: m.TTS, *, with_secrets: bool = False) -> pb.TtsConfig:
     return msg
 
 
-def asr_from_proto(msg: pb.AsrConfig) -> m.ASR:
+def asr_from_proto(msg: pb.AsrConfig) -> zc.ASR:
     """The ZEGO ASR object."""
-    return m.ASR(
+    return zc.ASR(
         vendor=msg.vendor or None,
         params=struct_to_dict(msg.params) if msg.HasField("params") else None,
         vad_silence_segmentation=msg.vad_silence_segmentation_ms
@@ -157,7 +157,7 @@ def asr_from_proto(msg: pb.AsrConfig) -> m.ASR:
     )
 
 
-def asr_to_proto(asr: m.ASR) -> pb.AsrConfig:
+def asr_to_proto(asr: zc.ASR) -> pb.AsrConfig:
     """A proto AsrConfig (ASR holds no secrets of ours)."""
     msg = pb.AsrConfig(vendor=asr.vendor or "", hot_word=asr.hot_word or "")
     if asr.params:
@@ -175,9 +175,9 @@ def asr_to_proto(asr: m.ASR) -> pb.AsrConfig:
     return msg
 
 
-def agent_from_proto(msg: pb.Agent) -> m.Agent:
+def agent_from_proto(msg: pb.Agent) -> zc.Agent:
     """The ZEGO agent record for a proto Agent."""
-    return m.Agent(
+    return zc.Agent(
         agent_id=msg.agent_id,
         name=msg.display_name or None,
         llm=llm_from_proto(msg.llm) if msg.HasField("llm") else None,
@@ -186,7 +186,7 @@ def agent_from_proto(msg: pb.Agent) -> m.Agent:
     )
 
 
-def agent_to_proto(agent: m.Agent, *, with_secrets: bool = False) -> pb.Agent:
+def agent_to_proto(agent: zc.Agent, *, with_secrets: bool = False) -> pb.Agent:
     """A proto Agent; secrets withheld unless ``with_secrets``."""
     msg = pb.Agent(agent_id=agent.agent_id, display_name=agent.name or "")
     if agent.llm is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.domain import zego_config as m
+from service.domain import zego_config as zc
 from service.domain.model import SessionKind, SessionRecord
 from service.domain.zego_port import InstanceRequest, ZegoPort
 
@@ -24,16 +24,16 @@ class CreateSpec:
     agent_stream_id: str = ""
     stream_extra_info: str | None = None
     cdn_url: str | None = None
-    digital_human: m.DigitalHuman | None = None
-    llm: m.LLM | None = None
-    tts: m.TTS | None = None
-    asr: m.ASR | None = None
-    vad: m.VAD | None = None
-    message_history: m.MessageHistory | None = None
-    callback_config: m.CallbackConfig | None = None
-    advanced_config: m.AdvancedConfig | None = None
-    live_callback_config: m.CallbackConfigLive | None = None
-    live_advanced_config: m.AdvancedConfigLive | None = None
+    digital_human: zc.DigitalHuman | None = None
+    llm: zc.LLM | None = None
+    tts: zc.TTS | None = None
+    asr: zc.ASR | None = None
+    vad: zc.VAD | None = None
+    message_history: zc.MessageHistory | None = None
+    callback_config: zc.CallbackConfig | None = None
+    advanced_config: zc.AdvancedConfig | None = None
+    live_callback_config: zc.CallbackConfigLive | None = None
+    live_advanced_config: zc.AdvancedConfigLive | None = None
     max_duration_seconds: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     request_id: str = ""

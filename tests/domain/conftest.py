@@ -16,8 +16,8 @@ import pytest
 
 from service.domain.model import SessionKind
 from service.domain.sessions import CreateSpec, SessionService
-from service.store.sqlite import SqliteLedger
 from service.domain.zego_config import DigitalHuman
+from service.store.sqlite import SqliteLedger
 from service.zego import models as m
 from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
