@@ -13,7 +13,6 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
-from service.domain.zego_port import INFERENCE_ADVANCED, INFERENCE_NORMAL, MAX_AVATAR_LIMIT, MAX_AVATAR_OFFSET
 from service.zego.models_config import WireModel
 from service.zego.regions import REGION_BASE_URLS, resolve_base_url
 
@@ -24,10 +23,6 @@ __all__ = [
     "FETCH_ALL",
     "FETCH_PRIVATE",
     "FETCH_PUBLIC",
-    "INFERENCE_ADVANCED",
-    "INFERENCE_NORMAL",
-    "MAX_LIMIT",
-    "MAX_OFFSET",
     "AvatarAction",
     "DigitalHumanInfo",
     "DigitalHumanSummary",
@@ -45,9 +40,6 @@ __all__ = [
 FETCH_ALL: Final = 1
 FETCH_PUBLIC: Final = 2
 FETCH_PRIVATE: Final = 3
-#: ``Limit`` range is [1, 20] and ``Offset`` range [0, 1000000]; outside them the call fails (§2, §4).
-MAX_LIMIT: Final = MAX_AVATAR_LIMIT
-MAX_OFFSET: Final = MAX_AVATAR_OFFSET
 
 #: The host in ZEGO's docs; ZEGO's quick-start sample server uses ``aigc-digital-human-api`` (§1).
 DEFAULT_DIGITAL_HUMAN_BASE: Final = "https://aigc-digitalhuman-api.zegotech.cn"
