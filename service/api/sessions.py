@@ -243,7 +243,6 @@ class SessionServicer(rpc.SessionServiceServicer):
             priority=priority,
             same_priority_option=same,
         )
-
         round_ = await self._sessions.send_text(request.session_id, turn, timeout=time_budget(context))
         self._api_turn(request.session_id, "send_text", round_, started)
         return api.SendTextResponse(round=round_)
@@ -262,7 +261,6 @@ class SessionServicer(rpc.SessionServiceServicer):
             priority=priority,
             same_priority_option=same,
         )
-
         round_ = await self._sessions.speak(request.session_id, speech, timeout=time_budget(context))
         self._api_turn(request.session_id, "speak", round_, started)
         return api.SpeakResponse(round=round_)
