@@ -15,10 +15,10 @@ SECRET = "0123456789abcdef0123456789abcdef"
 def test_defaults_use_the_emulator() -> None:
     settings = load_settings([], {})
     assert settings.uses_emulator
-    assert settings.grpc_listen == "127.0.0.1:50051"
-    assert settings.http_listen == "127.0.0.1:8080"
-    assert settings.zego_api_base == "https://aigc-aiagent-api.zegotech.cn"
-    assert settings.voice_limit == settings.digital_human_limit == 10
+    assert settings.listen.grpc == "127.0.0.1:50051"
+    assert settings.listen.http == "127.0.0.1:8080"
+    assert settings.zego.api_base == "https://aigc-aiagent-api.zegotech.cn"
+    assert settings.sessions.voice_limit == settings.sessions.digital_human_limit == 10
 
 
 def test_env_and_flags_with_flags_winning() -> None:
@@ -31,12 +31,12 @@ def test_env_and_flags_with_flags_winning() -> None:
     }
     settings = load_settings(["--voice-limit", "4", "--log-level", "debug"], env)
     assert not settings.uses_emulator
-    assert settings.zego_app_id == 12345
-    assert settings.zego_server_secret == Secret(SECRET)
-    assert settings.zego_api_base == "https://aigc-aiagent-api-fra.zegotech.cn"
-    assert settings.voice_limit == 4
-    assert settings.log_level == "DEBUG"
-    assert settings.db_path == Path("/tmp/x.db")
+    assert settings.zego.app_id == 12345
+    assert settings.zego.server_secret == Secret(SECRET)
+    assert settings.zego.api_base == "https://aigc-aiagent-api-fra.zegotech.cn"
+    assert settings.sessions.voice_limit == 4
+    assert settings.server.log_level == "DEBUG"
+    assert settings.ledger.db_path == Path("/tmp/x.db")
 
 
 @pytest.mark.parametrize(
@@ -76,10 +76,10 @@ def test_digital_human_settings() -> None:
             "AGENTGW_DIGITAL_HUMAN_CACHE_SECONDS": "0",
         },
     )
-    assert settings.zego_digital_human_api_base == "https://aigc-digital-human-api.zegotech.cn"
-    assert settings.digital_human_validation == "strict"
-    assert settings.digital_human_cache_seconds == 0.0
-    assert load_settings([], {}).zego_digital_human_api_base is None
+    assert settings.zego.digital_human_api_base == "https://aigc-digital-human-api.zegotech.cn"
+    assert settings.digital_humans.validation == "strict"
+    assert settings.digital_humans.cache_seconds == 0.0
+    assert load_settings([], {}).zego.digital_human_api_base is None
 
 
 def test_invalid_flag_names_the_flag() -> None:
@@ -92,7 +92,7 @@ def test_secrets_are_masked_everywhere() -> None:
                                   "AGENTGW_ZEGO_CALLBACK_SECRET": "cb-secret-value"})  # fmt: skip
     for text in (repr(settings), str(settings), str(settings.describe())):
         assert SECRET not in text and "cb-secret-value" not in text
-    assert settings.zego_server_secret is not None and settings.zego_server_secret.reveal() == SECRET
+    assert settings.zego.server_secret is not None and settings.zego.server_secret.reveal() == SECRET
 
 
 def test_main_exits_2_with_one_line(
@@ -114,9 +114,9 @@ def test_auth_off_on_a_reachable_address_refuses_to_start_in_one_line() -> None:
     assert "\n" not in message and message.startswith("AGENTGW_AUTH_MODE:")
     assert "AGENTGW_ALLOW_INSECURE=true" in message
     allowed = load_settings(["--grpc-listen", "0.0.0.0:50051"], {"AGENTGW_ALLOW_INSECURE": "true"})
-    assert allowed.allow_insecure and allowed.auth_mode == frozenset({"none"})
+    assert allowed.auth.allow_insecure and allowed.auth.mode == frozenset({"none"})
     for loopback in ("127.0.0.1:1", "[::1]:1", "localhost:1", "127.0.0.2:1"):
-        assert load_settings(["--grpc-listen", loopback], {}).grpc_listen == loopback
+        assert load_settings(["--grpc-listen", loopback], {}).listen.grpc == loopback
 
 
 @pytest.mark.parametrize(
@@ -159,5 +159,5 @@ def test_tls_files_come_in_pairs(tmp_path: Path) -> None:
             "AGENTGW_GRPC_LISTEN": "0.0.0.0:50051",
         },
     )
-    assert settings.tls and settings.auth_mode == frozenset({"mtls"})
-    assert dict(settings.auth_roles) == {"sre-bot": "viewer", "ops": "admin"}
+    assert settings.listen.tls and settings.auth.mode == frozenset({"mtls"})
+    assert dict(settings.auth.roles) == {"sre-bot": "viewer", "ops": "admin"}

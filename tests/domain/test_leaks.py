@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from service.config import ReaperSettings
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventType, NewEvent
 from service.domain.leaks import LeakPolicy
@@ -246,7 +247,7 @@ async def test_reaper_failed_pending_rows_get_their_ended_event_and_are_counted(
     row = await sessions.ledger.reserve_session(pending_row(clock), 3)
     assert row.session is not None
     clock.advance(31)
-    report = await Reaper(sessions, pending_grace_seconds=30, clock=clock).run_once()
+    report = await Reaper(sessions, settings=ReaperSettings(pending_grace_seconds=30), clock=clock).run_once()
     assert report.create_unconfirmed == 1
     ended = metrics.registry.get_sample_value(
         "agentgw_sessions_ended_total", {"kind": "voice", "reason": "create_unconfirmed"}
