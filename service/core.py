@@ -95,8 +95,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     stack.push_async_callback(zego.aclose)
 
     bus = EventBus(
-        queue_size=settings.events.subscriber_queue_size,
-        heartbeat_seconds=settings.events.heartbeat_seconds,
+        settings=settings.events,
         observer=metrics,
     )
     await stack.enter_async_context(bus)
@@ -118,7 +117,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
             call_timeout_seconds=zs.timeout_seconds,
         ),
     )
-    latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.latency.budget_seconds)
+    latency = LatencyTracker(ledger, events, metrics, settings=settings.latency)
     await stack.enter_async_context(latency)
     events.on_event = latency.on_event
 
@@ -140,15 +139,10 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     ingestor = CallbackIngestor(
         sessions,
         zs.callback_secret.reveal() if zs.callback_secret else None,
-        skew_seconds=settings.callbacks.skew_seconds,
+        settings=settings.callbacks,
     )
     agents = AgentService(zego, ledger)
-    digital_humans = DigitalHumanCatalog(
-        zego,
-        ttl_seconds=settings.digital_humans.cache_seconds,
-        not_found_ttl_seconds=settings.digital_humans.not_found_cache_seconds,
-        validation=settings.digital_humans.validation,
-    )
+    digital_humans = DigitalHumanCatalog(zego, settings=settings.digital_humans)
     return Core(
         ledger,
         zego,
