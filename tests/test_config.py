@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from service.__main__ import main
-from service.config import ConfigError, Secret, load_settings
+from service.config import (
+    ConfigError,
+    ReaperSettings,
+    Secret,
+    Settings,
+    ZegoSettings,
+    argument_parser,
+    env_names,
+    leaves,
+    load_settings,
+)
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -57,6 +68,13 @@ def test_env_and_flags_with_flags_winning() -> None:
         ({"AGENTGW_LEAK_GIVE_UP_SECONDS": "0"}, "AGENTGW_LEAK_GIVE_UP_SECONDS"),
         ({"AGENTGW_LEAK_RETRY_INITIAL_SECONDS": "nan"}, "AGENTGW_LEAK_RETRY_INITIAL_SECONDS"),
         ({"AGENTGW_LEAK_RETRY_MAX_SECONDS": "1"}, "AGENTGW_LEAK_RETRY_MAX_SECONDS"),
+        ({"AGENTGW_REAPER_INTERVAL_SECONDS": "0"}, "AGENTGW_REAPER_INTERVAL_SECONDS"),
+        ({"AGENTGW_REAPER_INTERVAL_SECONDS": "3601"}, "AGENTGW_REAPER_INTERVAL_SECONDS"),
+        ({"AGENTGW_REAPER_STARTING_TIMEOUT_SECONDS": "-1"}, "AGENTGW_REAPER_STARTING_TIMEOUT_SECONDS"),
+        ({"AGENTGW_REAPER_ENDING_TIMEOUT_SECONDS": "soon"}, "AGENTGW_REAPER_ENDING_TIMEOUT_SECONDS"),
+        ({"AGENTGW_REAPER_PENDING_GRACE_SECONDS": "inf"}, "AGENTGW_REAPER_PENDING_GRACE_SECONDS"),
+        ({"AGENTGW_REAPER_ACTIVE_PROBE_SECONDS": "0"}, "AGENTGW_REAPER_ACTIVE_PROBE_SECONDS"),
+        ({"AGENTGW_DATABASE_URL": "mysql://db/agentgw"}, "AGENTGW_DATABASE_URL"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -161,3 +179,76 @@ def test_tls_files_come_in_pairs(tmp_path: Path) -> None:
     )
     assert settings.listen.tls and settings.auth.mode == frozenset({"mtls"})
     assert dict(settings.auth.roles) == {"sre-bot": "viewer", "ops": "admin"}
+
+
+# --- the nested settings ------------------------------------------------------------------------------
+
+
+def test_each_component_has_its_section() -> None:
+    settings = load_settings(
+        ["--reaper-active-probe-seconds", "90", "--heartbeat-seconds", "2"],
+        {
+            "AGENTGW_REAPER_INTERVAL_SECONDS": "0.5",
+            "AGENTGW_REAPER_PENDING_GRACE_SECONDS": "0",
+            "AGENTGW_REAPER_ACTIVE_PROBE_SECONDS": "30",
+            "AGENTGW_EVENT_RETENTION_SECONDS": "60",
+            "AGENTGW_CALLBACK_LISTEN": "127.0.0.1:9000",
+        },
+    )
+    assert settings.reaper == ReaperSettings(
+        interval_seconds=0.5, pending_grace_seconds=0.0, active_probe_seconds=90.0
+    )
+    assert settings.events.heartbeat_seconds == 2.0
+    assert settings.retention.events_seconds == 60
+    assert settings.listen.callback == "127.0.0.1:9000" and settings.listen.callbacks == "127.0.0.1:9000"
+    assert settings.listen.admin_or_http == settings.listen.http
+    assert settings.sessions.limits == {"voice": 10, "digital_human": 10}
+    assert load_settings([], {}).reaper == ReaperSettings()
+
+
+def test_the_sections_are_frozen() -> None:
+    settings = load_settings([], {})
+    with pytest.raises(AttributeError):
+        settings.reaper.interval_seconds = 1.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        settings.zego = ZegoSettings()  # type: ignore[misc]
+
+
+def test_from_flat_takes_the_public_keys() -> None:
+    settings = Settings.from_flat(voice_limit=2, grpc_listen="127.0.0.1:1", reaper_interval_seconds=1.0)
+    assert settings.sessions.voice_limit == 2 and settings.listen.grpc == "127.0.0.1:1"
+    assert settings.reaper.interval_seconds == 1.0 and settings.zego == ZegoSettings()
+    assert Settings.from_flat(**settings.flat()) == settings
+    with pytest.raises(TypeError, match="'voice_limits'"):
+        Settings.from_flat(voice_limits=2)
+
+
+def test_the_database_url_is_masked_and_not_used_yet() -> None:
+    url = "postgresql://agentgw:hunter2@db.internal/agentgw"
+    settings = load_settings([], {"AGENTGW_DATABASE_URL": url})
+    assert settings.ledger.database_url == Secret(url)
+    for text in (repr(settings), str(settings.describe())):
+        assert "hunter2" not in text
+
+
+def test_help_lists_every_setting_by_section_with_its_default_and_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per flag: argparse wraps at hyphens otherwise
+    text = " ".join(argument_parser().format_help().split())
+    for leaf in leaves():
+        flag = "--" + leaf.key.replace("_", "-")
+        default = "unset" if leaf.default is None else str(leaf.default)
+        assert f"{flag} {leaf.key.upper()}" in text
+        assert f"(default: {default}; env AGENTGW_{leaf.key.upper()})" in text, leaf.key
+    assert "reaper settings:" in text and "listen settings:" in text
+    assert "(default: 5.0; env AGENTGW_REAPER_INTERVAL_SECONDS)" in text
+
+
+def test_the_readme_table_lists_every_setting_and_only_settings() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n| Variable |", 1)[1].split("\n\n", 1)[0]
+    variables = set(re.findall(r"`(AGENTGW_[A-Z_]+)`", table))
+    flags = set(re.findall(r"`(--[a-z-]+)`", table))
+    assert variables == env_names()
+    assert flags - {"--fresh"} == {"--" + leaf.key.replace("_", "-") for leaf in leaves()}
