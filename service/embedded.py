@@ -41,7 +41,7 @@ async def start_embedded_emulator(
     state_path = settings.emulator_state_path
     saved = persist.secrets_of(persist.StateFile(state_path).load(), EMULATOR_APP_ID) if state_path else None
     server_secret, callback_secret = saved or (secrets.token_hex(16), secrets.token_hex(16))
-    http_host, http_port = split_address(settings.listen.callbacks)
+    http_host, http_port = split_address(settings.listen.callback_address)
     config = EmulatorConfig(
         app_id=EMULATOR_APP_ID,
         server_secret=server_secret,

@@ -58,7 +58,7 @@ async def serve_http(
         methods=["POST"],
     )
     metrics_route = Route("/metrics", metrics_endpoint(metrics, refresh))
-    callback_listen, admin_listen = listen.callbacks, listen.admin_or_http
+    callback_listen, admin_listen = listen.callback_address, listen.admin_address
     if not listen.split or (callback_listen == admin_listen and not callback_listen.endswith(":0")):
         both = create_http_app(ready, [callbacks, metrics_route])
         port = await stack.enter_async_context(serve_asgi(both, *split_address(callback_listen)))

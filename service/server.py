@@ -125,7 +125,7 @@ class Gateway:
         self.http_port, self.admin_port = ports.callbacks, ports.admin
         # Stopped before the HTTP side: callbacks ZEGO sends while gRPC drains are still accepted.
         self._stack.push_async_callback(self._stop_grpc, server)
-        http_host = split_address(settings.listen.callbacks)[0]
+        http_host = split_address(settings.listen.callback_address)[0]
         if self._emulator_admin is not None:
             await self._emulator_admin(f"http://{http_host}:{self.http_port}/v1/zego/callbacks")
 

@@ -200,8 +200,10 @@ def test_each_component_has_its_section() -> None:
     )
     assert settings.events.heartbeat_seconds == 2.0
     assert settings.retention.events_seconds == 60
-    assert settings.listen.callback == "127.0.0.1:9000" and settings.listen.callbacks == "127.0.0.1:9000"
-    assert settings.listen.admin_or_http == settings.listen.http
+    assert (
+        settings.listen.callback == "127.0.0.1:9000" and settings.listen.callback_address == "127.0.0.1:9000"
+    )
+    assert settings.listen.admin_address == settings.listen.http
     assert settings.sessions.limits == {"voice": 10, "digital_human": 10}
     assert load_settings([], {}).reaper == ReaperSettings()
 

@@ -135,13 +135,13 @@ class ListenSettings:
         return self.tls_cert_file is not None
 
     @property
-    def callbacks(self) -> str:
-        """The address serving ZEGO's callbacks."""
+    def callback_address(self) -> str:
+        """The address serving ZEGO's callbacks: ``callback``, else ``http``."""
         return self.callback or self.http
 
     @property
-    def admin_or_http(self) -> str:
-        """The address serving /metrics, /healthz and /readyz."""
+    def admin_address(self) -> str:
+        """The address serving /metrics, /healthz and /readyz: ``admin``, else ``http``."""
         return self.admin or self.http
 
     @property
