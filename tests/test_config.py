@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,15 @@ def test_the_readme_table_lists_every_setting_and_only_settings() -> None:
     flags = set(re.findall(r"`(--[a-z-]+)`", table))
     assert variables == env_names()
     assert flags - {"--fresh"} == {"--" + leaf.key.replace("_", "-") for leaf in leaves()}
+
+
+def test_the_config_package_is_a_leaf() -> None:
+    # The domain imports its settings sections, so loading them must not load a component, gRPC
+    # or HTTP (the parsers that need a component's vocabulary import it when they run).
+    code = (
+        "import sys, service.config; "
+        "bad = sorted(m for m in sys.modules if m.startswith(('grpc', 'httpx', 'starlette', 'service.'))"
+        " and not m.startswith('service.config')); print(bad)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

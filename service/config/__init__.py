@@ -15,6 +15,7 @@ Modules: ``values`` (Secret, parsers), ``sections`` and ``domain`` (the sections
 """
 
 from service.config.domain import (
+    REAPER_MAX_INTERVAL_SECONDS,
     CallbackSettings,
     DigitalHumanSettings,
     EventSettings,
@@ -38,6 +39,7 @@ from service.config.values import ConfigError, Secret
 
 __all__ = [
     "ENV_PREFIX",
+    "REAPER_MAX_INTERVAL_SECONDS",
     "AuthSettings",
     "CallbackSettings",
     "ConfigError",

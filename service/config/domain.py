@@ -12,6 +12,7 @@ from service.config import values as v
 from service.config.values import setting
 
 __all__ = [
+    "REAPER_MAX_INTERVAL_SECONDS",
     "CallbackSettings",
     "DigitalHumanSettings",
     "EventSettings",
@@ -21,6 +22,16 @@ __all__ = [
     "RetentionSettings",
     "SessionSettings",
 ]
+
+REAPER_MAX_INTERVAL_SECONDS = 3600.0
+"""The longest time allowed between reaper passes (the reaper refuses a longer interval too)."""
+
+
+def _reaper_interval(raw: str) -> float:
+    value = v.positive_float(raw)
+    if value > REAPER_MAX_INTERVAL_SECONDS:
+        raise ValueError(f"must be at most {REAPER_MAX_INTERVAL_SECONDS:g} seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ class ReaperSettings:
     """The reaper's pass and its thresholds (``service.domain.reaper``; rules in its docstring)."""
 
     interval_seconds: float = setting(
-        5.0, v.reaper_interval, "Time between reaper passes (max 3600).", key="reaper_interval_seconds"
+        5.0, _reaper_interval, "Time between reaper passes (max 3600).", key="reaper_interval_seconds"
     )
     """How often the reaper looks at the ledger's sessions."""
 

@@ -192,12 +192,3 @@ def zego_digital_human_api_base(raw: str) -> str:
     from service.zego.digital_human import resolve_digital_human_base
 
     return resolve_digital_human_base(raw)
-
-
-def reaper_interval(raw: str) -> float:
-    from service.domain.reaper import MAX_INTERVAL_SECONDS
-
-    value = positive_float(raw)
-    if value > MAX_INTERVAL_SECONDS:
-        raise ValueError(f"must be at most {MAX_INTERVAL_SECONDS:g} seconds")
-    return value

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
-from service.config import ReaperSettings
+from service.config import REAPER_MAX_INTERVAL_SECONDS, ReaperSettings
 from service.domain.leaks import LeakReport
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
 from service.domain.reaper_reports import (
@@ -66,7 +66,7 @@ log = logging.getLogger("agentgw.reaper")
 S = SessionState
 GRACEFUL_SHUTDOWN_IN_PROGRESS = 410001041
 """ZEGO's answer to any call on an instance that is finishing a graceful delete (spec §5.10)."""
-MAX_INTERVAL_SECONDS = 3600.0
+MAX_INTERVAL_SECONDS = REAPER_MAX_INTERVAL_SECONDS
 
 
 class Reaper:
