@@ -104,11 +104,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     sessions = SessionService(
         zego,
         ledger,
-        limits=limits,
-        default_max_duration_seconds=settings.sessions.max_duration_seconds,
+        settings=settings.sessions,
         events=events,
         observer=metrics,
-        end_confirm_seconds=settings.sessions.end_confirm_seconds,
         quotas=quotas,
         leak_policy=LeakPolicy(
             give_up_seconds=settings.leaks.give_up_seconds,
