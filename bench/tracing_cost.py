@@ -103,7 +103,7 @@ async def layer() -> None:
 
 
 async def rpcs(label: str, directory: Path) -> float:
-    settings = Settings(
+    settings = Settings.from_flat(
         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", db_path=directory / f"{label}.db"
     )
     async with Gateway(settings) as gw, grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"agentgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     if argument_parser().parse_args(args).fresh:
         start_fresh(settings)
     try:

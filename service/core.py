@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from service.auth.principal import current_principal
-from service.config import Settings
+from service.config import RetentionSettings, Settings, ZegoSettings
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
@@ -71,32 +71,33 @@ class _ReaperMetrics:
 
 async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metrics: Metrics) -> Core:
     """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
-    assert settings.zego_app_id is not None and settings.zego_server_secret is not None
-    limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SqliteLedger(settings.db_path)
+    zs = settings.zego
+    assert zs.app_id is not None and zs.server_secret is not None
+    limits = settings.sessions.limits
+    settings.ledger.db_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = SqliteLedger(settings.ledger.db_path)
     await ledger.open()
     stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leaks.give_up_seconds)
 
-    quotas = load_quotas(settings.quotas_file) if settings.quotas_file is not None else None
+    quotas_file = settings.sessions.quotas_file
+    quotas = load_quotas(quotas_file) if quotas_file is not None else None
     zego = ZegoClient(
-        app_id=settings.zego_app_id,
-        server_secret=settings.zego_server_secret.reveal(),
-        base_url=settings.zego_api_base,
-        digital_human_base_url=settings.zego_digital_human_api_base,
-        timeout_seconds=settings.zego_timeout_seconds,
-        rate_per_second=settings.zego_rate_per_second,
-        max_retries=settings.zego_max_retries,
+        app_id=zs.app_id,
+        server_secret=zs.server_secret.reveal(),
+        base_url=zs.api_base,
+        digital_human_base_url=zs.digital_human_api_base,
+        timeout_seconds=zs.timeout_seconds,
+        rate_per_second=zs.rate_per_second,
+        max_retries=zs.max_retries,
         observer=ZegoMetricsObserver(metrics),
-        limiter=_fair_limiter(settings, quotas),
+        limiter=_fair_limiter(zs, quotas),
     )
     stack.push_async_callback(zego.aclose)
     port = ZegoAdapter(zego)  # what the domain calls: domain types in, domain types out
 
     bus = EventBus(
-        queue_size=settings.subscriber_queue_size,
-        heartbeat_seconds=settings.heartbeat_seconds,
+        settings=settings.events,
         observer=metrics,
     )
     await stack.enter_async_context(bus)
@@ -105,47 +106,43 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     sessions = SessionService(
         port,
         ledger,
-        limits=limits,
-        default_max_duration_seconds=settings.max_session_duration_seconds,
+        settings=settings.sessions,
         events=events,
         observer=metrics,
-        end_confirm_seconds=settings.end_confirm_seconds,
         quotas=quotas,
         leak_policy=LeakPolicy(
-            give_up_seconds=settings.leak_give_up_seconds,
-            retry_initial_seconds=settings.leak_retry_initial_seconds,
-            retry_max_seconds=settings.leak_retry_max_seconds,
-            call_timeout_seconds=settings.zego_timeout_seconds,
+            give_up_seconds=settings.leaks.give_up_seconds,
+            retry_initial_seconds=settings.leaks.retry_initial_seconds,
+            retry_max_seconds=settings.leaks.retry_max_seconds,
+            call_timeout_seconds=zs.timeout_seconds,
         ),
     )
-    latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
+    latency = LatencyTracker(ledger, events, metrics, settings=settings.latency)
     await stack.enter_async_context(latency)
     events.on_event = latency.on_event
 
     # Before serving: settle what a previous process left (PENDING rows, instances gone
     # upstream). Healthy sessions are picked up as they are.
     reaper = Reaper(
-        sessions, call_timeout_seconds=settings.zego_timeout_seconds, observer=_ReaperMetrics(metrics)
+        sessions,
+        settings=settings.reaper,
+        call_timeout_seconds=zs.timeout_seconds,
+        observer=_ReaperMetrics(metrics),
     )
     report = await reaper.reconcile_at_startup()
     log.info("ledger reconciled", extra={"report": asdict(report)})
     await stack.enter_async_context(reaper)
-    await stack.enter_async_context(_retention(ledger, settings))
+    await stack.enter_async_context(_retention(ledger, settings.retention))
 
-    if settings.zego_callback_secret is None:
+    if zs.callback_secret is None:
         log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
     ingestor = CallbackIngestor(
         sessions,
-        settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
-        skew_seconds=settings.callback_skew_seconds,
+        zs.callback_secret.reveal() if zs.callback_secret else None,
+        settings=settings.callbacks,
     )
     agents = AgentService(port, ledger)
-    digital_humans = DigitalHumanCatalog(
-        port,
-        ttl_seconds=settings.digital_human_cache_seconds,
-        not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
-        validation=settings.digital_human_validation,
-    )
+    digital_humans = DigitalHumanCatalog(port, settings=settings.digital_humans)
     return Core(
         ledger,
         zego,
@@ -161,19 +158,19 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
 
 
-def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
+def _fair_limiter(settings: ZegoSettings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
     """The ZEGO client's limiter when quotas give callers a share of the rate; else its default."""
     if quotas is None or not quotas.limits_rate:
         return None
     return FairRateLimiter(
-        settings.zego_rate_per_second,
+        settings.rate_per_second,
         caller=lambda: current_principal().name,
         share=lambda name: quotas.for_caller(name).rate_share,
     )
 
 
 @contextlib.asynccontextmanager
-async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[None]:
+async def _retention(ledger: SqliteLedger, settings: RetentionSettings) -> AsyncIterator[None]:
     """Purge events past retention, request ids past their window and expired callback nonces,
     once a minute."""
 
@@ -181,11 +178,11 @@ async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[
         while True:
             now = time.time()
             try:
-                removed = await ledger.purge_events(now - settings.event_retention_seconds)
+                removed = await ledger.purge_events(now - settings.events_seconds)
                 removed += await ledger.purge(
-                    idempotency_before=now - settings.idempotency_ttl_seconds, sessions_ended_before=0.0
+                    idempotency_before=now - settings.idempotency_seconds, sessions_ended_before=0.0
                 )
-                removed += await ledger.purge_audit(now - settings.audit_retention_seconds)
+                removed += await ledger.purge_audit(now - settings.audit_seconds)
                 removed += await ledger.purge_callback_nonces(now)
                 if removed:
                     log.info("retention purge", extra={"rows": removed})

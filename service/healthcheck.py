@@ -23,7 +23,7 @@ _WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
 
 def default_target(environ: Mapping[str, str] = os.environ) -> str:
     """Where to probe: the host:port of ``AGENTGW_GRPC_LISTEN`` (or its default), on loopback."""
-    listen = environ.get(env_name("grpc_listen"), Settings().grpc_listen)
+    listen = environ.get(env_name("grpc_listen"), Settings().listen.grpc)
     host, _, port = listen.rpartition(":")
     return f"127.0.0.1:{port}" if host in _WILDCARDS else listen
 

@@ -106,7 +106,7 @@ def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Set
         "shutdown_grace_seconds": 0.5,
     }
     values.update(overrides)
-    return Settings(**values)
+    return Settings.from_flat(**values)
 
 
 @pytest.fixture

@@ -10,42 +10,40 @@ import grpc
 from service.auth.authenticator import Authenticator
 from service.auth.bearer import JwtVerifier
 from service.auth.jwks import JwksFile, JwksSource, JwksUrl
-from service.config import Settings
+from service.config import AuthSettings, ListenSettings
 
 __all__ = ["build_authenticator", "server_credentials"]
 
 log = logging.getLogger("agentgw.auth")
 
 
-async def build_authenticator(settings: Settings, stack: contextlib.AsyncExitStack) -> Authenticator:
-    """The authenticator of ``settings.auth_mode``; key sources are released with ``stack``."""
+async def build_authenticator(settings: AuthSettings, stack: contextlib.AsyncExitStack) -> Authenticator:
+    """The authenticator of ``settings.mode``; key sources are released with ``stack``."""
     verifier = None
-    if "jwt" in settings.auth_mode:
+    if "jwt" in settings.mode:
         source: JwksSource
-        if settings.auth_jwks_file is not None:
-            source = JwksFile(settings.auth_jwks_file)
+        if settings.jwks_file is not None:
+            source = JwksFile(settings.jwks_file)
         else:
-            assert settings.auth_jwks_url is not None
-            url_source = JwksUrl(settings.auth_jwks_url)
+            assert settings.jwks_url is not None
+            url_source = JwksUrl(settings.jwks_url)
             stack.push_async_callback(url_source.aclose)
             source = url_source
         verifier = JwtVerifier(
             source,
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-            leeway_seconds=settings.auth_leeway_seconds,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway_seconds=settings.leeway_seconds,
         )
-    authenticator = Authenticator(
-        settings.auth_mode, verifier=verifier, certificate_roles=dict(settings.auth_roles)
-    )
+    authenticator = Authenticator(settings.mode, verifier=verifier, certificate_roles=dict(settings.roles))
     if authenticator.enabled:
-        log.info("authentication on", extra={"auth_mode": ",".join(sorted(settings.auth_mode))})
+        log.info("authentication on", extra={"auth_mode": ",".join(sorted(settings.mode))})
     else:
         log.warning("authentication is off (AGENTGW_AUTH_MODE=none): every caller is an anonymous admin")
     return authenticator
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def server_credentials(settings: ListenSettings) -> grpc.ServerCredentials | None:
     """TLS credentials for the gRPC port, requiring client certificates when a client CA is set."""
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
+from service.config import DigitalHumanSettings
 from service.domain import zego_errors as zx
 from service.domain.zego_port import (
     MAX_AVATAR_LIMIT,
@@ -149,21 +150,21 @@ class DigitalHumanCatalog:
         self,
         zego: ZegoPort,
         *,
-        ttl_seconds: float = 300.0,
-        not_found_ttl_seconds: float = 10.0,
+        settings: DigitalHumanSettings | None = None,
         url_validity_seconds: float = 86400.0,
         url_margin_seconds: float = 600.0,
         max_entries: int = 1024,
-        validation: str = "fail_open",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        settings = settings if settings is not None else DigitalHumanSettings()
+        validation = settings.validation
         if validation not in VALIDATION_POLICIES:
             raise ValueError(f"validation must be one of {', '.join(VALIDATION_POLICIES)}")
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
         self._zego = zego
-        self._ttl = ttl_seconds
-        self._not_found_ttl = not_found_ttl_seconds
+        self._ttl = settings.cache_seconds
+        self._not_found_ttl = settings.not_found_cache_seconds
         self._url_validity = url_validity_seconds
         self._url_margin = url_margin_seconds
         self._validation = validation

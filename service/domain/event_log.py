@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from service import tracing
+from service.config import EventSettings
 from service.domain.events import Event, EventFilter, NewEvent
 from service.domain.model import SessionRecord, SessionState
 from service.store.base import Ledger
@@ -160,12 +161,11 @@ class Subscription:
 class EventBus:
     """Fans logged events out to in-process subscribers."""
 
-    def __init__(
-        self, *, queue_size: int = 1000, heartbeat_seconds: float = 15.0, observer: BusObserver | None = None
-    ) -> None:
+    def __init__(self, *, settings: EventSettings | None = None, observer: BusObserver | None = None) -> None:
+        settings = settings if settings is not None else EventSettings()
         self._subscribers: set[Subscription] = set()
-        self._queue_size = queue_size
-        self._heartbeat = heartbeat_seconds
+        self._queue_size = settings.subscriber_queue_size
+        self._heartbeat = settings.heartbeat_seconds
         self._observer: BusObserver = observer or _NullObserver()
         self._ticker: asyncio.Task[None] | None = None
         self.head = 0

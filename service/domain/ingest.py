@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from service import tracing
+from service.config import CallbackSettings
 from service.domain.callback_schema import CallbackError, Problem, check_values, parse_body
 from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
@@ -130,9 +131,10 @@ class CallbackIngestor:
         sessions: SessionService,
         callback_secret: str | None,
         *,
-        skew_seconds: float = 300.0,
+        settings: CallbackSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        skew_seconds = (settings if settings is not None else CallbackSettings()).skew_seconds
         self._sessions = sessions
         self._ledger = sessions.ledger
         self._events = sessions.events

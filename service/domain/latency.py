@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.config import LatencySettings
 from service.domain.event_log import EventLog
 from service.domain.events import Event, EventType, NewEvent
 from service.store.base import Ledger
@@ -73,13 +74,13 @@ class LatencyTracker:
         events: EventLog,
         observer: LatencyObserver,
         *,
-        budget_seconds: float = 1.5,
+        settings: LatencySettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
         self._events = events
         self._observer = observer
-        self.budget_seconds = budget_seconds
+        self.budget_seconds = (settings if settings is not None else LatencySettings()).budget_seconds
         self._clock = clock
         self._sessions: dict[str, _SessionTurns] = {}
         self._queue: asyncio.Queue[Event | tuple[str, str, int, float]] = asyncio.Queue(_QUEUE_LIMIT)

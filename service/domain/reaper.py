@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+from service.config import REAPER_MAX_INTERVAL_SECONDS, ReaperSettings
 from service.domain import zego_errors as zx
 from service.domain.leaks import LeakReport
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
@@ -62,7 +63,7 @@ __all__ = ["NullReaperObserver", "PassReport", "Reaper", "ReaperObserver", "Reco
 log = logging.getLogger("agentgw.reaper")
 
 S = SessionState
-MAX_INTERVAL_SECONDS = 3600.0
+MAX_INTERVAL_SECONDS = REAPER_MAX_INTERVAL_SECONDS
 
 
 class Reaper:
@@ -72,9 +73,10 @@ class Reaper:
     calls :meth:`run_once` every ``interval_seconds``; tests call :meth:`run_once` directly.
 
     Args:
-        active_probe_seconds: how often an ACTIVE session is checked upstream (rule 5).
-        starting_timeout_seconds, ending_timeout_seconds, pending_grace_seconds: how long a row may
-            sit in STARTING, ENDING or PENDING (since its ``updated_at``) before the reaper acts.
+        settings: the interval and thresholds (``AGENTGW_REAPER_*``): ``active_probe_seconds``, how
+            often an ACTIVE session is checked upstream (rule 5); ``starting_timeout_seconds``,
+            ``ending_timeout_seconds``, ``pending_grace_seconds``, how long a row may sit in STARTING,
+            ENDING or PENDING (since its ``updated_at``) before the reaper acts.
         call_timeout_seconds: the budget of each ZEGO call the reaper makes.
         clock: must be the SessionService's clock, since the ledger's timestamps come from it.
         observer: metrics hooks; exceptions it raises are logged and ignored.
@@ -84,15 +86,16 @@ class Reaper:
         self,
         sessions: SessionService,
         *,
-        interval_seconds: float = 5.0,
-        starting_timeout_seconds: float = 30.0,
-        ending_timeout_seconds: float = 60.0,
-        pending_grace_seconds: float = 30.0,
-        active_probe_seconds: float = 60.0,
+        settings: ReaperSettings | None = None,
         call_timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         observer: ReaperObserver | None = None,
     ) -> None:
+        settings = settings if settings is not None else ReaperSettings()
+        interval_seconds = settings.interval_seconds
+        starting_timeout_seconds = settings.starting_timeout_seconds
+        ending_timeout_seconds = settings.ending_timeout_seconds
+        pending_grace_seconds = settings.pending_grace_seconds
         if not (0 < interval_seconds <= MAX_INTERVAL_SECONDS):
             raise ValueError(f"interval_seconds must be in (0, {MAX_INTERVAL_SECONDS:g}]")
         ages = (starting_timeout_seconds, ending_timeout_seconds, pending_grace_seconds)
@@ -114,7 +117,7 @@ class Reaper:
         # and acts on them, and two readers would send ZEGO the same delete twice.
         self._pass_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._active_probe = active_probe_seconds
+        self._active_probe = settings.active_probe_seconds
         self._probed: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------

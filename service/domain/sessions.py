@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from service.auth.principal import current_principal
+from service.config import SessionSettings
 from service.domain import zego_errors as zx
 from service.domain.access import check_may_change, check_session_change, check_session_read, owner_scope
 from service.domain.call_control import CallControlMixin
@@ -62,23 +63,21 @@ class SessionService(CreateMixin, CallControlMixin):
         zego: ZegoPort,
         ledger: Ledger,
         *,
-        limits: Mapping[str, int],
-        default_max_duration_seconds: int,
+        settings: SessionSettings,
         events: EventLog | None = None,
         observer: SessionObserver | None = None,
-        end_confirm_seconds: float = 0.0,
         leak_policy: LeakPolicy | None = None,
         quotas: QuotaPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._end_confirm = end_confirm_seconds
+        self._end_confirm = settings.end_confirm_seconds
         self._quotas = quotas
         self._observer: SessionObserver = observer or NullSessionObserver()
         self._zego = zego
         self._ledger = ledger
         self._events = events if events is not None else EventLog(ledger, EventBus(), clock=clock)
-        self._limits = dict(limits)
-        self._default_max_duration = default_max_duration_seconds
+        self._limits = settings.limits
+        self._default_max_duration = settings.max_duration_seconds
         self._clock = clock
         # Creates in flight in this process: a concurrent retry of the same request_id waits here.
         self._inflight: dict[str, asyncio.Event] = {}
@@ -217,7 +216,7 @@ class SessionService(CreateMixin, CallControlMixin):
 
         Its callback carries ZEGO's LatencyData and code, so the session's one ``ended`` event is
         better taken from it than synthesized. Only sessions whose callbacks are known to arrive
-        (their AgentInstanceCreated did) wait, and never longer than ``end_confirm_seconds``.
+        (their AgentInstanceCreated did) wait, and never longer than the settings' ``end_confirm_seconds``.
         """
         if self._end_confirm <= 0 or record.instance_id is None:
             return None

@@ -9,10 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings, env_name, load_settings
+from service.config import Settings, env_names, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = {env_name(f.name) for f in dataclasses.fields(Settings)}
+SETTINGS = env_names()
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 IMAGE = f"agentgw:{VERSION}"
@@ -27,7 +27,7 @@ def check_environment(env: dict[str, str]) -> Settings:
     """Every AGENTGW_* name is a real setting, and together the values load without error."""
     names = {k for k in env if k.startswith("AGENTGW_")}
     unknown = names - SETTINGS
-    assert not unknown, f"not settings in service/config.py: {sorted(unknown)}"
+    assert not unknown, f"not settings in service/config/: {sorted(unknown)}"
     return load_settings([], environ={k: str(v) for k, v in env.items() if k in SETTINGS})
 
 

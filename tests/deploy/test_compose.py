@@ -62,15 +62,15 @@ def test_the_gateway_environment_is_real_settings_that_load(compose: dict[str, A
     services = compose["services"]
     env = services["agentgw"]["environment"]
     settings = check_environment(env)
-    assert settings.zego_app_id is not None and settings.zego_server_secret is not None
+    assert settings.zego.app_id is not None and settings.zego.server_secret is not None
     assert _ports(services["agentgw"]) == {
-        port_of(settings.grpc_listen): port_of(settings.grpc_listen),
-        port_of(settings.http_listen): port_of(settings.http_listen),
+        port_of(settings.listen.grpc): port_of(settings.listen.grpc),
+        port_of(settings.listen.http): port_of(settings.listen.http),
     }
-    assert str(settings.db_path).startswith("/var/lib/agentgw/")
+    assert str(settings.ledger.db_path).startswith("/var/lib/agentgw/")
     assert "ledger:/var/lib/agentgw" in services["agentgw"]["volumes"]
     grace = services["agentgw"]["stop_grace_period"]
-    assert int(grace.rstrip("s")) > settings.shutdown_grace_seconds, "stop must outlast the drain"
+    assert int(grace.rstrip("s")) > settings.server.shutdown_grace_seconds, "stop must outlast the drain"
 
 
 def test_the_emulator_is_configured_with_its_real_flags_and_matches_the_gateway(
@@ -83,15 +83,15 @@ def test_the_emulator_is_configured_with_its_real_flags_and_matches_the_gateway(
         assert name.startswith("AGENTGW_EMULATOR_") and name.removeprefix("AGENTGW_EMULATOR_") in flags, name
     assert services["emulator"]["entrypoint"] == ["python", "-m", "service.zego.emulator"]
     gateway = check_environment(services["agentgw"]["environment"])
-    assert str(gateway.zego_app_id) == env["AGENTGW_EMULATOR_APP_ID"]
-    assert gateway.zego_server_secret is not None and gateway.zego_callback_secret is not None
-    assert gateway.zego_server_secret.reveal() == env["AGENTGW_EMULATOR_SERVER_SECRET"]
-    assert gateway.zego_callback_secret.reveal() == env["AGENTGW_EMULATOR_CALLBACK_SECRET"]
-    api = urlsplit(gateway.zego_api_base)
+    assert str(gateway.zego.app_id) == env["AGENTGW_EMULATOR_APP_ID"]
+    assert gateway.zego.server_secret is not None and gateway.zego.callback_secret is not None
+    assert gateway.zego.server_secret.reveal() == env["AGENTGW_EMULATOR_SERVER_SECRET"]
+    assert gateway.zego.callback_secret.reveal() == env["AGENTGW_EMULATOR_CALLBACK_SECRET"]
+    api = urlsplit(gateway.zego.api_base)
     assert (api.hostname, api.port) == ("emulator", int(env["AGENTGW_EMULATOR_PORT"]))
     assert int(env["AGENTGW_EMULATOR_PORT"]) in _ports(services["emulator"])
     callback = urlsplit(env["AGENTGW_EMULATOR_CALLBACK_URL"])
-    assert (callback.hostname, callback.port) == ("agentgw", port_of(gateway.http_listen))
+    assert (callback.hostname, callback.port) == ("agentgw", port_of(gateway.listen.http))
     assert callback.path == "/v1/zego/callbacks"
 
 
@@ -111,7 +111,7 @@ def test_prometheus_scrapes_the_gateway_and_loads_the_project_rules(compose: dic
     gateway = check_environment(compose["services"]["agentgw"]["environment"])
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == [f"agentgw:{port_of(gateway.http_listen)}"]
+    assert job["static_configs"][0]["targets"] == [f"agentgw:{port_of(gateway.listen.http)}"]
 
 
 def test_promtool_accepts_the_config_and_its_rules() -> None:

@@ -70,8 +70,8 @@ def test_the_environment_is_real_settings_and_matches_the_exposed_ports() -> Non
     env = env_of(instructions) | INSECURE_TRY
     settings = check_environment(env)
     exposed = {int(p) for i in instructions if i.name == "EXPOSE" for p in i.args.split()}
-    assert exposed == {port_of(settings.grpc_listen), port_of(settings.http_listen)}
-    assert str(settings.db_path).startswith("/var/lib/agentgw/")
+    assert exposed == {port_of(settings.listen.grpc), port_of(settings.listen.http)}
+    assert str(settings.ledger.db_path).startswith("/var/lib/agentgw/")
     volumes = [i.args for i in instructions if i.name == "VOLUME"]
     assert volumes == ['["/var/lib/agentgw"]']
 
@@ -93,7 +93,7 @@ def test_docker_stop_drains_within_its_default_timeout() -> None:
     assert entrypoint == [next(iter(PYPROJECT["project"]["scripts"])), "serve"]
     assert PYPROJECT["project"]["scripts"]["agentgw"] == "service.cli.app:main"
     assert "serve" in cli.commands
-    grace = check_environment(env_of(instructions) | INSECURE_TRY).shutdown_grace_seconds
+    grace = check_environment(env_of(instructions) | INSECURE_TRY).server.shutdown_grace_seconds
     assert grace < 10, "docker stop sends SIGKILL after 10 s by default"
 
 

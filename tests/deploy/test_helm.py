@@ -74,11 +74,11 @@ def test_the_configuration_is_real_settings_and_the_secrets_come_from_a_secret()
     assert {r["key"] for r in from_secret.values()} == {"server-secret", "callback-secret"}
     assert not set(data) & set(from_secret), "no secret in the ConfigMap"
     settings = check_environment({**data, **DUMMY_SECRETS})
-    assert settings.zego_app_id == 1234567890
+    assert settings.zego.app_id == 1234567890
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": port_of(settings.grpc_listen), "http": port_of(settings.http_listen)}
+    assert ports == {"grpc": port_of(settings.listen.grpc), "http": port_of(settings.listen.http)}
     grace = objects["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > settings.shutdown_grace_seconds, "the pod must outlast the drain"
+    assert grace > settings.server.shutdown_grace_seconds, "the pod must outlast the drain"
 
 
 def test_the_probes_ask_the_grpc_health_service_on_the_grpc_port() -> None:
@@ -104,7 +104,7 @@ def test_the_pod_runs_as_the_image_user_with_a_read_only_root() -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     settings = check_environment({**objects["ConfigMap"]["data"], **DUMMY_SECRETS})
-    assert str(settings.db_path.parent) in mounts and "/tmp" in mounts
+    assert str(settings.ledger.db_path.parent) in mounts and "/tmp" in mounts
 
 
 def test_persistence_options() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service.config import SessionSettings
 from service.domain.model import SessionKind
 from service.domain.sessions import CreateSpec, SessionService
 from service.domain.zego_config import DigitalHuman
@@ -103,8 +104,7 @@ def make_service(zego: ZegoClient, ledger: Any, clock: FakeClock, limit: int = L
     return SessionService(
         ZegoAdapter(zego),
         ledger,
-        limits={"voice": limit, "digital_human": limit},
-        default_max_duration_seconds=3600,
+        settings=SessionSettings(voice_limit=limit, digital_human_limit=limit, end_confirm_seconds=0.0),
         clock=clock,
     )
 

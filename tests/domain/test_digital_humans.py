@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from service.config import DigitalHumanSettings
 from service.domain.digital_humans import DigitalHumanCatalog, Scope
 from service.errors import NotFound
 from service.zego import digital_human as dh
@@ -70,7 +71,7 @@ def catalog(zego: FakeZego, clock: Clock, **kwargs: Any) -> DigitalHumanCatalog:
 
 async def test_get_is_cached_for_the_ttl() -> None:
     zego, clock = FakeZego(), Clock()
-    cat = catalog(zego, clock, ttl_seconds=60)
+    cat = catalog(zego, clock, settings=DigitalHumanSettings(cache_seconds=60))
     first = await cat.get("a")
     clock.now += 59
     assert await cat.get("a") == first
@@ -83,7 +84,13 @@ async def test_get_is_cached_for_the_ttl() -> None:
 async def test_never_cached_past_the_avatar_url_expiry() -> None:
     zego, clock = FakeZego(), Clock()
     # A TTL longer than the URL's validity: the URL's expiry (minus the margin) wins.
-    cat = catalog(zego, clock, ttl_seconds=10 * 86400, url_validity_seconds=100, url_margin_seconds=10)
+    cat = catalog(
+        zego,
+        clock,
+        settings=DigitalHumanSettings(cache_seconds=10 * 86400),
+        url_validity_seconds=100,
+        url_margin_seconds=10,
+    )
     asset = await cat.get("a")
     assert asset.avatar_url_expires_at == clock.now + 100
     clock.now += 89
@@ -97,7 +104,7 @@ async def test_never_cached_past_the_avatar_url_expiry() -> None:
 
 async def test_unknown_id_is_not_found_and_remembered_briefly() -> None:
     zego, clock = FakeZego(), Clock()
-    cat = catalog(zego, clock, not_found_ttl_seconds=5)
+    cat = catalog(zego, clock, settings=DigitalHumanSettings(not_found_cache_seconds=5))
     for _ in range(3):
         with pytest.raises(NotFound) as caught:
             await cat.get("typo")
@@ -195,7 +202,7 @@ async def test_voices_public_flag_is_inferred_from_the_request() -> None:
 async def test_require_policies_when_the_api_is_down(policy: str, raises: type[Exception] | None) -> None:
     zego, clock = FakeZego(), Clock()
     zego.fail = zx.ZegoConnectError("GetDigitalHumanInfo", "refused")
-    cat = catalog(zego, clock, validation=policy)
+    cat = catalog(zego, clock, settings=DigitalHumanSettings(validation=policy))
     if raises is None:
         await cat.require("a")
     else:
@@ -206,7 +213,7 @@ async def test_require_policies_when_the_api_is_down(policy: str, raises: type[E
 
 @pytest.mark.parametrize("policy", ["fail_open", "strict"])
 async def test_require_refuses_unknown_ids(policy: str) -> None:
-    cat = catalog(FakeZego(), Clock(), validation=policy)
+    cat = catalog(FakeZego(), Clock(), settings=DigitalHumanSettings(validation=policy))
     with pytest.raises(NotFound):
         await cat.require("typo")
     await cat.require("a")
@@ -214,7 +221,7 @@ async def test_require_refuses_unknown_ids(policy: str) -> None:
 
 def test_unknown_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="validation"):
-        catalog(FakeZego(), Clock(), validation="maybe")
+        catalog(FakeZego(), Clock(), settings=DigitalHumanSettings(validation="maybe"))
 
 
 async def test_a_failure_nobody_waits_for_is_not_reported_as_lost(caplog: pytest.LogCaptureFixture) -> None:

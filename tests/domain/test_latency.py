@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from service.config import LatencySettings
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.latency import LatencyTracker
@@ -50,7 +51,9 @@ async def tracked(ledger: SqliteLedger) -> AsyncIterator[tuple[LatencyTracker, E
     recorder = Recorder()
     log = EventLog(ledger, EventBus())
     await log.start()
-    tracker = LatencyTracker(ledger, log, recorder, budget_seconds=1.5, clock=lambda: 1000.0)
+    tracker = LatencyTracker(
+        ledger, log, recorder, settings=LatencySettings(budget_seconds=1.5), clock=lambda: 1000.0
+    )
     log.on_event = tracker.on_event
     async with tracker:
         yield tracker, log, recorder

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from service.config import ReaperSettings, SessionSettings
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventType, NewEvent
 from service.domain.leaks import LeakPolicy
@@ -27,6 +28,7 @@ from tests.domain.conftest import AGENT_ID, FakeClock, upstream_ids, voice_spec
 from tests.domain.test_reaper import pending_row
 
 S = SessionState
+SETTINGS = SessionSettings(voice_limit=3, digital_human_limit=3, end_confirm_seconds=0.0)
 POLICY = LeakPolicy(
     give_up_seconds=600, retry_initial_seconds=10, retry_max_seconds=40, call_timeout_seconds=2
 )
@@ -42,8 +44,7 @@ def sessions(zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock, metrics: 
     return SessionService(
         ZegoAdapter(zego),
         ledger,
-        limits={"voice": 3, "digital_human": 3},
-        default_max_duration_seconds=3600,
+        settings=SETTINGS,
         events=EventLog(ledger, EventBus(), clock=clock, observer=metrics),
         observer=metrics,
         leak_policy=POLICY,
@@ -247,7 +248,7 @@ async def test_reaper_failed_pending_rows_get_their_ended_event_and_are_counted(
     row = await sessions.ledger.reserve_session(pending_row(clock), 3)
     assert row.session is not None
     clock.advance(31)
-    report = await Reaper(sessions, pending_grace_seconds=30, clock=clock).run_once()
+    report = await Reaper(sessions, settings=ReaperSettings(pending_grace_seconds=30), clock=clock).run_once()
     assert report.create_unconfirmed == 1
     ended = metrics.registry.get_sample_value(
         "agentgw_sessions_ended_total", {"kind": "voice", "reason": "create_unconfirmed"}
@@ -366,8 +367,7 @@ async def test_start_up_retries_an_orphan_whose_delete_failed_before_the_restart
     restarted = SessionService(
         sessions.zego,
         sessions.ledger,
-        limits={"voice": 3, "digital_human": 3},
-        default_max_duration_seconds=3600,
+        settings=SETTINGS,
         leak_policy=POLICY,
         clock=clock,
     )

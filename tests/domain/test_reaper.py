@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service.config import ReaperSettings
 from service.domain.events import EventFilter, EventType
 from service.domain.model import EndReason, NewSession, SessionKind, SessionRecord, SessionState
 from service.domain.reaper import PassReport, Reaper, ReconcileReport
@@ -93,9 +94,9 @@ def observer() -> RecordingObserver:
 def reaper(sessions: SessionService, clock: FakeClock, observer: RecordingObserver) -> Reaper:
     return Reaper(
         sessions,
-        starting_timeout_seconds=30,
-        ending_timeout_seconds=60,
-        pending_grace_seconds=30,
+        settings=ReaperSettings(
+            starting_timeout_seconds=30, ending_timeout_seconds=60, pending_grace_seconds=30
+        ),
         clock=clock,
         observer=observer,
     )
@@ -533,7 +534,7 @@ async def test_background_task_runs_passes_and_survives_a_failing_one(
         def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
             ended.set()
 
-    reaper = Reaper(sessions, interval_seconds=0.05, clock=clock, observer=Signal())
+    reaper = Reaper(sessions, settings=ReaperSettings(interval_seconds=0.05), clock=clock, observer=Signal())
     async with reaper:
         assert reaper.running
         async with asyncio.timeout(2):
@@ -545,7 +546,7 @@ async def test_background_task_runs_passes_and_survives_a_failing_one(
 
 
 async def test_start_twice_is_refused(sessions: SessionService) -> None:
-    async with Reaper(sessions, interval_seconds=1) as reaper:
+    async with Reaper(sessions, settings=ReaperSettings(interval_seconds=1)) as reaper:
         with pytest.raises(RuntimeError):
             await reaper.start()
 
@@ -557,9 +558,13 @@ async def test_start_twice_is_refused(sessions: SessionService) -> None:
         {"interval_seconds": 86_400},
         {"starting_timeout_seconds": -1},
         {"pending_grace_seconds": float("inf")},
-        {"call_timeout_seconds": 0},
     ],
 )
 async def test_bad_settings_are_refused(sessions: SessionService, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        Reaper(sessions, **kwargs)
+        Reaper(sessions, settings=ReaperSettings(**kwargs))
+
+
+async def test_a_bad_call_timeout_is_refused(sessions: SessionService) -> None:
+    with pytest.raises(ValueError):
+        Reaper(sessions, call_timeout_seconds=0)

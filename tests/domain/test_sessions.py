@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from service.config import ReaperSettings
 from service.domain.model import EndReason, SessionKind, SessionState
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
@@ -213,7 +214,7 @@ async def test_graceful_end_is_confirmed_by_the_reaper(
     ending = await sessions.end(record.session_id, graceful=True, graceful_timeout_seconds=5)
     assert ending.state is S.ENDING and ending.end_reason is EndReason.ENDED_BY_CALLER
 
-    reaper = Reaper(sessions, ending_timeout_seconds=60, clock=clock)
+    reaper = Reaper(sessions, settings=ReaperSettings(ending_timeout_seconds=60), clock=clock)
     assert (await reaper.run_once()).ended == 0  # too early to look
     clock.advance(61)
     report = await reaper.run_once()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from service.config import EventSettings
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import LabelOp, LabelRequirement
@@ -45,7 +46,7 @@ class Counting:
 
 async def test_overflow_cuts_off_only_the_full_subscriber() -> None:
     observer = Counting()
-    bus = EventBus(queue_size=3, observer=observer)
+    bus = EventBus(settings=EventSettings(subscriber_queue_size=3), observer=observer)
     slow, fast = bus.subscribe(EventFilter()), bus.subscribe(EventFilter())
     for cursor in range(1, 6):
         bus.publish(event(cursor))
@@ -84,7 +85,7 @@ async def test_filters_apply_to_live_events() -> None:
 async def test_concurrent_appends_publish_in_cursor_order(tmp_path: Path) -> None:
     ledger = SqliteLedger(tmp_path / "l.db")
     await ledger.open()
-    bus = EventBus(queue_size=1000)
+    bus = EventBus(settings=EventSettings(subscriber_queue_size=1000))
     log = EventLog(ledger, bus)
     await log.start()
     with bus.subscribe(EventFilter()) as sub:
@@ -105,7 +106,7 @@ async def test_concurrent_appends_publish_in_cursor_order(tmp_path: Path) -> Non
 
 
 async def test_take_ready_drains_queued_events_without_waiting() -> None:
-    bus = EventBus(queue_size=10)
+    bus = EventBus(settings=EventSettings(subscriber_queue_size=10))
     sub = bus.subscribe(EventFilter())
     assert sub.take_ready(5) == []  # nothing queued: returns at once
     sub.tick()  # a heartbeat tick in the idle queue, then a burst of events behind it
@@ -115,7 +116,7 @@ async def test_take_ready_drains_queued_events_without_waiting() -> None:
     assert [e.cursor for e in sub.take_ready(3)] == [4]
     assert sub.queue.empty()
     sub.close()
-    small = EventBus(queue_size=2)
+    small = EventBus(settings=EventSettings(subscriber_queue_size=2))
     full = small.subscribe(EventFilter())
     for cursor in range(1, 4):
         small.publish(event(cursor))

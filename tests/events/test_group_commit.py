@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import EventSettings
 from service.domain.event_log import APPEND_GROUP_MAX, EventBus, EventLog
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.store.base import StoreError
@@ -48,7 +49,7 @@ async def ledger(tmp_path: Path) -> AsyncIterator[CountingLedger]:
 
 
 async def test_concurrent_appends_share_transactions(ledger: CountingLedger) -> None:
-    bus = EventBus(queue_size=1000)
+    bus = EventBus(settings=EventSettings(subscriber_queue_size=1000))
     log = EventLog(ledger, bus)
     await log.start()
     with bus.subscribe(EventFilter()) as sub:

@@ -69,7 +69,7 @@ def stub(channel: grpc.aio.Channel) -> erpc.EventServiceStub:
 
 def inject(gateway: Gateway) -> list[int]:
     """Write the POISON rows straight into the ledger file, as damage or a newer release would."""
-    conn = sqlite3.connect(gateway.settings.db_path, timeout=5)
+    conn = sqlite3.connect(gateway.settings.ledger.db_path, timeout=5)
     cursors = []
     try:
         with conn:
