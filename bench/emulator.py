@@ -1,6 +1,6 @@
 """``python -m bench.emulator --port P``: the bundled ZEGO emulator, configured for load.
 
-``python -m service.zego.emulator`` has no option for the per-action rate limit (ZEGO's 10/s),
+``python -m zego_emulator`` has no option for the per-action rate limit (ZEGO's 10/s),
 which would throttle every scenario, so this launcher builds the ``EmulatorConfig`` itself:
 the bench's AppId and secrets, no rate limit to speak of, instance limits far above the load,
 no created-callback delay, and no callback URL (the bench posts the callbacks it measures).
@@ -22,8 +22,8 @@ import logging
 import uvicorn
 
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
-from service.zego.emulator.app import create_app
-from service.zego.emulator.config import EmulatorConfig
+from zego_emulator.app import create_app
+from zego_emulator.config import EmulatorConfig
 
 
 def main() -> None:

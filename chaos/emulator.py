@@ -38,8 +38,8 @@ from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
-from service.zego.emulator.app import create_app
-from service.zego.emulator.config import EmulatorConfig
+from zego_emulator.app import create_app
+from zego_emulator.config import EmulatorConfig
 
 CHAOS_MODES = ("lose_answer", "http_503")
 MAX_JOURNAL = 200_000  # bounded; a chaos run makes a few thousand calls

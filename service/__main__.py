@@ -19,7 +19,7 @@ from service.server import Gateway, ListenError
 from service.store.base import StoreError
 from service.store.lock import LedgerInUse
 from service.tracing import TracingConfigError
-from service.zego.emulator import persist
+from zego_emulator import persist
 
 log = logging.getLogger("agentgw")
 

@@ -71,9 +71,9 @@ from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
 from service.store.lock import LedgerLock
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
-from service.zego.emulator import persist
-from service.zego.emulator.config import EmulatorConfig
-from service.zego.emulator.server import run_emulator
+from zego_emulator import persist
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.server import run_emulator
 
 __all__ = ["EMULATOR_APP_ID", "Gateway", "ListenError", "check_listen"]
 

@@ -19,8 +19,8 @@ from grpc_status import rpc_status
 
 from service.config import Secret, Settings
 from service.server import Gateway
-from service.zego.emulator.config import EmulatorConfig
-from service.zego.emulator.server import run_emulator
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.server import run_emulator
 from service.zego.signing import api_signature, new_nonce
 
 APP_ID = 424242

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from service.http.asgi import serve_asgi
-from service.zego.emulator import EmulatorConfig, run_emulator
+from zego_emulator import EmulatorConfig, run_emulator
 from service.zego.signing import api_signature, new_nonce
 
 from .receiver import CallbackReceiver

@@ -4,7 +4,7 @@ Digital Human API's asset actions under ``/digitalhuman`` (docs/zego-digital-hum
 It is a product feature, not a mock: the gateway reaches it only over HTTP, exactly as it would reach
 ZEGO, and it calls back over HTTP: signed server callbacks (spec §8) with ZEGO's retry policy, produced
 by a conversation engine that follows spec §9's orders. Run it standalone with
-``python -m service.zego.emulator`` or embed it with :func:`run_emulator`.
+``python -m zego_emulator`` or embed it with :func:`run_emulator`.
 
 Public API:
 

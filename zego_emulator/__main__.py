@@ -1,4 +1,4 @@
-"""``python -m service.zego.emulator``: run the ZEGO emulator as a local server.
+"""``python -m zego_emulator``: run the ZEGO emulator as a local server.
 
 Every option falls back to an ``AGENTGW_EMULATOR_*`` environment variable (``--app-id`` to
 ``AGENTGW_EMULATOR_APP_ID`` and so on). It logs JSON lines on stderr, like the gateway, and never
@@ -22,14 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.logs import configure_logging
-
 from . import persist
 from .config import EmulatorConfig
 from .digital_humans import catalogue_from_json
+from .logs import configure_logging
 from .server import run_emulator
 
-logger = logging.getLogger("service.zego.emulator")
+logger = logging.getLogger("zego_emulator")
 
 _ENV = "AGENTGW_EMULATOR_"
 
@@ -41,7 +40,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 def _parser() -> argparse.ArgumentParser:
     # argparse applies ``type`` to string defaults too, so a bad environment value gets a clean usage error.
     p = argparse.ArgumentParser(
-        prog="python -m service.zego.emulator",
+        prog="python -m zego_emulator",
         description="Run the bundled ZEGO AI Agent emulator (a local stand-in for ZEGO's API).",
         epilog="Every option falls back to AGENTGW_EMULATOR_<OPTION> (e.g. AGENTGW_EMULATOR_APP_ID). "
         "Prefer the environment for secrets: command lines are visible to other local users.",
