@@ -71,9 +71,6 @@ from service.http.metrics import metrics_endpoint
 from service.metrics import Metrics
 from service.store.lock import LedgerLock
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
-from zego_emulator import persist
-from zego_emulator.config import EmulatorConfig
-from zego_emulator.server import run_emulator
 
 __all__ = ["EMULATOR_APP_ID", "Gateway", "ListenError", "check_listen"]
 
@@ -365,6 +362,9 @@ class Gateway:
         return server
 
     async def _start_emulator(self, settings: Settings) -> Settings:
+        # Imported here, not at start-up: a gateway with ZEGO credentials never loads the emulator.
+        from zego_emulator import EmulatorConfig, persist, run_emulator
+
         state_path = settings.emulator_state_path
         # Dev mode: the secrets persist with the emulator's state, so clients that signed with them
         # (and the page tokens MACed with a key derived from them) keep working after a restart.
