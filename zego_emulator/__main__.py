@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from . import persist
 from .config import EmulatorConfig
 from .digital_humans import catalogue_from_json
 from .logs import configure_logging
-from .server import run_emulator
+from .server import serve_until_signalled
 
 logger = logging.getLogger("zego_emulator")
 
@@ -127,7 +126,7 @@ def write_secrets(path: Path, config: EmulatorConfig, url: str) -> None:
 async def _serve(
     config: EmulatorConfig, host: str, port: int, state_file: Path | None, secrets_file: Path
 ) -> None:
-    async with run_emulator(config, host, port, state_file=state_file) as url:
+    def listening(url: str) -> None:
         write_secrets(secrets_file, config, url)
         logger.info(
             "ZEGO emulator listening",
@@ -141,13 +140,9 @@ async def _serve(
         )
         if host not in ("127.0.0.1", "::1", "localhost"):
             logger.warning("the /_emulator/ admin endpoints are unauthenticated: do not expose %s", host)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # A clean stop runs the app's shutdown, which saves the state file one last time.
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        logger.info("ZEGO emulator stopping")
+
+    await serve_until_signalled(config, host, port, state_file=state_file, on_listening=listening)
+    logger.info("ZEGO emulator stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
