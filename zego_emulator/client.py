@@ -107,6 +107,7 @@ class EmulatorClient:
         """The CallbackSecret the emulator signs callbacks with, when the creator said (``for_config``)."""
         self._server_secret = server_secret
         self._owns_http = http is None
+        # Requests name absolute URLs, so a caller's own client (``http``) needs no base URL.
         # trust_env=False: a proxy from the environment must never stand between us and loopback.
         self.http = http or httpx.AsyncClient(base_url=self.url, timeout=timeout, trust_env=False)
 
@@ -157,7 +158,7 @@ class EmulatorClient:
 
         ``path`` is ``"/digitalhuman"`` for the Digital Human API's actions.
         """
-        response = await self.http.post(path, params=self.signed_query(action), json=body or {})
+        response = await self.http.post(self.url + path, params=self.signed_query(action), json=body or {})
         response.raise_for_status()
         envelope: Json = response.json()
         return envelope
@@ -189,7 +190,7 @@ class EmulatorClient:
 
     async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
         """A raw admin request to ``/_emulator{path}`` (for testing the admin API itself)."""
-        return await self.http.request(method, f"/_emulator{path}", json=body)
+        return await self.http.request(method, f"{self.url}/_emulator{path}", json=body)
 
     async def _admin_json(self, method: str, path: str, body: Any = None) -> Any:
         response = await self.admin(method, path, body)
@@ -254,7 +255,7 @@ class EmulatorClient:
     async def events(self, instance_id: str | None = None, event: str | None = None) -> list[Json]:
         """The journal of internal events (the last 1,000, emulated ``timestamp_ms``), oldest first."""
         params = _given(instance_id=instance_id, event=event)
-        response = await self.http.get("/_emulator/events", params=params)
+        response = await self.http.get(f"{self.url}/_emulator/events", params=params)
         if response.status_code >= 400:
             raise EmulatorAdminError(response.status_code, response.text)
         return list(response.json()["events"])

@@ -36,9 +36,9 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.api.status import DOMAIN
 from service.server import SERVICES, Gateway
 from service.zego import exceptions as zx
-from zego_emulator.server import run_emulator
 from tests.api.sessions_helpers import AGENT_ID, register_agent, voice_request
 from tests.conftest import Emulator, emulator_config, gateway_settings, unpack_details
+from zego_emulator.server import run_emulator
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from zego_emulator.__main__ import _parser as emulator_parser
 from tests.deploy.project import IMAGE, ROOT, check_environment, port_of
+from zego_emulator.__main__ import _parser as emulator_parser
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from zego_emulator import EmulatorConfig, EmulatorStartupError, RecordingEventSink, run_emulator
 from service.zego.signing import api_signature, new_nonce
+from zego_emulator import EmulatorConfig, EmulatorStartupError, RecordingEventSink, run_emulator
 
 from .conftest import APP_ID, CALLBACK_SECRET, SECRET, make_config
 
