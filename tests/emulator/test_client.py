@@ -117,9 +117,8 @@ async def test_callback_url_faults_and_stats(shared_receiver: CallbackReceiver) 
 async def test_turns_exceptions_rooms_and_the_journal() -> None:
     async with emulator_for(random_config(time_scale=0.01)) as zego:
         instance_id = await _agent_and_instance(zego)
-        turn = await zego.user_turn(
-            instance_id, "Hello?", asr_ms=100, llm_ttft_ms=200, tts_first_frame_ms=300
-        )
+        latencies = {"asr_ms": 100, "llm_ttft_ms": 200, "tts_first_frame_ms": 300}
+        turn = await zego.user_turn(instance_id, "Hello?", **latencies)
         assert turn["AgentInstanceId"] == instance_id and turn["Round"] > 0
         assert {k: turn["latency"][k] for k in latencies} == latencies
         report = await zego.report_exception(instance_id, 2203)
