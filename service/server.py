@@ -30,7 +30,6 @@ from types import TracebackType
 from typing import Self
 
 import grpc
-import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -363,7 +362,7 @@ class Gateway:
 
     async def _start_emulator(self, settings: Settings) -> Settings:
         # Imported here, not at start-up: a gateway with ZEGO credentials never loads the emulator.
-        from zego_emulator import EmulatorConfig, persist, run_emulator
+        from zego_emulator import EmulatorClient, EmulatorConfig, persist, run_emulator
 
         state_path = settings.emulator_state_path
         # Dev mode: the secrets persist with the emulator's state, so clients that signed with them
@@ -394,9 +393,8 @@ class Gateway:
 
         async def point_callbacks_at(callback_url: str) -> None:
             # The HTTP port is known only once bound (it may be 0), so tell the emulator now.
-            async with httpx.AsyncClient(base_url=url, timeout=5) as admin:
-                response = await admin.post("/_emulator/callbacks", json={"url": callback_url})
-                response.raise_for_status()
+            async with EmulatorClient(url) as admin:
+                await admin.set_callback_url(callback_url)
 
         self._emulator_admin = point_callbacks_at
         return replace(

@@ -10,7 +10,7 @@ writing URLs by hand. :func:`~.testing.emulator_for` starts an emulator and hand
         turn = await emulator.user_turn(instance_id, "Hello?", asr_ms=300)
 
 For an emulator in another process, build it from the AppId and ServerSecret it runs with:
-``EmulatorClient(url, app_id=..., server_secret=...)``. :attr:`EmulatorClient.http` is the
+``EmulatorClient(url, app_id=..., server_secret=...)``, or from the URL alone for admin calls. :attr:`EmulatorClient.http` is the
 underlying ``httpx.AsyncClient`` (its base URL is the emulator's), for requests no method covers.
 
 Errors: an admin call the emulator refuses raises :class:`EmulatorAdminError` with its HTTP status
@@ -87,6 +87,9 @@ def _given(**values: Any) -> Json:
 class EmulatorClient:
     """Signed ZEGO calls and typed admin calls to the emulator at ``url``.
 
+    The admin calls need nothing but the URL; signed calls need the emulator's ``app_id`` and
+    ``server_secret``.
+
     Use it as an async context manager, or call :meth:`aclose`, unless you passed your own ``http``
     client (which then stays yours to close).
     """
@@ -95,8 +98,8 @@ class EmulatorClient:
         self,
         url: str,
         *,
-        app_id: int,
-        server_secret: str,
+        app_id: int | None = None,
+        server_secret: str | None = None,
         callback_secret: str | None = None,
         timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
@@ -141,7 +144,13 @@ class EmulatorClient:
     # --- the ZEGO API, signed -------------------------------------------------------------------
 
     def signed_query(self, action: str | None, *, timestamp: int | None = None) -> dict[str, str]:
-        """A correctly signed query string for ``action`` (``None``: leave Action out)."""
+        """A correctly signed query string for ``action`` (``None``: leave Action out).
+
+        Raises:
+            RuntimeError: the client was made without the AppId and ServerSecret (admin calls only).
+        """
+        if self.app_id is None or self._server_secret is None:
+            raise RuntimeError("this EmulatorClient has no AppId and ServerSecret: it makes admin calls only")
         ts = int(time.time()) if timestamp is None else timestamp
         nonce = new_nonce()
         params = {
