@@ -10,8 +10,9 @@ writing URLs by hand. :func:`~.testing.emulator_for` starts an emulator and hand
         turn = await emulator.user_turn(instance_id, "Hello?", asr_ms=300)
 
 For an emulator in another process, build it from the AppId and ServerSecret it runs with:
-``EmulatorClient(url, app_id=..., server_secret=...)``, or from the URL alone for admin calls. :attr:`EmulatorClient.http` is the
-underlying ``httpx.AsyncClient`` (its base URL is the emulator's), for requests no method covers.
+``EmulatorClient(url, app_id=..., server_secret=...)``, or from the URL alone for admin calls.
+:attr:`EmulatorClient.http` is the underlying ``httpx.AsyncClient`` (its base URL is the emulator's),
+for requests no method covers.
 
 Errors: an admin call the emulator refuses raises :class:`EmulatorAdminError` with its HTTP status
 (400 bad input, 404 unknown instance or room, 409 a turn the instance cannot take now); a ZEGO call
@@ -24,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -34,9 +35,20 @@ from service.zego.signing import api_signature, new_nonce
 if TYPE_CHECKING:
     from .config import EmulatorConfig
 
-__all__ = ["EmulatorAdminError", "EmulatorClient", "TokenVerdict", "ZegoCallError"]
+__all__ = ["EmulatorAdminError", "EmulatorClient", "TokenVerdict", "TurnOptions", "ZegoCallError"]
 
 Json = dict[str, Any]
+
+
+class TurnOptions(TypedDict, total=False):
+    """Optional parts of a simulated user turn; latencies are emulated milliseconds."""
+
+    user_id: str
+    """Who speaks (default: the instance's user); for a room turn, only that user's instances hear it."""
+    speech_ms: int
+    asr_ms: int
+    llm_ttft_ms: int
+    tts_first_frame_ms: int
 
 
 class EmulatorAdminError(Exception):
@@ -305,54 +317,20 @@ class EmulatorClient:
 
     # --- admin: simulated conversation ------------------------------------------------------------
 
-    async def user_turn(
-        self,
-        instance_id: str,
-        text: str,
-        *,
-        user_id: str | None = None,
-        speech_ms: int | None = None,
-        asr_ms: int | None = None,
-        llm_ttft_ms: int | None = None,
-        tts_first_frame_ms: int | None = None,
-    ) -> Json:
+    async def user_turn(self, instance_id: str, text: str, **options: Unpack[TurnOptions]) -> Json:
         """The user says ``text`` to the instance now; returns ``{"AgentInstanceId", "Round", "UserId",
         "latency"}``. Latencies left out are drawn from the emulator's distributions (emulated ms).
 
         Raises:
             EmulatorAdminError: 404 no such instance; 409 the instance cannot take a turn now.
         """
-        body = _given(
-            text=text,
-            user_id=user_id,
-            speech_ms=speech_ms,
-            asr_ms=asr_ms,
-            llm_ttft_ms=llm_ttft_ms,
-            tts_first_frame_ms=tts_first_frame_ms,
-        )
+        body = {"text": text, **options}
         turn: Json = await self._admin_json("POST", f"/instances/{_segment(instance_id)}/turns", body)
         return turn
 
-    async def room_turn(
-        self,
-        room_id: str,
-        text: str,
-        *,
-        user_id: str | None = None,
-        speech_ms: int | None = None,
-        asr_ms: int | None = None,
-        llm_ttft_ms: int | None = None,
-        tts_first_frame_ms: int | None = None,
-    ) -> list[Json]:
+    async def room_turn(self, room_id: str, text: str, **options: Unpack[TurnOptions]) -> list[Json]:
         """A user speaks in a room: every instance there (of ``user_id``, if given) hears it."""
-        body = _given(
-            text=text,
-            user_id=user_id,
-            speech_ms=speech_ms,
-            asr_ms=asr_ms,
-            llm_ttft_ms=llm_ttft_ms,
-            tts_first_frame_ms=tts_first_frame_ms,
-        )
+        body = {"text": text, **options}
         return list((await self._admin_json("POST", f"/rooms/{_segment(room_id)}/turns", body))["turns"])
 
     async def report_exception(
