@@ -1,1 +1,1 @@
-"""ZEGO AI Agent API: signing, Token04 and the typed async client (the emulator is the zego_emulator package)."""
+"""ZEGO AI Agent API: signing, Token04 and the typed async client (the emulator: ``zego_emulator``)."""
