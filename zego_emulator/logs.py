@@ -22,8 +22,15 @@ class _Rfc3339Formatter(JsonFormatter):
         return f"{seconds}.{int(record.msecs):03d}Z"
 
 
+class _QuietLibraries(logging.Filter):
+    """Drops httpx's per-request lines and uvicorn's access lines below WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name not in ("httpx", "uvicorn.access")
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send every log record to stderr as one JSON object per line; quiet uvicorn's access log."""
+    """Send every log record to stderr as one JSON object per line, without httpx's and uvicorn's chatter."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         _Rfc3339Formatter(
@@ -33,9 +40,9 @@ def configure_logging(level: str = "INFO") -> None:
             timestamp=False,
         )
     )
+    # httpx logs each callback delivery at INFO: detail, not an event. Filtered on this handler, not
+    # by the httpx logger's level, so nothing outlives the handler (a test process configures again).
+    handler.addFilter(_QuietLibraries())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    # httpx logs each callback delivery at INFO: detail, not an event.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
