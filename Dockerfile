@@ -10,6 +10,7 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY zego_emulator ./zego_emulator
 COPY clients/python ./clients/python
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python .
 

@@ -42,7 +42,7 @@ demo: $(STAMP) ## a live digital-human call on the emulator, its events printed 
 	$(BIN)/python -m service.demo
 
 emulator: $(STAMP) ## run the ZEGO emulator on its own (127.0.0.1:8090; ARGS="--state-file var/emulator-standalone.json")
-	$(BIN)/python -m service.zego.emulator $(ARGS)
+	$(BIN)/python -m zego_emulator $(ARGS)
 
 test: $(STAMP) $(TS_STAMP) check-proto rules ## install, check generated stubs and alert rules, run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -67,16 +67,16 @@ rules: ## check the Prometheus rules and alerts with promtool and run their unit
 	fi
 
 lint: $(STAMP) $(BUF) $(TS_STAMP) proto-deps ## ruff, mypy --strict, buf lint and format, tsc
-	$(BIN)/ruff check service tests chaos clients tools
-	$(BIN)/ruff format --check service tests chaos clients tools
+	$(BIN)/ruff check service zego_emulator tests chaos clients tools
+	$(BIN)/ruff format --check service zego_emulator tests chaos clients tools
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
 	$(TS)/node_modules/.bin/tsc -p $(TS) --noEmit
 
 fmt: $(STAMP) $(BUF) ## format Python and proto sources in place
-	$(BIN)/ruff check --fix service tests chaos clients tools
-	$(BIN)/ruff format service tests chaos clients tools
+	$(BIN)/ruff check --fix service zego_emulator tests chaos clients tools
+	$(BIN)/ruff format service zego_emulator tests chaos clients tools
 	$(BUF) format -w proto
 
 # The TypeScript client's npm dependencies (protoc-gen-es, connect, tsc), pinned by its lockfile.

@@ -1,15 +1,14 @@
 """``python -m bench.emulator --port P``: the bundled ZEGO emulator, configured for load.
 
-``python -m service.zego.emulator`` has no option for the per-action rate limit (ZEGO's 10/s),
+``python -m zego_emulator`` has no option for the per-action rate limit (ZEGO's 10/s),
 which would throttle every scenario, so this launcher builds the ``EmulatorConfig`` itself:
 the bench's AppId and secrets, no rate limit to speak of, instance limits far above the load,
 no created-callback delay, and no callback URL (the bench posts the callbacks it measures).
 
-It serves the emulator's ASGI app with a plain uvicorn on host/port rather than through
-``run_emulator``: that goes through ``service.http.asgi.serve_asgi``, whose pre-bound listening
-socket (``proto=0``) makes asyncio skip TCP_NODELAY on accepted connections, so every response
-stalls ~40 ms on Nagle + delayed ACK. The emulator must add zero latency; agentgw's own HTTP
-side keeps that behaviour, and the bench measures it (see the report).
+It serves through ``zego_emulator.server.serve_until_signalled``, as ``chaos.emulator`` and
+``python -m zego_emulator`` do: the one embedded uvicorn (``service.http.asgi.serve_asgi``), whose
+listening socket is made with IPPROTO_TCP, so accepted connections get TCP_NODELAY and the emulator
+adds no Nagle + delayed-ACK stall to any answer.
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ import asyncio
 import contextlib
 import logging
 
-import uvicorn
-
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
-from service.zego.emulator.app import create_app
-from service.zego.emulator.config import EmulatorConfig
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.server import serve_until_signalled
 
 
 def main() -> None:
@@ -41,19 +38,8 @@ def main() -> None:
         digital_human_instance_limit=1_000_000,
         created_callback_delay_ms=0,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host="127.0.0.1",
-            port=args.port,
-            log_level="warning",
-            log_config=None,
-            lifespan="on",
-            access_log=False,
-        )
-    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
+        asyncio.run(serve_until_signalled(config, "127.0.0.1", args.port))
 
 
 if __name__ == "__main__":

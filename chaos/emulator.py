@@ -17,8 +17,9 @@ applied *before* the action runs (``POST /_chaos/faults`` ``{"action", "mode", "
 * ``http_503``: an HTTP 503 from ZEGO's front, the action not run.
 
 Everything else (ZEGO error codes, ``timeout``, ``drop``, latency, callback faults, the instance
-caps, time scale) is the emulator's own, configured here or through ``/_emulator/``. Served with
-plain uvicorn on loopback, like ``bench.emulator``.
+caps, time scale) is the emulator's own, configured here or through ``/_emulator/``. Served on
+loopback by ``zego_emulator.server.serve_until_signalled`` (as ``bench.emulator``), the middleware
+around the app through its ``wrap`` hook.
 """
 
 from __future__ import annotations
@@ -33,13 +34,12 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
-from service.zego.emulator.app import create_app
-from service.zego.emulator.config import EmulatorConfig
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.server import serve_until_signalled
 
 CHAOS_MODES = ("lose_answer", "http_503")
 MAX_JOURNAL = 200_000  # bounded; a chaos run makes a few thousand calls
@@ -266,22 +266,14 @@ def main() -> None:
         auto_turn_interval_seconds=args.auto_turn_interval,
         latency_seed=7,
     )
-    app = create_app(config)
     journal = Journal()
-    journal_callbacks(app, journal)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            JournalMiddleware(app, journal),
-            host="127.0.0.1",
-            port=args.port,
-            log_level="warning",
-            log_config=None,
-            lifespan="on",
-            access_log=False,
-        )
-    )
+
+    def journaled(app: Starlette) -> ASGIApp:
+        journal_callbacks(app, journal)
+        return JournalMiddleware(app, journal)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
+        asyncio.run(serve_until_signalled(config, "127.0.0.1", args.port, wrap=journaled))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
 from bench.config import APP_ID, CALLBACK_SECRET, SERVER_SECRET
 from bench.processes import Proc, Processes, free_port
 from chaos.measure import Acked
+from zego_emulator import EmulatorClient
 
 __all__ = ["Intent", "World", "open_world"]
 
@@ -118,6 +119,11 @@ class World:
     def sessions(self) -> api_grpc.SessionServiceStub:
         return api_grpc.SessionServiceStub(self.channel)
 
+    @property
+    def zego(self) -> EmulatorClient:
+        """The emulator's own client, over the world's admin connection (``/_chaos/`` is ours)."""
+        return EmulatorClient(self.emulator_url, app_id=APP_ID, server_secret=SERVER_SECRET, http=self.admin)
+
     # -- the gateway ------------------------------------------------------------------------------
 
     async def start_gateway(self) -> None:
@@ -180,13 +186,12 @@ class World:
         return response.json()
 
     async def running(self) -> list[str]:
-        state = await self.emulator_json("GET", "/_emulator/state")
+        state = await self.zego.state()
         return [str(i["AgentInstanceId"]) for i in state["instances"]]
 
     async def leave(self, intent: Intent) -> None:
         """The intent's user leaves its room (ZEGO's MaxIdleTime starts counting)."""
-        path = f"/_emulator/rooms/{intent.room_id}/users/{intent.user_id}"
-        await self.emulator_json("POST", path, {"present": False})
+        await self.zego.set_room_user(intent.room_id, intent.user_id, present=False)
 
     def save_journal(self, calls: list[dict[str, Any]], callbacks: list[dict[str, Any]]) -> Path:
         """Keep ZEGO's journal beside the ledger (``--workdir`` keeps both), to trace any number."""
@@ -206,10 +211,10 @@ class World:
         if spec.get("mode") in ("lose_answer", "http_503"):
             await self.emulator_json("POST", "/_chaos/faults", {"action": action, "count": count, **spec})
         else:
-            await self.emulator_json("POST", "/_emulator/faults", {"action": action, "count": count, **spec})
+            await self.zego.fault(action, count=count, **spec)
 
     async def clear_faults(self) -> None:
-        await self.emulator_json("DELETE", "/_emulator/faults")
+        await self.zego.clear_faults()
         await self.emulator_json("DELETE", "/_chaos/faults")
 
     # -- the gateway's view and the clients -------------------------------------------------------
@@ -356,7 +361,7 @@ async def open_world(
             if not emulator.alive():
                 raise RuntimeError(f"emulator exited:\n{emulator.log_tail()}")
             try:
-                await world.emulator_json("GET", "/_emulator/state")
+                await world.zego.state()
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:

@@ -19,7 +19,6 @@ from service.server import Gateway, ListenError
 from service.store.base import StoreError
 from service.store.lock import LedgerInUse
 from service.tracing import TracingConfigError
-from service.zego.emulator import persist
 
 log = logging.getLogger("agentgw")
 
@@ -96,6 +95,8 @@ def start_fresh(settings: Settings) -> None:
     if not settings.uses_emulator or path is None:
         log.warning("--fresh ignored: no embedded emulator state file in use")
         return
+    from zego_emulator import persist  # only the embedded emulator's runs need it
+
     removed = persist.StateFile(path).delete()
     log.warning(
         "emulator state discarded" if removed else "no emulator state to discard", extra={"path": str(path)}

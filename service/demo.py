@@ -3,7 +3,7 @@
 It starts a gateway (with its emulator) in this process on free loopback ports, registers an agent,
 lists the digital humans the app may use and picks one (with its voices), starts a digital-human
 session, watches the session's event stream, has the simulated user speak a few times (the
-emulator's admin endpoint plays the user), makes the agent speak once through the API, ends the
+emulator's admin client plays the user), makes the agent speak once through the API, ends the
 session, and prints the session's turn latency. Nothing here is needed in production: it is a tour
 of the API.
 """
@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import grpc
-import httpx
 from google.protobuf import struct_pb2
 
 from agentgw_client.gen.agentgw.v1 import (
@@ -35,6 +34,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.config import load_settings
 from service.logs import configure_logging
 from service.server import Gateway
+from zego_emulator import EmulatorClient
 
 AVATAR = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"  # ZEGO's public test digital human, preferred if listed
 UTTERANCES = ("Hello, who are you?", "What can you do for me?", "Thanks, goodbye!")
@@ -112,7 +112,7 @@ async def pick_avatar(stub: digital_human_service_pb2_grpc.DigitalHumanServiceAs
 
 async def tour(gateway: Gateway) -> None:
     """The call itself, as a client would make it."""
-    emulator = httpx.AsyncClient(base_url=gateway.zego_base_url, timeout=10)
+    emulator = EmulatorClient(gateway.zego_base_url, timeout=10)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel, emulator:
         agents = agent_service_pb2_grpc.AgentServiceStub(channel)
         sessions = session_service_pb2_grpc.SessionServiceStub(channel)
@@ -149,10 +149,7 @@ async def tour(gateway: Gateway) -> None:
         await asyncio.sleep(0.5)
         for text in UTTERANCES:
             print(f"the user says {text!r}")
-            turn = await emulator.post(
-                f"/_emulator/instances/{session.agent_instance_id}/turns", json={"text": text}
-            )
-            turn.raise_for_status()
+            await emulator.user_turn(session.agent_instance_id, text)
             await turn_over(idle)
         spoken = await sessions.Speak(
             sapi.SpeakRequest(session_id=session.session_id, text="Goodbye from the API!"), timeout=10

@@ -12,8 +12,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-import httpx
-
 from service.config import Secret, Settings
 from service.listeners import split_address
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
@@ -34,9 +32,7 @@ async def start_embedded_emulator(
 ) -> tuple[Settings, PointCallbacks]:
     """Start the emulator on loopback (stopped with ``stack``); the settings that point at it."""
     # Imported here: the emulator is loaded only when it is started.
-    from service.zego.emulator import persist
-    from service.zego.emulator.config import EmulatorConfig
-    from service.zego.emulator.server import run_emulator
+    from zego_emulator import EmulatorClient, EmulatorConfig, persist, run_emulator
 
     state_path = settings.emulator_state_path
     saved = persist.secrets_of(persist.StateFile(state_path).load(), EMULATOR_APP_ID) if state_path else None
@@ -58,9 +54,8 @@ async def start_embedded_emulator(
 
     async def point_callbacks_at(callback_url: str) -> None:
         # The HTTP port is known only once bound (it may be 0), so tell the emulator now.
-        async with httpx.AsyncClient(base_url=url, timeout=5) as admin:
-            response = await admin.post("/_emulator/callbacks", json={"url": callback_url})
-            response.raise_for_status()
+        async with EmulatorClient(url) as admin:
+            await admin.set_callback_url(callback_url)
 
     zego = replace(
         settings.zego,

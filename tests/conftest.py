@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -19,53 +17,16 @@ from grpc_status import rpc_status
 
 from service.config import Secret, Settings
 from service.server import Gateway
-from service.zego.emulator.config import EmulatorConfig
-from service.zego.emulator.server import run_emulator
-from service.zego.signing import api_signature, new_nonce
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.testing import RunningEmulator, emulator_for
 
 APP_ID = 424242
 SERVER_SECRET = "0123456789abcdef0123456789abcdef"
 CALLBACK_SECRET = "callback-secret-for-tests"
 
 
-@dataclasses.dataclass
-class Emulator:
-    """A running emulator: its base URL and an admin HTTP client."""
-
-    url: str
-    config: EmulatorConfig
-    admin: httpx.AsyncClient
-
-    async def state(self) -> dict[str, Any]:
-        response = await self.admin.get("/_emulator/state")
-        response.raise_for_status()
-        return dict(response.json())
-
-    async def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A signed ZEGO API call, raw: returns the whole envelope as ZEGO sent it."""
-        nonce, ts = new_nonce(), int(time.time())
-        params: dict[str, str | int] = {
-            "Action": action,
-            "AppId": self.config.app_id,
-            "SignatureNonce": nonce,
-            "Timestamp": ts,
-            "Signature": api_signature(self.config.app_id, nonce, SERVER_SECRET, ts),
-            "SignatureVersion": "2.0",
-        }
-        response = await self.admin.post("/", params=params, json=body)
-        response.raise_for_status()
-        return dict(response.json())
-
-    async def stored_agent(self, agent_id: str) -> dict[str, Any]:
-        """The agent exactly as the emulator stored it (QueryAgents, raw JSON)."""
-        envelope = await self.call("QueryAgents", {"AgentIds": [agent_id]})
-        agents = envelope["Data"]["Agents"]
-        assert len(agents) == 1, envelope
-        return dict(agents[0])
-
-    async def fault(self, **body: Any) -> None:
-        response = await self.admin.post("/_emulator/faults", json=body)
-        response.raise_for_status()
+Emulator = RunningEmulator
+"""The ``emulator`` fixture: the emulator's own client (signed calls, typed admin calls), its config."""
 
 
 def emulator_config(**overrides: Any) -> EmulatorConfig:
@@ -87,10 +48,8 @@ def emulator_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def emulator(emulator_overrides: dict[str, Any]) -> AsyncIterator[Emulator]:
-    config = emulator_config(**emulator_overrides)
-    async with run_emulator(config, host="127.0.0.1", port=0) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as admin:
-            yield Emulator(url, config, admin)
+    async with emulator_for(emulator_config(**emulator_overrides)) as emulator:
+        yield emulator
 
 
 def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Settings:

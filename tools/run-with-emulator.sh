@@ -16,7 +16,7 @@ SECRETS=var/emulator-secrets.env
 
 mkdir -p var
 rm -f "$SECRETS"
-"$BIN/python" -m service.zego.emulator --port "$EMULATOR_PORT" \
+"$BIN/python" -m zego_emulator --port "$EMULATOR_PORT" \
 	--state-file var/emulator-standalone.json --secrets-file "$SECRETS" \
 	--callback-url "http://$AGENTGW_HTTP_LISTEN/v1/zego/callbacks" &
 emulator=$!

@@ -1,1 +1,1 @@
-"""ZEGO AI Agent API: signing, the typed async client, and the wire-compatible emulator."""
+"""ZEGO AI Agent API: signing, Token04 and the typed async client (the emulator: ``zego_emulator``)."""

@@ -46,9 +46,7 @@ def dh_request(digital_human_id: str, *, live: bool = False) -> sapi.CreateSessi
 
 
 async def faults(emulator: Emulator) -> list[dict[str, Any]]:
-    response = await emulator.admin.get("/_emulator/faults")
-    response.raise_for_status()
-    return list(response.json()["faults"])
+    return await emulator.faults()
 
 
 # --- DigitalHumanService ---------------------------------------------------------------------------

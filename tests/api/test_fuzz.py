@@ -36,9 +36,9 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as sapi
 from service.api.status import DOMAIN
 from service.server import SERVICES, Gateway
 from service.zego import exceptions as zx
-from service.zego.emulator.server import run_emulator
 from tests.api.sessions_helpers import AGENT_ID, register_agent, voice_request
 from tests.conftest import Emulator, emulator_config, gateway_settings, unpack_details
+from zego_emulator.testing import emulator_for
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -75,12 +75,7 @@ class Background:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def start(self, db_path: Path) -> tuple[Gateway, Emulator]:
-        import httpx
-
-        config = emulator_config()
-        url = await self._stack.enter_async_context(run_emulator(config, host="127.0.0.1", port=0))
-        admin = await self._stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=5))
-        emulator = Emulator(url, config, admin)
+        emulator = await self._stack.enter_async_context(emulator_for(emulator_config()))
         gateway = await self._stack.enter_async_context(Gateway(gateway_settings(emulator, db_path)))
         return gateway, emulator
 

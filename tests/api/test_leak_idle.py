@@ -40,7 +40,7 @@ def gateway_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def stub(emulator: Emulator, gateway: Gateway, channel: grpc.aio.Channel) -> rpc.SessionServiceStub:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     await register_agent(emulator)
     return rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
 
@@ -64,8 +64,7 @@ async def test_an_unknown_orphan_is_cleared_when_zego_ends_it_for_idleness(
 ) -> None:
     # ZEGO creates the instance, but its answer comes after the gateway gave up (0.5 s), and its
     # AgentInstanceCreated is lost for good.
-    drop = {"mode": "drop", "event": "AgentInstanceCreated", "count": 1}
-    (await emulator.admin.post("/_emulator/callback-faults", json=drop)).raise_for_status()
+    await emulator.callback_fault("drop", event="AgentInstanceCreated", count=1)
     await emulator.fault(action="CreateAgentInstance", latency_ms=1000, count=1)
     request = voice_request("caller", "room_idle", request_id="idle-1")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -90,8 +89,7 @@ async def test_an_unknown_orphan_is_cleared_when_zego_ends_it_for_idleness(
     assert replayed.session_id == lost.session_id and replayed.state == spb.SESSION_STATE_FAILED
 
     # The user hangs up. After MaxIdleTime ZEGO ends the instance and reports it (1202).
-    response = await emulator.admin.post("/_emulator/rooms/room_idle/users/caller", json={"present": False})
-    response.raise_for_status()
+    await emulator.set_room_user("room_idle", "caller", present=False)
 
     async def slot_freed() -> bool:
         return (await voice_pool(stub)).suspect == 0

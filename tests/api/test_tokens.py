@@ -33,16 +33,11 @@ async def test_minted_tokens_verify_at_the_emulator(
     )  # type: ignore[arg-type]
     assert minted.token.startswith("04") and minted.app_id == APP_ID
     assert before + 3600 <= minted.expire_time.seconds <= int(time.time()) + 3600
-    response = await emulator.admin.post(
-        "/_emulator/tokens/verify", json={"token": minted.token, "user_id": "user_1"}
-    )
-    verdict = response.json()
-    assert verdict["valid"] is True, verdict
-    assert (verdict["layout"], verdict["app_id"], verdict["user_id"]) == (name, APP_ID, "user_1")
-    wrong_user = await emulator.admin.post(
-        "/_emulator/tokens/verify", json={"token": minted.token, "user_id": "x"}
-    )
-    assert wrong_user.json()["valid"] is False
+    verdict = await emulator.verify_token(minted.token, "user_1")
+    assert verdict.valid is True, verdict
+    assert (verdict.layout, verdict.app_id, verdict.user_id) == (name, APP_ID, "user_1")
+    wrong_user = await emulator.verify_token(minted.token, "x")
+    assert wrong_user.valid is False
 
 
 async def test_privilege_payload_and_ttl(stub: rpc.RoomTokenServiceStub) -> None:

@@ -64,11 +64,7 @@ class Wired:
 
     async def turn(self, session: spb.Session, turns_after: int, **latencies: int) -> None:
         """A simulated user turn; waits until the gateway has measured it."""
-        response = await self.emulator.admin.post(
-            f"/_emulator/instances/{session.agent_instance_id}/turns",
-            json={"text": "How are you?", **latencies},
-        )
-        response.raise_for_status()
+        await self.emulator.user_turn(session.agent_instance_id, "How are you?", **latencies)
         async with asyncio.timeout(10):
             while True:
                 got = await self.sessions.GetSession(api.GetSessionRequest(session_id=session.session_id))
@@ -80,6 +76,6 @@ class Wired:
 @pytest.fixture
 async def wired(emulator: Emulator, gateway: Gateway, channel: grpc.aio.Channel) -> Wired:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     await register_agent(emulator)
     return Wired(gateway, emulator, rpc.SessionServiceStub(channel))  # type: ignore[no-untyped-call]

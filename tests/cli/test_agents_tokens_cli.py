@@ -89,10 +89,8 @@ async def test_token_create_mints_a_token_the_emulator_accepts(wired: Wired) -> 
     assert result.exit_code == 0, result.output
     minted = json.loads(result.stdout)
     assert minted["app_id"] == APP_ID and minted["expire_time"]
-    verified = await wired.emulator.admin.post(
-        "/_emulator/tokens/verify", json={"token": minted["token"], "user_id": "alice"}
-    )
-    assert verified.json()["valid"] is True
+    verified = await wired.emulator.verify_token(minted["token"], "alice")
+    assert verified.valid is True
 
     table = (await wired.run("token", "create", "--user-id", "bob")).stdout
     assert "token" in table and "app_id" in table and str(APP_ID) in table

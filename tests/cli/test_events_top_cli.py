@@ -85,11 +85,11 @@ async def test_tail_resumes_by_cursor_across_a_gateway_restart(emulator: Emulato
         gw = Gateway(settings)
         await gw.start()
         url = f"http://127.0.0.1:{gw.http_port}/v1/zego/callbacks"
-        (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+        await emulator.set_callback_url(url)
         return gw
 
     async def turn(channel_port: int, session_id: str, instance_id: str, turns: int) -> None:
-        await emulator.admin.post(f"/_emulator/instances/{instance_id}/turns", json={"text": "hi", **FAST})
+        await emulator.user_turn(instance_id, "hi", **FAST)
         import grpc
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{channel_port}") as channel:

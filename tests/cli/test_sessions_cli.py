@@ -159,10 +159,7 @@ async def test_capacity_counts_pools_in_json_and_a_table(wired: Wired) -> None:
 async def test_hostile_text_is_shown_escaped_never_as_markup_or_terminal_control(wired: Wired) -> None:
     session = await wired.active_session(voice_request())
     hostile = "[/] [bold red]owned\x1b[2J\x1b]0;title\x07"
-    response = await wired.emulator.admin.post(
-        f"/_emulator/instances/{session.agent_instance_id}/turns", json={"text": hostile, **FAST}
-    )
-    response.raise_for_status()
+    await wired.emulator.user_turn(session.agent_instance_id, hostile, **FAST)
     async with asyncio.timeout(10):  # the turn reached SPEAKING: its ASR result is in the ledger
         while (
             await wired.sessions.GetSession(api.GetSessionRequest(session_id=session.session_id))

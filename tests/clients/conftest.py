@@ -24,7 +24,7 @@ def emulator_overrides() -> dict[str, Any]:
 async def wired(emulator: Emulator, gateway: Gateway) -> Gateway:
     """The gateway with the emulator's callbacks pointed at it."""
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     return gateway
 
 

@@ -73,10 +73,7 @@ async def test_a_digital_human_call_from_create_to_ended(gw: AgentGw, emulator: 
             got.append(event)
 
     watcher = asyncio.create_task(follow())
-    turn = await emulator.admin.post(
-        f"/_emulator/instances/{session.agent_instance_id}/turns", json={"text": "Hello?"}
-    )
-    turn.raise_for_status()
+    await emulator.user_turn(session.agent_instance_id, "Hello?")
     for _ in range(500):  # the turn's callbacks: the agent answered
         if any(e.HasField("llm_result") for e in got):
             break

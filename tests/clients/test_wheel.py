@@ -66,7 +66,7 @@ async def test_a_full_call_from_the_clean_venv(
     clean_venv: Path, emulator: Emulator, gateway: Gateway
 ) -> None:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     proc = await asyncio.create_subprocess_exec(
         str(clean_venv / "bin" / "python"), str(Path(__file__).with_name("full_call.py")),

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from service.zego.emulator.__main__ import _parser as emulator_parser
 from tests.deploy.project import IMAGE, ROOT, check_environment, port_of
+from zego_emulator.__main__ import _parser as emulator_parser
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 
@@ -81,7 +81,7 @@ def test_the_emulator_is_configured_with_its_real_flags_and_matches_the_gateway(
     flags = {a.dest.upper() for a in emulator_parser()._actions}
     for name in env:
         assert name.startswith("AGENTGW_EMULATOR_") and name.removeprefix("AGENTGW_EMULATOR_") in flags, name
-    assert services["emulator"]["entrypoint"] == ["python", "-m", "service.zego.emulator"]
+    assert services["emulator"]["entrypoint"] == ["python", "-m", "zego_emulator"]
     gateway = check_environment(services["agentgw"]["environment"])
     assert str(gateway.zego.app_id) == env["AGENTGW_EMULATOR_APP_ID"]
     assert gateway.zego.server_secret is not None and gateway.zego.callback_secret is not None

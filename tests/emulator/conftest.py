@@ -1,6 +1,7 @@
 """Emulator test helpers: start a real emulator on loopback and talk to it with signed httpx requests.
 
-The gateway's own client is deliberately not used, so these tests pin the wire protocol on their own.
+The gateway's own ZEGO client is deliberately not used, so these tests pin the wire protocol on their own;
+``Zego`` is the emulator's shipped client (:mod:`zego_emulator.client`) plus raw posts.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import pytest
 import pytest_asyncio
 
 from service.http.asgi import serve_asgi
-from service.zego.emulator import EmulatorConfig, run_emulator
-from service.zego.signing import api_signature, new_nonce
+from zego_emulator import EmulatorClient, EmulatorConfig, run_emulator
 
 from .receiver import CallbackReceiver
 
@@ -55,28 +55,16 @@ def make_config(**overrides: Any) -> EmulatorConfig:
     return EmulatorConfig(**values)
 
 
-class Zego:
-    """Signs and posts ZEGO actions to one emulator, and wraps its admin API."""
+class Zego(EmulatorClient):
+    """The emulator's own client (signed calls, typed admin calls) plus raw posts and test conveniences."""
 
     def __init__(self, url: str, http: httpx.AsyncClient) -> None:
-        self.url = url
-        self.http = http
+        super().__init__(url, app_id=APP_ID, server_secret=SECRET, callback_secret=CALLBACK_SECRET, http=http)
         self._counter = 0
 
     def query(self, action: str | None, *, timestamp: int | None = None) -> dict[str, str]:
         """A correctly signed query string for ``action``."""
-        ts = int(time.time()) if timestamp is None else timestamp
-        nonce = new_nonce()
-        params = {
-            "AppId": str(APP_ID),
-            "SignatureNonce": nonce,
-            "Timestamp": str(ts),
-            "Signature": api_signature(APP_ID, nonce, SECRET, ts),
-            "SignatureVersion": "2.0",
-        }
-        if action is not None:
-            params = {"Action": action, **params}
-        return params
+        return self.signed_query(action, timestamp=timestamp)
 
     async def post_raw(
         self, params: dict[str, str], content: bytes = b"{}", *, path: str = "/", timeout: float | None = None
@@ -95,12 +83,12 @@ class Zego:
         return envelope
 
     async def call(self, action: str, body: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """A signed call of ``action``; returns the whole envelope."""
+        """A signed call of ``action``; returns the whole envelope (``path``, ``timeout`` as post_raw)."""
         return await self.post_raw(self.query(action), json.dumps(body or {}).encode(), **kwargs)
 
-    async def ok(self, action: str, body: dict[str, Any] | None = None) -> Any:
+    async def ok(self, action: str, body: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """A signed call that must succeed; returns ``Data``."""
-        envelope = await self.call(action, body)
+        envelope = await self.call(action, body, **kwargs)
         assert envelope["Code"] == 0, envelope
         return envelope.get("Data")
 
@@ -153,16 +141,6 @@ class Zego:
                 return
             await asyncio.sleep(0.02)
         raise AssertionError(f"instance {instance_id} still exists after {within}s")
-
-    async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        return await self.http.request(method, f"{self.url}/_emulator{path}", json=body)
-
-    async def events(self, instance_id: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"instance_id": instance_id, "event": event}.items() if v}
-        response = await self.http.get(f"{self.url}/_emulator/events", params=params)
-        assert response.status_code == 200
-        events: list[dict[str, Any]] = response.json()["events"]
-        return events
 
     async def wait_events(
         self, instance_id: str, event: str, *, count: int = 1, within: float = 3.0

@@ -8,8 +8,8 @@ import itertools
 import random
 from typing import Any
 
-from service.zego.emulator.config import EmulatorConfig
-from service.zego.emulator.latency import LatencySampler
+from zego_emulator.config import EmulatorConfig
+from zego_emulator.latency import LatencySampler
 
 from .conftest import ALL_CALLBACKS, DH_ID, StartEmulator, Zego, make_config
 from .receiver import CallbackReceiver

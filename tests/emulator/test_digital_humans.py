@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
-from service.zego.emulator.digital_humans import Avatar, Timbre, catalogue_from_json
+from zego_emulator.digital_humans import Avatar, Timbre, catalogue_from_json
 
 from .conftest import DH_ID, StartEmulator, Zego
 
@@ -203,7 +203,7 @@ def test_bad_catalogue_json_is_a_value_error() -> None:
 
 
 def test_cli_loads_a_catalogue_file(tmp_path: Path) -> None:
-    from service.zego.emulator import __main__ as cli
+    from zego_emulator import __main__ as cli
 
     path = tmp_path / "catalogue.json"
     path.write_text(json.dumps({"avatars": [{"digital_human_id": "x", "public": True}], "timbres": []}))
@@ -213,7 +213,7 @@ def test_cli_loads_a_catalogue_file(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_a_bad_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from service.zego.emulator import __main__ as cli
+    from zego_emulator import __main__ as cli
 
     secrets = ["--server-secret", "s" * 32, "--callback-secret", "c"]
     assert cli.main([*secrets, "--catalogue", str(tmp_path / "missing.json")]) == 2

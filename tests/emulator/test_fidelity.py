@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.zego.emulator import EmulatorConfig
+from zego_emulator import EmulatorConfig
 
 from .conftest import DH_ID, SECRET, StartEmulator, Zego
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from service.zego.emulator import run_emulator
-from service.zego.emulator.persist import StateFile
+from zego_emulator import run_emulator
+from zego_emulator.persist import StateFile
 
 from .conftest import Zego, make_config
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.zego.emulator import EmulatorConfig, EmulatorStartupError, RecordingEventSink, run_emulator
 from service.zego.signing import api_signature, new_nonce
+from zego_emulator import EmulatorConfig, EmulatorStartupError, RecordingEventSink, run_emulator
 
 from .conftest import APP_ID, CALLBACK_SECRET, SECRET, make_config
 
@@ -106,7 +106,7 @@ def test_command_line_logs_json_and_writes_its_secrets_to_a_private_file(tmp_pat
         [
             sys.executable,
             "-m",
-            "service.zego.emulator",
+            "zego_emulator",
             "--port",
             "0",
             "--time-scale",
@@ -151,7 +151,7 @@ def _start_standalone(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str
         [
             sys.executable,
             "-m",
-            "service.zego.emulator",
+            "zego_emulator",
             "--port",
             "0",
             "--secrets-file",

@@ -29,7 +29,7 @@ def emulator_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def wired(emulator: Emulator, gateway: Gateway, channel: grpc.aio.Channel) -> rpc.SessionServiceStub:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     await register_agent(emulator)
     return rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
 
@@ -48,10 +48,7 @@ async def watch_until_ended(channel: grpc.aio.Channel, session_id: str) -> list[
 
 
 async def turn(emulator: Emulator, instance_id: str, **latencies: int) -> None:
-    response = await emulator.admin.post(
-        f"/_emulator/instances/{instance_id}/turns", json={"text": "How are you?", **latencies}
-    )
-    response.raise_for_status()
+    await emulator.user_turn(instance_id, "How are you?", **latencies)
 
 
 async def wait_for(predicate: Any, what: str) -> None:
@@ -118,7 +115,7 @@ async def test_zego_retries_deliver_at_least_once_and_store_once(
         return await real(body)
 
     ingestor.ingest = flaky  # type: ignore[method-assign]
-    await emulator.admin.post("/_emulator/callback-faults", json={"mode": "duplicate", "count": 3})
+    await emulator.callback_fault("duplicate", count=3)
     session = (await wired.CreateSession(voice_request(), timeout=5)).session
     await turn(emulator, session.agent_instance_id)
 
@@ -131,7 +128,7 @@ async def test_zego_retries_deliver_at_least_once_and_store_once(
         return epb.AGENT_STATE_IDLE in statuses
 
     await wait_for(idle_after_turn, "the turn's callbacks")
-    stats = (await emulator.admin.get("/_emulator/callbacks")).json()
+    stats = await emulator.callback_stats()
     assert stats["retried"] >= 2 and stats["duplicated"] == 3
     await wired.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
     events = await watch_until_ended(channel, session.session_id)

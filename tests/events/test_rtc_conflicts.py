@@ -46,10 +46,7 @@ async def test_kicked_and_failed_sessions_end_with_their_reasons(
     gateway: Gateway, channel: grpc.aio.Channel, emulator: Emulator
 ) -> None:
     await register_agent(emulator)
-    response = await emulator.admin.post(
-        "/_emulator/callbacks", json={"url": f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"}
-    )
-    response.raise_for_status()
+    await emulator.set_callback_url(f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks")
     stub = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
 
     first = await create(stub, "u1", "room_a", agent_user_id="shared_agent", agent_stream_id="a1")

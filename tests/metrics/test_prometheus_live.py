@@ -99,7 +99,7 @@ async def test_prometheus_sees_turn_latency_against_the_budget(
     gateway: Gateway, emulator: Emulator, channel: grpc.aio.Channel, prometheus: httpx.AsyncClient
 ) -> None:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     await register_agent(emulator)
     sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
     session = (await sessions.CreateSession(voice_request(), timeout=5)).session
@@ -110,11 +110,9 @@ async def test_prometheus_sees_turn_latency_against_the_budget(
         return int(got.session.turn_stats.turns)
 
     for n, (asr, llm, tts) in enumerate(FAST + SLOW, start=1):
-        response = await emulator.admin.post(
-            f"/_emulator/instances/{session.agent_instance_id}/turns",
-            json={"text": "hello there", "asr_ms": asr, "llm_ttft_ms": llm, "tts_first_frame_ms": tts},
+        await emulator.user_turn(
+            session.agent_instance_id, "hello there", asr_ms=asr, llm_ttft_ms=llm, tts_first_frame_ms=tts
         )
-        response.raise_for_status()
         async with asyncio.timeout(10):
             while await measured() < n:  # one turn at a time, or the next would barge in
                 await asyncio.sleep(0.02)

@@ -74,7 +74,7 @@ async def test_spans_reach_an_otlp_receiver_with_propagation_and_links(
     async with Gateway(gateway_settings(emulator, tmp_path / "ledger.db")) as gateway:
         assert tracing.enabled()
         url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-        (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+        await emulator.set_callback_url(url)
         await register_agent(emulator)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
             stub = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]

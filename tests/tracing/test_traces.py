@@ -60,7 +60,7 @@ def json_logs() -> Iterator[io.StringIO]:
 @pytest.fixture
 async def wired(emulator: Emulator, gateway: Gateway, channel: grpc.aio.Channel) -> rpc.SessionServiceStub:
     url = f"http://127.0.0.1:{gateway.http_port}/v1/zego/callbacks"
-    (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+    await emulator.set_callback_url(url)
     await register_agent(emulator)
     return rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
 
@@ -280,7 +280,7 @@ async def test_callbacks_after_a_restart_still_link_to_the_create(
 
     async def point_callbacks(gw: Gateway) -> None:
         url = f"http://127.0.0.1:{gw.http_port}/v1/zego/callbacks"
-        (await emulator.admin.post("/_emulator/callbacks", json={"url": url})).raise_for_status()
+        await emulator.set_callback_url(url)
 
     async with Gateway(settings) as first:
         await point_callbacks(first)

@@ -6,15 +6,15 @@ draws the turn's latencies and allocates its Round. A user turn's Round is taken
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .config import EmulatorConfig
 from .instance import Instance
+from .latency import LatencySampler
+from .timeline import Timing
 from .validation import Json
 
-if TYPE_CHECKING:
-    from .state import EmulatorState
-
-__all__ = ["EXCEPTION_MESSAGES", "Conversation", "TurnRefused"]
+__all__ = ["EXCEPTION_MESSAGES", "Conversation", "ConversationHost", "TurnRefused"]
 
 DEFAULT_USER_ID = "user"
 """Who speaks in a turn on an instance created without a UserId (e.g. a live instance on CDN)."""
@@ -56,13 +56,31 @@ class TurnRefused(Exception):
         self.message = message
 
 
+class ConversationHost(Protocol):
+    """What a conversation needs of the state it runs on (:class:`~.state.EmulatorState` is one).
+
+    Declared here, so that the state imports this module and this module does not import the state.
+    """
+
+    config: EmulatorConfig
+    instances: dict[str, Instance]
+    latencies: LatencySampler
+    timing: Timing
+
+    def new_round(self) -> int:
+        """A fresh Round for a turn."""
+
+    def now(self) -> float:
+        """The current emulated time."""
+
+
 class Conversation:
     """Drives simulated speech on the instances of one :class:`~.state.EmulatorState`.
 
     Callers run ``state.advance()`` first (as every request does), so a turn starts on an up-to-date machine.
     """
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: ConversationHost) -> None:
         self._state = state
         self._auto_count = 0
 

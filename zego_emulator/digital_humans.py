@@ -24,12 +24,17 @@ __all__ = [
     "DEFAULT_AVATARS",
     "DEFAULT_TIMBRES",
     "DH_ACTIONS",
+    "DIGITAL_HUMAN_PATH",
     "PUBLIC_TEST_AVATAR",
     "Avatar",
     "Catalogue",
     "Timbre",
     "check_create_id",
 ]
+
+DIGITAL_HUMAN_PATH: Final = "/digitalhuman"
+"""Where the Digital Human API (a separate ZEGO host) is served on the emulator's own base URL. The
+gateway's ``service.zego.digital_human.EMULATOR_DIGITAL_HUMAN_PATH`` must equal it (a test pins it)."""
 
 PUBLIC_TEST_AVATAR: Final = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"
 """The public test DigitalHumanId of ZEGO's current digital-human quick start (AI Agent spec §5.7)."""

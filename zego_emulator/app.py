@@ -22,7 +22,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,25 +33,21 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from service.zego.digital_human import EMULATOR_DIGITAL_HUMAN_PATH
 from service.zego.signing import verify_api_signature
 
 from . import errors, persist
 from .actions import ACTIONS
 from .admin import admin_routes
-from .callbacks import CallbackDeliverer
 from .config import EmulatorConfig
-from .digital_humans import DH_ACTIONS
+from .digital_humans import DH_ACTIONS, DIGITAL_HUMAN_PATH
 from .errors import ZegoError
-from .events import EventSink, FanOutSink
-from .faults import Fault, FaultTable, TokenBuckets
-from .state import EmulatorState, run_ticker
+from .events import EventSink
+from .faults import Fault
+from .runtime import ConnectionAborter, Emulator
+from .state import run_ticker
 from .validation import Fields
 
-__all__ = ["ConnectionAborter", "Emulator", "create_app"]
-
-ConnectionAborter = Callable[[Any], bool]
-"""Aborts the TCP connection of an ASGI ``scope["client"]`` address; returns whether it found one."""
+__all__ = ["ConnectionAborter", "Emulator", "check_gateway", "create_app"]
 
 MAX_BODY_BYTES = 1 << 20
 FAULT_TIMEOUT_SECONDS = 30.0
@@ -59,34 +55,6 @@ FAULT_TIMEOUT_SECONDS = 30.0
 
 _APP_ID_RE = re.compile(r"[0-9]{1,10}")
 _TIMESTAMP_RE = re.compile(r"-?[0-9]{1,19}")
-
-
-class Emulator:
-    """The runtime of one app (``app.state.emulator``): state, callbacks, injected faults, rate buckets."""
-
-    def __init__(self, config: EmulatorConfig, sink: EventSink | None = None) -> None:
-        self.config = config
-        # The deliverer reads envelope facts from the state, which does not exist yet: bind late.
-        self.callbacks = CallbackDeliverer(config, lambda instance_id: self.state.describe(instance_id))
-        self.state = EmulatorState(config, FanOutSink(sink, self.callbacks))
-        self.faults = FaultTable((*ACTIONS, *DH_ACTIONS))
-        self.buckets = TokenBuckets(config.rate_limit_per_second)
-        self.closing = asyncio.Event()
-        """Set at shutdown so held requests (timeout faults, latency) return at once."""
-        self.connection_aborter: ConnectionAborter | None = None
-        """Installed by :func:`~.server.run_emulator`; lets ``drop`` faults close the socket outright."""
-
-    def reset(self) -> None:
-        """Back to a fresh emulator (admin ``POST /_emulator/reset``); the callback URL stays."""
-        self.state.reset()
-        self.callbacks.reset()
-        self.faults.clear()
-        self.buckets.clear()
-
-    async def pause(self, seconds: float) -> None:
-        """Sleep, but return early when the emulator shuts down."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.closing.wait(), timeout=seconds)
 
 
 def _envelope(
@@ -320,8 +288,8 @@ def create_app(
             # "https://host?Action=X" and "https://host/?Action=X" both arrive as path "/".
             Route("/", _api, methods=["POST", "GET"]),
             # The Digital Human API, a separate ZEGO host, is served under a path of the same server.
-            Route(EMULATOR_DIGITAL_HUMAN_PATH, _digital_human_api, methods=["POST"]),
-            Route(EMULATOR_DIGITAL_HUMAN_PATH + "/", _digital_human_api, methods=["POST"]),
+            Route(DIGITAL_HUMAN_PATH, _digital_human_api, methods=["POST"]),
+            Route(DIGITAL_HUMAN_PATH + "/", _digital_human_api, methods=["POST"]),
             Mount("/_emulator", routes=admin_routes()),
         ],
         lifespan=lifespan,

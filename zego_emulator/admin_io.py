@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from .app import Emulator
+    from .runtime import Emulator
 
 __all__ = ["AdminInputError", "emulator_of", "error", "json_object", "optional_int"]
 

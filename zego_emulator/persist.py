@@ -35,7 +35,7 @@ from .timeline import SimClock
 
 __all__ = ["FORMAT_VERSION", "StateFile", "dump", "load_into", "restore", "run_saver", "secrets_of"]
 
-logger = logging.getLogger("service.zego.emulator")
+logger = logging.getLogger("zego_emulator")
 
 FORMAT_VERSION = 1
 
@@ -128,7 +128,7 @@ def secrets_of(doc: dict[str, Any] | None, app_id: int) -> tuple[str, str] | Non
 
 
 def dump(emulator: Any) -> dict[str, Any]:
-    """The document for ``emulator`` (an :class:`~.app.Emulator`)."""
+    """The document for ``emulator`` (an :class:`~.runtime.Emulator`)."""
     state = emulator.state
     config = state.config
     # The counters live in private attributes of the id allocators; this module is their only

@@ -4,7 +4,7 @@ Digital Human API's asset actions under ``/digitalhuman`` (docs/zego-digital-hum
 It is a product feature, not a mock: the gateway reaches it only over HTTP, exactly as it would reach
 ZEGO, and it calls back over HTTP: signed server callbacks (spec §8) with ZEGO's retry policy, produced
 by a conversation engine that follows spec §9's orders. Run it standalone with
-``python -m service.zego.emulator`` or embed it with :func:`run_emulator`.
+``python -m zego_emulator`` or embed it with :func:`run_emulator`.
 
 Public API:
 
@@ -13,6 +13,13 @@ Public API:
 * :func:`create_app`: the Starlette app (for custom serving).
 * :func:`run_emulator`: serve it in the current event loop; yields the base URL.
 * :class:`EventSink`: the seam through which internal events leave (:class:`CallbackDeliverer` is one).
+* :class:`EmulatorClient`: signed ZEGO calls and the typed ``/_emulator/`` admin API of a running
+  emulator; :func:`zego_emulator.testing.emulator_for` starts one on a free loopback port and yields
+  its client (as ``grpclib.testing.ChannelFor`` does for a channel).
+
+It imports nothing of the gateway but the shared signing (``service.zego.signing``, pinned by the
+known-answer tests), Token04 verification and the embedded-uvicorn helper; the gateway imports it
+only when it starts its embedded emulator (tests/emulator/test_package.py holds both rules).
 
 Emulated time: every delay is multiplied by ``time_scale``, but callback ``Timestamp`` values carry the
 unscaled emulated times (see :mod:`.timeline`): at ``time_scale=0.01`` a 2100 ms SPEAK_END -> SPEAKING gap
@@ -68,16 +75,21 @@ from __future__ import annotations
 
 from .app import create_app
 from .callbacks import CallbackDeliverer
+from .client import EmulatorAdminError, EmulatorClient, TokenVerdict, ZegoCallError
 from .config import EmulatorConfig
 from .events import EventSink, RecordingEventSink
 from .server import EmulatorStartupError, run_emulator
 
 __all__ = [
     "CallbackDeliverer",
+    "EmulatorAdminError",
+    "EmulatorClient",
     "EmulatorConfig",
     "EmulatorStartupError",
     "EventSink",
     "RecordingEventSink",
+    "TokenVerdict",
+    "ZegoCallError",
     "create_app",
     "run_emulator",
 ]

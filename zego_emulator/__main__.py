@@ -1,4 +1,4 @@
-"""``python -m service.zego.emulator``: run the ZEGO emulator as a local server.
+"""``python -m zego_emulator``: run the ZEGO emulator as a local server.
 
 Every option falls back to an ``AGENTGW_EMULATOR_*`` environment variable (``--app-id`` to
 ``AGENTGW_EMULATOR_APP_ID`` and so on). It logs JSON lines on stderr, like the gateway, and never
@@ -16,20 +16,18 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.logs import configure_logging
-
 from . import persist
 from .config import EmulatorConfig
 from .digital_humans import catalogue_from_json
-from .server import run_emulator
+from .logs import configure_logging
+from .server import serve_until_signalled
 
-logger = logging.getLogger("service.zego.emulator")
+logger = logging.getLogger("zego_emulator")
 
 _ENV = "AGENTGW_EMULATOR_"
 
@@ -41,7 +39,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 def _parser() -> argparse.ArgumentParser:
     # argparse applies ``type`` to string defaults too, so a bad environment value gets a clean usage error.
     p = argparse.ArgumentParser(
-        prog="python -m service.zego.emulator",
+        prog="python -m zego_emulator",
         description="Run the bundled ZEGO AI Agent emulator (a local stand-in for ZEGO's API).",
         epilog="Every option falls back to AGENTGW_EMULATOR_<OPTION> (e.g. AGENTGW_EMULATOR_APP_ID). "
         "Prefer the environment for secrets: command lines are visible to other local users.",
@@ -128,7 +126,7 @@ def write_secrets(path: Path, config: EmulatorConfig, url: str) -> None:
 async def _serve(
     config: EmulatorConfig, host: str, port: int, state_file: Path | None, secrets_file: Path
 ) -> None:
-    async with run_emulator(config, host, port, state_file=state_file) as url:
+    def listening(url: str) -> None:
         write_secrets(secrets_file, config, url)
         logger.info(
             "ZEGO emulator listening",
@@ -142,13 +140,9 @@ async def _serve(
         )
         if host not in ("127.0.0.1", "::1", "localhost"):
             logger.warning("the /_emulator/ admin endpoints are unauthenticated: do not expose %s", host)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # A clean stop runs the app's shutdown, which saves the state file one last time.
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        logger.info("ZEGO emulator stopping")
+
+    await serve_until_signalled(config, host, port, state_file=state_file, on_listening=listening)
+    logger.info("ZEGO emulator stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

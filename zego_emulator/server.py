@@ -7,13 +7,17 @@ uvicorn server at hand, because ``drop`` faults abort a client's TCP connection 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from service.http.asgi import serve_asgi
 
@@ -21,7 +25,7 @@ from .app import ConnectionAborter, Emulator, create_app
 from .config import EmulatorConfig
 from .events import EventSink
 
-__all__ = ["EmulatorStartupError", "run_emulator"]
+__all__ = ["EmulatorStartupError", "run_emulator", "serve_until_signalled"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ async def run_emulator(
     *,
     event_sink: EventSink | None = None,
     state_file: Path | None = None,
+    wrap: Callable[[Starlette], ASGIApp] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the emulator on ``host:port`` (0 = any free port) and yield its base URL.
 
@@ -65,7 +70,8 @@ async def run_emulator(
 
     The server runs in the current event loop, installs no signal handlers, and is shut down (with its
     background ticker) when the block exits. ``state_file`` keeps agents and instances across
-    restarts (:mod:`.persist`).
+    restarts (:mod:`.persist`). ``wrap`` receives the app and returns what is served instead, e.g. a
+    middleware around it (``chaos.emulator`` journals every call that way); it must pass the lifespan on.
     """
     app = create_app(config, event_sink=event_sink, state_file=state_file)
     emulator: Emulator = app.state.emulator
@@ -75,7 +81,7 @@ async def run_emulator(
 
     try:
         serving = serve_asgi(
-            app,
+            app if wrap is None else wrap(app),
             host,
             port,
             name="zego-emulator",
@@ -93,3 +99,31 @@ async def run_emulator(
         # Release held requests first, so uvicorn's graceful shutdown does not wait for them.
         emulator.closing.set()
         await serving.__aexit__(None, None, None)
+
+
+async def serve_until_signalled(
+    config: EmulatorConfig,
+    host: str,
+    port: int,
+    *,
+    state_file: Path | None = None,
+    wrap: Callable[[Starlette], ASGIApp] | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the emulator (as :func:`run_emulator`) until SIGTERM or SIGINT, for a process of its own.
+
+    ``on_listening`` gets the base URL once the port is bound. A clean stop runs the app's shutdown,
+    which saves the state file one last time.
+    """
+    async with run_emulator(config, host, port, state_file=state_file, wrap=wrap) as url:
+        if on_listening is not None:
+            on_listening(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
