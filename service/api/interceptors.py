@@ -161,7 +161,8 @@ async def _fail(
     status = to_status(exc, rid, deadline_spent=spent)
     if audit is not None:
         await audit(_CODES[status.code])
-    if status.code == grpc.StatusCode.INTERNAL.value[0]:
+    if status.code == grpc.StatusCode.INTERNAL.value[0] or isinstance(exc, errors.StoreError):
+        # The caller was told to see the logs (or only that the ledger is unavailable): keep why.
         log.error("rpc failed", exc_info=exc, extra={"method": method})
     else:
         log.info(

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from service.auth.principal import current_principal
 from service.domain.access import check_agent_change, check_may_change
 from service.domain.model import IdempotencyRecord
+from service.domain.ports import Ledger
 from service.errors import NotFound, RequestIdReused
-from service.store.base import Ledger
 from service.zego import models as m
 from service.zego.client import ZegoClient
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from service import tracing
 from service.domain.events import Event, EventFilter, NewEvent
 from service.domain.model import SessionRecord, SessionState
-from service.store.base import Ledger
+from service.domain.ports import Ledger
 
 __all__ = ["BusObserver", "EventBus", "EventLog", "LogObserver", "Subscription"]
 

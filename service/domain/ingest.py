@@ -27,8 +27,8 @@ from service import tracing
 from service.domain.callback_schema import CallbackError, Problem, check_values, parse_body
 from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
+from service.domain.ports import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
 from service.domain.sessions import SessionService, end_reason_for_zego_code
-from service.store.base import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
 from service.zego.signing import verify_callback_signature
 
 __all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]

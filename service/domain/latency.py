@@ -27,7 +27,7 @@ from typing import Protocol
 
 from service.domain.event_log import EventLog
 from service.domain.events import Event, EventType, NewEvent
-from service.store.base import Ledger
+from service.domain.ports import Ledger
 
 __all__ = ["LatencyObserver", "LatencyTracker"]
 

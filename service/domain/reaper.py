@@ -46,6 +46,7 @@ from typing import Self
 
 from service.domain.leaks import LeakReport
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.ports import TransitionConflict
 from service.domain.reaper_reports import (
     NullReaperObserver,
     Outcome,
@@ -54,7 +55,6 @@ from service.domain.reaper_reports import (
     ReconcileReport,
 )
 from service.domain.sessions import SessionService
-from service.store.base import TransitionConflict
 from service.zego import exceptions as zx
 from service.zego import models as m
 

@@ -31,10 +31,10 @@ from service.domain.create_retry import never_sent, retryable_failure
 from service.domain.event_log import EventLog
 from service.domain.events import NewEvent
 from service.domain.model import EndReason, NewSession, SessionRecord, SessionState
+from service.domain.ports import Ledger
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_spec import CreateSpec, create_instance
 from service.errors import CapacityExhausted, QuotaExhausted, RequestIdReused
-from service.store.base import Ledger
 from service.zego import exceptions as zx
 from service.zego.client import ZegoClient
 

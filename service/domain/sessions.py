@@ -27,11 +27,11 @@ from service.domain.model import (
     Transition,
     TurnStats,
 )
+from service.domain.ports import Capacity, Ledger, TransitionConflict
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_create import CreateMixin, NullSessionObserver, SessionObserver
 from service.domain.session_spec import CreateSpec
 from service.errors import FailedPrecondition, NotFound, PermissionDenied
-from service.store.base import Capacity, Ledger, TransitionConflict
 from service.zego import exceptions as zx
 from service.zego import models as m
 from service.zego.client import ZegoClient
