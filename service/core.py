@@ -26,6 +26,7 @@ from service.domain.model import EndReason, SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
+from service.domain.watch import EventWatch
 from service.metrics import Metrics, ZegoMetricsObserver
 from service.store.sqlite import SqliteLedger
 from service.zego.client import ZegoClient
@@ -53,6 +54,7 @@ class Core:
     limits: dict[str, int]
     digital_humans: DigitalHumanCatalog
     audit: AuditTrail
+    watch: EventWatch
 
 
 class _ReaperMetrics:
@@ -156,6 +158,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         limits,
         digital_humans,
         AuditTrail(ledger),
+        EventWatch(ledger, bus, on_delivered=metrics.event_delivered),
     )
 
 
