@@ -18,9 +18,9 @@ from service.config import Settings
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
-from service.domain.event_log import EventBus, EventLog
+from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.ingest import CallbackIngestor
-from service.domain.latency import LatencyTracker
+from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
@@ -100,7 +100,10 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         observer=metrics,
     )
     await stack.enter_async_context(bus)
-    events = EventLog(ledger, bus, observer=metrics)
+    # The tracker's inbox hears the log's commits; the tracker appends its breach events to the
+    # log: the inbox is built first, so neither the log nor the tracker needs the other to exist.
+    latency_inbox = LatencyInbox()
+    events = EventLog(ledger, bus, observers=[EventMetrics(metrics), latency_inbox])
     await events.start()
     sessions = SessionService(
         zego,
@@ -118,9 +121,10 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
             call_timeout_seconds=settings.zego_timeout_seconds,
         ),
     )
-    latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
+    latency = LatencyTracker(
+        ledger, latency_inbox, events, metrics, budget_seconds=settings.interaction_budget_seconds
+    )
     await stack.enter_async_context(latency)
-    events.on_event = latency.on_event
 
     # Before serving: settle what a previous process left (PENDING rows, instances gone
     # upstream). Healthy sessions are picked up as they are.
@@ -135,7 +139,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     if settings.zego_callback_secret is None:
         log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
     ingestor = CallbackIngestor(
-        sessions,
+        ledger,
+        events,
+        sessions.leaks,
         settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
         skew_seconds=settings.callback_skew_seconds,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
-from service.domain.latency import LatencyTracker
+from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.model import NewSession, SessionKind, TurnStats
 from service.store.sqlite import SqliteLedger
 
@@ -48,10 +48,10 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
 @pytest.fixture
 async def tracked(ledger: SqliteLedger) -> AsyncIterator[tuple[LatencyTracker, EventLog, Recorder]]:
     recorder = Recorder()
-    log = EventLog(ledger, EventBus())
+    inbox = LatencyInbox()
+    log = EventLog(ledger, EventBus(), observers=[inbox])
     await log.start()
-    tracker = LatencyTracker(ledger, log, recorder, budget_seconds=1.5, clock=lambda: 1000.0)
-    log.on_event = tracker.on_event
+    tracker = LatencyTracker(ledger, inbox, log, recorder, budget_seconds=1.5, clock=lambda: 1000.0)
     async with tracker:
         yield tracker, log, recorder
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.event_log import EventBus, EventLog
+from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.events import EventType, NewEvent
 from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState
@@ -43,7 +43,7 @@ def sessions(zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock, metrics: 
         ledger,
         limits={"voice": 3, "digital_human": 3},
         default_max_duration_seconds=3600,
-        events=EventLog(ledger, EventBus(), clock=clock, observer=metrics),
+        events=EventLog(ledger, EventBus(), clock=clock, observers=[EventMetrics(metrics)]),
         observer=metrics,
         leak_policy=POLICY,
         clock=clock,
