@@ -71,27 +71,16 @@ class _ReaperMetrics:
 
 
 async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metrics: Metrics) -> Core:
-    """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
-    assert settings.zego_app_id is not None and settings.zego_server_secret is not None
-    limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SqliteLedger(settings.db_path)
-    await ledger.open()
-    stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
+    """Open the ledger, reconcile it with ZEGO, and start the background tasks.
 
+    Every collaborator is handed over at construction, in dependency order; nothing is assigned
+    to a component after it is built.
+    """
+    limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
+    ledger = await _open_ledger(settings, stack)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
     quotas = load_quotas(settings.quotas_file) if settings.quotas_file is not None else None
-    zego = ZegoClient(
-        app_id=settings.zego_app_id,
-        server_secret=settings.zego_server_secret.reveal(),
-        base_url=settings.zego_api_base,
-        digital_human_base_url=settings.zego_digital_human_api_base,
-        timeout_seconds=settings.zego_timeout_seconds,
-        rate_per_second=settings.zego_rate_per_second,
-        max_retries=settings.zego_max_retries,
-        observer=ZegoMetricsObserver(metrics),
-        limiter=_fair_limiter(settings, quotas),
-    )
+    zego = _zego_client(settings, metrics, quotas)
     stack.push_async_callback(zego.aclose)
 
     bus = EventBus(
@@ -105,7 +94,78 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     latency_inbox = LatencyInbox()
     events = EventLog(ledger, bus, observers=[EventMetrics(metrics), latency_inbox])
     await events.start()
-    sessions = SessionService(
+    sessions = _session_service(settings, zego, ledger, events, metrics, limits, quotas)
+    latency = LatencyTracker(
+        ledger, latency_inbox, events, metrics, budget_seconds=settings.interaction_budget_seconds
+    )
+    await stack.enter_async_context(latency)
+    await _reconcile_and_reap(settings, sessions, metrics, stack)
+    await stack.enter_async_context(_retention(ledger, settings))
+
+    if settings.zego_callback_secret is None:
+        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
+    ingestor = CallbackIngestor(
+        ledger,
+        events,
+        sessions.leaks,
+        settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
+        skew_seconds=settings.callback_skew_seconds,
+    )
+    digital_humans = DigitalHumanCatalog(
+        zego,
+        ttl_seconds=settings.digital_human_cache_seconds,
+        not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
+        validation=settings.digital_human_validation,
+    )
+    return Core(
+        ledger,
+        zego,
+        bus,
+        events,
+        AgentService(zego, ledger),
+        sessions,
+        latency,
+        ingestor,
+        limits,
+        digital_humans,
+        AuditTrail(ledger),
+        EventWatch(ledger, bus, on_delivered=metrics.event_delivered),
+    )
+
+
+async def _open_ledger(settings: Settings, stack: contextlib.AsyncExitStack) -> SqliteLedger:
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = SqliteLedger(settings.db_path)
+    await ledger.open()
+    stack.push_async_callback(ledger.close)
+    return ledger
+
+
+def _zego_client(settings: Settings, metrics: Metrics, quotas: QuotaPolicy | None) -> ZegoClient:
+    assert settings.zego_app_id is not None and settings.zego_server_secret is not None
+    return ZegoClient(
+        app_id=settings.zego_app_id,
+        server_secret=settings.zego_server_secret.reveal(),
+        base_url=settings.zego_api_base,
+        digital_human_base_url=settings.zego_digital_human_api_base,
+        timeout_seconds=settings.zego_timeout_seconds,
+        rate_per_second=settings.zego_rate_per_second,
+        max_retries=settings.zego_max_retries,
+        observer=ZegoMetricsObserver(metrics),
+        limiter=_fair_limiter(settings, quotas),
+    )
+
+
+def _session_service(
+    settings: Settings,
+    zego: ZegoClient,
+    ledger: SqliteLedger,
+    events: EventLog,
+    metrics: Metrics,
+    limits: dict[str, int],
+    quotas: QuotaPolicy | None,
+) -> SessionService:
+    return SessionService(
         zego,
         ledger,
         limits=limits,
@@ -121,51 +181,19 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
             call_timeout_seconds=settings.zego_timeout_seconds,
         ),
     )
-    latency = LatencyTracker(
-        ledger, latency_inbox, events, metrics, budget_seconds=settings.interaction_budget_seconds
-    )
-    await stack.enter_async_context(latency)
 
-    # Before serving: settle what a previous process left (PENDING rows, instances gone
-    # upstream). Healthy sessions are picked up as they are.
+
+async def _reconcile_and_reap(
+    settings: Settings, sessions: SessionService, metrics: Metrics, stack: contextlib.AsyncExitStack
+) -> None:
+    """Before serving: settle what a previous process left (PENDING rows, instances gone
+    upstream), then keep reaping. Healthy sessions are picked up as they are."""
     reaper = Reaper(
         sessions, call_timeout_seconds=settings.zego_timeout_seconds, observer=_ReaperMetrics(metrics)
     )
     report = await reaper.reconcile_at_startup()
     log.info("ledger reconciled", extra={"report": asdict(report)})
     await stack.enter_async_context(reaper)
-    await stack.enter_async_context(_retention(ledger, settings))
-
-    if settings.zego_callback_secret is None:
-        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
-    ingestor = CallbackIngestor(
-        ledger,
-        events,
-        sessions.leaks,
-        settings.zego_callback_secret.reveal() if settings.zego_callback_secret else None,
-        skew_seconds=settings.callback_skew_seconds,
-    )
-    agents = AgentService(zego, ledger)
-    digital_humans = DigitalHumanCatalog(
-        zego,
-        ttl_seconds=settings.digital_human_cache_seconds,
-        not_found_ttl_seconds=settings.digital_human_not_found_cache_seconds,
-        validation=settings.digital_human_validation,
-    )
-    return Core(
-        ledger,
-        zego,
-        bus,
-        events,
-        agents,
-        sessions,
-        latency,
-        ingestor,
-        limits,
-        digital_humans,
-        AuditTrail(ledger),
-        EventWatch(ledger, bus, on_delivered=metrics.event_delivered),
-    )
 
 
 def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
