@@ -22,7 +22,7 @@ from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.leaks import LeakPolicy
-from service.domain.model import EndReason, SessionKind
+from service.domain.model import SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
@@ -58,16 +58,14 @@ class Core:
 
 
 class _ReaperMetrics:
-    """The reaper's hooks: leaks are counted here; ends are counted once, by the event log."""
+    """The reaper's hook: leaks are counted here (session ends are counted once, by the event
+    log's EventMetrics, whoever ends them)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     def possible_leak(self, kind: SessionKind) -> None:
         self._metrics.possible_leak(kind.value)
-
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        return None
 
 
 async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metrics: Metrics) -> Core:
