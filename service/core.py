@@ -18,14 +18,15 @@ from service.config import RetentionSettings, Settings, ZegoSettings
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
-from service.domain.event_log import EventBus, EventLog
+from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.ingest import CallbackIngestor
-from service.domain.latency import LatencyTracker
+from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.leaks import LeakPolicy
-from service.domain.model import EndReason, SessionKind
+from service.domain.model import SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
+from service.domain.watch import EventWatch
 from service.metrics import Metrics, ZegoMetricsObserver
 from service.store.sqlite import SqliteLedger
 from service.zego.adapter import ZegoAdapter
@@ -54,10 +55,12 @@ class Core:
     limits: dict[str, int]
     digital_humans: DigitalHumanCatalog
     audit: AuditTrail
+    watch: EventWatch
 
 
 class _ReaperMetrics:
-    """The reaper's hooks: leaks are counted here; ends are counted once, by the event log."""
+    """The reaper's hook: leaks are counted here (session ends are counted once, by the event
+    log's EventMetrics, whoever ends them)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -65,46 +68,95 @@ class _ReaperMetrics:
     def possible_leak(self, kind: SessionKind) -> None:
         self._metrics.possible_leak(kind.value)
 
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        return None
-
 
 async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metrics: Metrics) -> Core:
-    """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
-    zs = settings.zego
-    assert zs.app_id is not None and zs.server_secret is not None
+    """Open the ledger, reconcile it with ZEGO, and start the background tasks.
+
+    Every collaborator is handed over at construction, in dependency order; nothing is assigned
+    to a component after it is built.
+    """
     limits = settings.sessions.limits
+    ledger = await _open_ledger(settings, stack)
+    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leaks.give_up_seconds)
+    quotas_file = settings.sessions.quotas_file
+    quotas = load_quotas(quotas_file) if quotas_file is not None else None
+    zego = _zego_client(settings.zego, metrics, quotas)
+    stack.push_async_callback(zego.aclose)
+    port = ZegoAdapter(zego)  # what the domain calls: domain types in, domain types out
+
+    bus = EventBus(settings=settings.events, observer=metrics)
+    await stack.enter_async_context(bus)
+    # The tracker's inbox hears the log's commits; the tracker appends its breach events to the
+    # log: the inbox is built first, so neither the log nor the tracker needs the other to exist.
+    latency_inbox = LatencyInbox()
+    events = EventLog(ledger, bus, observers=[EventMetrics(metrics), latency_inbox])
+    await events.start()
+    sessions = _session_service(settings, port, ledger, events, metrics, quotas)
+    latency = LatencyTracker(ledger, latency_inbox, events, metrics, settings=settings.latency)
+    await stack.enter_async_context(latency)
+    await _reconcile_and_reap(settings, sessions, metrics, stack)
+    await stack.enter_async_context(_retention(ledger, settings.retention))
+
+    callback_secret = settings.zego.callback_secret
+    if callback_secret is None:
+        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
+    ingestor = CallbackIngestor(
+        ledger,
+        events,
+        sessions.leaks,
+        callback_secret.reveal() if callback_secret else None,
+        settings=settings.callbacks,
+    )
+    digital_humans = DigitalHumanCatalog(port, settings=settings.digital_humans)
+    return Core(
+        ledger,
+        zego,
+        bus,
+        events,
+        AgentService(port, ledger),
+        sessions,
+        latency,
+        ingestor,
+        limits,
+        digital_humans,
+        AuditTrail(ledger),
+        EventWatch(ledger, bus, on_delivered=metrics.event_delivered),
+    )
+
+
+async def _open_ledger(settings: Settings, stack: contextlib.AsyncExitStack) -> SqliteLedger:
     settings.ledger.db_path.parent.mkdir(parents=True, exist_ok=True)
     ledger = SqliteLedger(settings.ledger.db_path)
     await ledger.open()
     stack.push_async_callback(ledger.close)
-    await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leaks.give_up_seconds)
+    return ledger
 
-    quotas_file = settings.sessions.quotas_file
-    quotas = load_quotas(quotas_file) if quotas_file is not None else None
-    zego = ZegoClient(
-        app_id=zs.app_id,
-        server_secret=zs.server_secret.reveal(),
-        base_url=zs.api_base,
-        digital_human_base_url=zs.digital_human_api_base,
-        timeout_seconds=zs.timeout_seconds,
-        rate_per_second=zs.rate_per_second,
-        max_retries=zs.max_retries,
+
+def _zego_client(settings: ZegoSettings, metrics: Metrics, quotas: QuotaPolicy | None) -> ZegoClient:
+    assert settings.app_id is not None and settings.server_secret is not None
+    return ZegoClient(
+        app_id=settings.app_id,
+        server_secret=settings.server_secret.reveal(),
+        base_url=settings.api_base,
+        digital_human_base_url=settings.digital_human_api_base,
+        timeout_seconds=settings.timeout_seconds,
+        rate_per_second=settings.rate_per_second,
+        max_retries=settings.max_retries,
         observer=ZegoMetricsObserver(metrics),
-        limiter=_fair_limiter(zs, quotas),
+        limiter=_fair_limiter(settings, quotas),
     )
-    stack.push_async_callback(zego.aclose)
-    port = ZegoAdapter(zego)  # what the domain calls: domain types in, domain types out
 
-    bus = EventBus(
-        settings=settings.events,
-        observer=metrics,
-    )
-    await stack.enter_async_context(bus)
-    events = EventLog(ledger, bus, observer=metrics)
-    await events.start()
-    sessions = SessionService(
-        port,
+
+def _session_service(
+    settings: Settings,
+    zego: ZegoAdapter,
+    ledger: SqliteLedger,
+    events: EventLog,
+    metrics: Metrics,
+    quotas: QuotaPolicy | None,
+) -> SessionService:
+    return SessionService(
+        zego,
         ledger,
         settings=settings.sessions,
         events=events,
@@ -114,48 +166,25 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
             give_up_seconds=settings.leaks.give_up_seconds,
             retry_initial_seconds=settings.leaks.retry_initial_seconds,
             retry_max_seconds=settings.leaks.retry_max_seconds,
-            call_timeout_seconds=zs.timeout_seconds,
+            call_timeout_seconds=settings.zego.timeout_seconds,
         ),
     )
-    latency = LatencyTracker(ledger, events, metrics, settings=settings.latency)
-    await stack.enter_async_context(latency)
-    events.on_event = latency.on_event
 
-    # Before serving: settle what a previous process left (PENDING rows, instances gone
-    # upstream). Healthy sessions are picked up as they are.
+
+async def _reconcile_and_reap(
+    settings: Settings, sessions: SessionService, metrics: Metrics, stack: contextlib.AsyncExitStack
+) -> None:
+    """Before serving: settle what a previous process left (PENDING rows, instances gone
+    upstream), then keep reaping. Healthy sessions are picked up as they are."""
     reaper = Reaper(
         sessions,
         settings=settings.reaper,
-        call_timeout_seconds=zs.timeout_seconds,
+        call_timeout_seconds=settings.zego.timeout_seconds,
         observer=_ReaperMetrics(metrics),
     )
     report = await reaper.reconcile_at_startup()
     log.info("ledger reconciled", extra={"report": asdict(report)})
     await stack.enter_async_context(reaper)
-    await stack.enter_async_context(_retention(ledger, settings.retention))
-
-    if zs.callback_secret is None:
-        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
-    ingestor = CallbackIngestor(
-        sessions,
-        zs.callback_secret.reveal() if zs.callback_secret else None,
-        settings=settings.callbacks,
-    )
-    agents = AgentService(port, ledger)
-    digital_humans = DigitalHumanCatalog(port, settings=settings.digital_humans)
-    return Core(
-        ledger,
-        zego,
-        bus,
-        events,
-        agents,
-        sessions,
-        latency,
-        ingestor,
-        limits,
-        digital_humans,
-        AuditTrail(ledger),
-    )
 
 
 def _fair_limiter(settings: ZegoSettings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:

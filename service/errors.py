@@ -6,26 +6,40 @@ Our exception hierarchy::
       x InvalidArgument       - the caller's input breaks a rule; carries field violations
         - RequestIdReused     - a request_id came back with a different body
       x NotFound              - the addressed agent or session does not exist
-      x AlreadyExists         - the resource the caller creates already exists
       x FailedPrecondition    - the resource is in a state that forbids the call
       x CapacityExhausted     - admission control: no slot free in the pool
       x SubscriberTooSlow     - an event subscriber fell behind its buffer and was cut off
       x OutOfRange            - a position (cursor) beyond what exists
-      x Unavailable           - a dependency (the ledger) cannot serve right now
+      x Unavailable           - the gateway cannot serve right now (shutting down)
+      x StoreError            - the ledger failed (I/O, locked or lost database, unreadable row)
+        - UnstorableValue     - a value the ledger cannot hold: the input is at fault
+        - DuplicateEvent      - the event is already stored; nothing was changed
+        - TransitionConflict  - the session was not in an expected state
 
 The domain never imports gRPC: these carry plain data, and ``service.api.status`` is the one
 table that turns them into ``google.rpc.Status``.
+
+The store errors are part of the tree in the way httpx maps its transport's errors: a ledger
+adapter (``service.store``) translates its driver's exceptions (``sqlite3.OperationalError``, a lost
+connection...) into :class:`StoreError` at its boundary, keeping the original as ``__cause__``, so
+the domain and the API never see a driver's types. The ports (``service.domain.ports``) re-export
+them. A store error's message may name a file or quote the driver: the status table never shows it
+to a caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.domain.model import SessionRecord
 
 __all__ = [
     "AgentGwError",
-    "AlreadyExists",
     "CapacityExhausted",
+    "DuplicateEvent",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
@@ -34,9 +48,12 @@ __all__ = [
     "PermissionDenied",
     "QuotaExhausted",
     "RequestIdReused",
+    "StoreError",
     "SubscriberTooSlow",
+    "TransitionConflict",
     "Unauthenticated",
     "Unavailable",
+    "UnstorableValue",
 ]
 
 
@@ -94,16 +111,6 @@ class NotFound(AgentGwError):
         self.reason = reason
 
 
-class AlreadyExists(AgentGwError):
-    """The resource being created exists already."""
-
-    def __init__(self, resource_type: str, resource_name: str, reason: str) -> None:
-        super().__init__(f"{resource_type} {resource_name!r} already exists")
-        self.resource_type = resource_type
-        self.resource_name = resource_name
-        self.reason = reason
-
-
 class FailedPrecondition(AgentGwError):
     """The resource's state forbids the call; retrying will not help until it changes."""
 
@@ -153,7 +160,7 @@ class OutOfRange(AgentGwError):
 
 
 class Unavailable(AgentGwError):
-    """A dependency (or the gateway itself, shutting down) cannot serve right now; retry later.
+    """The gateway cannot serve right now (it is shutting down); retry later, maybe elsewhere.
 
     ``metadata`` goes into the status's ErrorInfo, e.g. the cursor a stream can resume after.
     """
@@ -191,3 +198,34 @@ class PermissionDenied(AgentGwError):
     def __init__(self, message: str, *, reason: str = "PERMISSION_DENIED") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class StoreError(AgentGwError):
+    """The ledger could not complete an operation: an I/O error, a locked, lost or corrupt
+    database, a row it cannot read back. Transient as far as the caller knows: ``UNAVAILABLE``
+    with a ``RetryInfo`` (reason ``LEDGER_UNAVAILABLE``), the details only in the gateway's log."""
+
+    reason = "LEDGER_UNAVAILABLE"
+
+
+class UnstorableValue(StoreError):
+    """A value the store cannot hold (an integer beyond 64 bits, text that is not Unicode, JSON that
+    fails a CHECK): the input is at fault, so retrying it cannot help."""
+
+    reason = "LEDGER_UNSTORABLE_VALUE"
+
+
+class DuplicateEvent(StoreError):
+    """The event (same instance and ZEGO Sequence) is already stored; nothing was changed."""
+
+    reason = "CONCURRENT_MODIFICATION"
+
+
+class TransitionConflict(StoreError):
+    """The session was not in one of the expected states; ``current`` is what it is now."""
+
+    reason = "CONCURRENT_MODIFICATION"
+
+    def __init__(self, current: SessionRecord | None) -> None:
+        super().__init__("session is not in an expected state")
+        self.current = current

@@ -101,12 +101,7 @@ def _register_services(handlers: RpcHandlers, settings: Settings, core: Core, me
     )
     handlers.register(
         event_service_pb2_grpc.add_EventServiceServicer_to_server,
-        EventServicer(
-            core.ledger,
-            core.bus,
-            on_delivered=metrics.event_delivered,
-            on_unreadable=metrics.event_unreadable,
-        ),
+        EventServicer(core.watch, on_unreadable=metrics.event_unreadable),
     )
     handlers.register(
         room_token_service_pb2_grpc.add_RoomTokenServiceServicer_to_server,

@@ -7,15 +7,12 @@ returned: the interceptor maps them through the one table in ``service.api.statu
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
 from google.protobuf import field_mask_pb2
 
 from agentgw_client.gen.agentgw.v1 import agent_pb2 as pb
 from agentgw_client.gen.agentgw.v1 import agent_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import agent_service_pb2_grpc as rpc
-from service.api.common import fingerprint, time_budget, validate_request_id
+from service.api.common import Context, fingerprint, time_budget, validate_request_id
 from service.api.convert import agent_from_proto, agent_to_proto, validate_agent_configs
 from service.api.paging import PageTokens, page_size
 from service.domain.agents import AgentService
@@ -28,7 +25,6 @@ from service.domain.zego_config import Agent
 
 __all__ = ["AgentServicer"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 50
 _UPDATABLE = {"display_name", "llm", "tts", "asr"}

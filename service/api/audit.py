@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from agentgw_client.gen.agentgw.v1 import audit_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import audit_service_pb2_grpc as rpc
-from service.api.common import timestamp_seconds
+from service.api.common import Context, timestamp_seconds
 from service.api.paging import PageTokens, page_size
 from service.auth.principal import Principal, Role, current_principal, principal_var
 from service.domain.access import owner_scope
@@ -25,7 +24,6 @@ from service.errors import PermissionDenied
 
 __all__ = ["AUDITED_METHODS", "AuditHook", "AuditServicer"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
 _V1 = "/agentgw.v1."
 AUDITED_METHODS = frozenset(

@@ -6,14 +6,11 @@ ZEGO's ``Limit`` 1..20. Errors are raised and mapped by the interceptor through 
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
 from google.protobuf import timestamp_pb2
 
 from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import digital_human_service_pb2_grpc as rpc
-from service.api.common import time_budget
+from service.api.common import Context, time_budget
 from service.api.paging import PageTokens, page_size
 from service.domain import zego_port as dh
 from service.domain.digital_humans import DigitalHumanAsset, DigitalHumanCatalog, Scope, Voice
@@ -21,7 +18,6 @@ from service.domain.validation import Violations
 
 __all__ = ["DigitalHumanServicer", "digital_human_to_proto", "voice_to_proto"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
 ID_MAX_CHARS = 128
 """Same bound as CreateSession's digital_human_id (ZEGO documents none) [INFER]."""
 

@@ -58,6 +58,7 @@ from grpc_status import rpc_status
 
 from service import errors
 from service.api.audit import AUDITED_METHODS, AuditHook
+from service.api.common import Context
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
 from service.api.rpc_tracing import trace_handler
 from service.api.status import to_status
@@ -74,7 +75,6 @@ REQUEST_ID_HEADER = "x-request-id"
 _OUR_PREFIX = "/agentgw.v1."
 _DEADLINE_SLACK_SECONDS = 0.1
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -161,7 +161,8 @@ async def _fail(
     status = to_status(exc, rid, deadline_spent=spent)
     if audit is not None:
         await audit(_CODES[status.code])
-    if status.code == grpc.StatusCode.INTERNAL.value[0]:
+    if status.code == grpc.StatusCode.INTERNAL.value[0] or isinstance(exc, errors.StoreError):
+        # The caller was told to see the logs (or only that the ledger is unavailable): keep why.
         log.error("rpc failed", exc_info=exc, extra={"method": method})
     else:
         log.info(

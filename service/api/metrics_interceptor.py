@@ -30,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc.aio import EOF  # type: ignore[attr-defined]  # grpc-stubs lacks it; grpcio exports it
 from grpc_health.v1 import health_pb2
 
+from service.api.common import Context
 from service.metrics import Metrics
 
 __all__ = [
@@ -73,8 +74,6 @@ GRPC_CODES: Final[Mapping[grpc.StatusCode, str]] = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 _BY_NUMBER: Final = {code.value[0]: code for code in grpc.StatusCode}
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def rpc_type(client_streaming: bool, server_streaming: bool) -> str:

@@ -24,11 +24,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from service import tracing
+from service.api.common import Context
 from service.api.metrics_interceptor import GRPC_CODES, final_code
 
 __all__ = ["trace_handler"]
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 _NOT_TRACED: Final = ("/grpc.health.v1.Health/",)

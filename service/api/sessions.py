@@ -10,14 +10,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any
-
-import grpc
 
 from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from service.api.common import fingerprint, time_budget, validate_request_id
+from service.api.common import Context, fingerprint, time_budget, validate_request_id
 from service.api.convert import (
     asr_from_proto,
     llm_from_proto,
@@ -47,7 +44,6 @@ from service.domain.zego_port import InstanceUpdate, Listening, Priority, SamePr
 
 __all__ = ["SessionServicer"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 SPEAK_MAX_CHARS = 300

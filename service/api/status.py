@@ -7,7 +7,9 @@ request id, plus ``BadRequest``, ``QuotaFailure``, ``RetryInfo``, ``ResourceInfo
 
 The table is ordered: the first rule whose exception type (and optional predicate) matches wins,
 so specific classes come before their bases. Unknown exceptions become INTERNAL with a generic
-message, so nothing internal (or secret) leaks to the caller.
+message, so nothing internal (or secret) leaks to the caller. A store error (``errors.StoreError``:
+the ledger's adapter translated its driver's failure) is UNAVAILABLE with a RetryInfo, a conflict
+ABORTED, and either gets a fixed message: the driver's text (SQL, a file path) stays in the logs.
 
 A status travels in the trailers (``grpc-message`` and ``grpc-status-details-bin``, base64), and a
 trailer block beyond gRPC's metadata limit (8 KiB soft, 16 KiB hard by default) turns the whole answer
@@ -102,7 +104,7 @@ def _bad_request(exc: BaseException) -> Sequence[Message]:
 
 
 def _resource(exc: BaseException) -> Sequence[Message]:
-    assert isinstance(exc, errors.NotFound | errors.AlreadyExists)
+    assert isinstance(exc, errors.NotFound)
     return [
         error_details_pb2.ResourceInfo(
             resource_type=clip(exc.resource_type), resource_name=clip(exc.resource_name)
@@ -155,7 +157,6 @@ RULES: tuple[Rule, ...] = (
     # The gateway's own errors.
     Rule(errors.InvalidArgument, S.INVALID_ARGUMENT, None, _bad_request),
     Rule(errors.NotFound, S.NOT_FOUND, None, _resource),
-    Rule(errors.AlreadyExists, S.ALREADY_EXISTS, None, _resource),
     Rule(errors.FailedPrecondition, S.FAILED_PRECONDITION, None, _precondition),
     Rule(errors.CapacityExhausted, S.RESOURCE_EXHAUSTED, None, _capacity),
     Rule(errors.Unavailable, S.UNAVAILABLE, None, _retry_after),
@@ -163,6 +164,12 @@ RULES: tuple[Rule, ...] = (
     Rule(errors.OutOfRange, S.OUT_OF_RANGE),
     Rule(errors.Unauthenticated, S.UNAUTHENTICATED),
     Rule(errors.PermissionDenied, S.PERMISSION_DENIED),
+    # The ledger failed (the store adapter translated its driver's error). Its message may quote
+    # the driver or name a file, so the caller gets a fixed one (see _STORE_MESSAGES).
+    Rule(errors.TransitionConflict, S.ABORTED),
+    Rule(errors.DuplicateEvent, S.ABORTED),
+    Rule(errors.UnstorableValue, S.INTERNAL),
+    Rule(errors.StoreError, S.UNAVAILABLE, None, _retry_after),
     # ZEGO answered with a non-zero Code (spec §7).
     Rule(zx.ZegoAgentAlreadyExists, S.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS"),
     Rule(zx.ZegoAgentNotFound, S.NOT_FOUND, "AGENT_NOT_FOUND"),
@@ -186,6 +193,13 @@ RULES: tuple[Rule, ...] = (
 
 _FALLBACK = Rule(Exception, S.INTERNAL, "INTERNAL_ERROR")
 
+_STORE_MESSAGES: dict[grpc.StatusCode, str] = {
+    S.UNAVAILABLE: "the gateway's ledger is unavailable; retry later",
+    S.ABORTED: "the session changed concurrently; read it again, then retry",
+    S.INTERNAL: "the ledger cannot store a value of the request; see the gateway logs for this request id",
+}
+"""What a caller is told of a store error, by its status code: never the error's own text."""
+
 
 def _rule_for(exc: BaseException) -> Rule:
     for rule in RULES:
@@ -197,6 +211,8 @@ def _rule_for(exc: BaseException) -> Rule:
 def _message(exc: BaseException, rule: Rule) -> str:
     if rule is _FALLBACK:
         return "internal error; see the gateway logs for this request id"
+    if isinstance(exc, errors.StoreError):
+        return _STORE_MESSAGES[rule.code]
     if isinstance(exc, zx.ZegoApiError):
         return f"ZEGO {exc.action} failed with code {exc.code}: {exc.message}"
     if isinstance(exc, zx.ZegoError):

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from agentgw_client.gen.agentgw.v1 import room_token_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import room_token_service_pb2_grpc as rpc
+from service.api.common import Context
 from service.config import Secret
 from service.domain.validation import Violations
 from service.zego.token04 import TokenLayout, mint_token04
 
 __all__ = ["RoomTokenServicer"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_TTL_SECONDS = 3600
 MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 86400

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from service.auth.principal import current_principal
 from service.domain.access import check_agent_change, check_may_change
 from service.domain.model import IdempotencyRecord
+from service.domain.ports import Ledger
 from service.domain.zego_config import Agent
 from service.domain.zego_port import AgentUpdate, ZegoPort
 from service.errors import NotFound, RequestIdReused
-from service.store.base import Ledger
 
 __all__ = ["AgentPage", "AgentService"]
 

@@ -7,6 +7,12 @@ with no gap and no duplicate.
 
 ``EventBus.publish`` never waits: each subscriber owns a bounded queue, and one that is full is
 cut off (``overflowed``) instead of slowing ingest or the other subscribers. It resumes by cursor.
+The bus is the :class:`~service.domain.ports.LiveFeed` that ``service.domain.watch`` joins to the
+log's replay; whatever publishes to it must do so in cursor order (here the log, under its lock;
+in a fleet, a tailer of the shared log would instead).
+
+What else must hear each commit (metrics, the latency tracker's inbox) is given to the log at
+construction as its ``observers`` (:class:`~service.domain.ports.LogObserver`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -23,9 +29,9 @@ from service import tracing
 from service.config import EventSettings
 from service.domain.events import Event, EventFilter, NewEvent
 from service.domain.model import SessionRecord, SessionState
-from service.store.base import Ledger
+from service.domain.ports import Ledger, LogObserver
 
-__all__ = ["BusObserver", "EventBus", "EventLog", "LogObserver", "Subscription"]
+__all__ = ["BusObserver", "EventBus", "EventLog", "EventMetrics", "LogMetrics", "Subscription"]
 
 log = logging.getLogger("agentgw.events")
 
@@ -56,8 +62,8 @@ class BusObserver(Protocol):
         """A subscriber fell behind and was cut off."""
 
 
-class LogObserver(Protocol):
-    """Hooks for metrics on what the log records."""
+class LogMetrics(Protocol):
+    """The counters the log feeds (``service.metrics.Metrics`` satisfies it)."""
 
     def event_appended(self, event_type: str) -> None:
         """An event was stored and published."""
@@ -66,12 +72,21 @@ class LogObserver(Protocol):
         """A session reached ENDED or FAILED (every terminal transition passes through the log)."""
 
 
-class _NullLogObserver:
-    def event_appended(self, event_type: str) -> None:
-        return None
+class EventMetrics:
+    """The :class:`~service.domain.ports.LogObserver` that counts what the log commits."""
 
-    def session_ended(self, kind: str, reason: str, duration_seconds: float | None = None) -> None:
-        return None
+    def __init__(self, metrics: LogMetrics) -> None:
+        self._metrics = metrics
+
+    def event_committed(self, event: Event, session: SessionRecord | None) -> None:
+        """Count the event, and the session's end when the commit ended it."""
+        self._metrics.event_appended(event.event_type.value)
+        if session is not None and session.terminal:
+            self._metrics.session_ended(
+                session.kind.value,
+                (session.end_reason.value if session.end_reason else "upstream_deleted"),
+                (session.ended_at - session.created_at) if session.ended_at else None,
+            )
 
 
 class _NullObserver:
@@ -224,7 +239,15 @@ class EventBus:
 
 
 class EventLog:
-    """Durable append plus ordered publish."""
+    """Durable append plus ordered publish.
+
+    Args:
+        ledger: where events are stored (it assigns their cursors).
+        bus: where each committed, delivered event is published, in cursor order.
+        clock: seconds since the epoch (transition times).
+        observers: hear each commit after its publish, in order (e.g. metrics, the latency
+            tracker's inbox); what one raises is logged and never reaches the others or ingest.
+    """
 
     def __init__(
         self,
@@ -232,8 +255,7 @@ class EventLog:
         bus: EventBus,
         *,
         clock: Callable[[], float] = time.time,
-        on_event: Callable[[Event], None] | None = None,
-        observer: LogObserver | None = None,
+        observers: Sequence[LogObserver] = (),
     ) -> None:
         self._ledger = ledger
         self.bus = bus
@@ -241,24 +263,21 @@ class EventLog:
         self._lock = asyncio.Lock()
         self._pending: list[tuple[NewEvent, asyncio.Future[Event | None]]] = []
         self._flusher: asyncio.Future[None] | None = None
-        self.on_event = on_event
-        """Called with every delivered event after it is published (e.g. the latency tracker)."""
-        self._observer: LogObserver = observer or _NullLogObserver()
+        self._observers = tuple(observers)
 
     async def start(self) -> None:
         """Learn the current head, so heartbeats and range checks are right before any publish."""
         _, self.bus.head = await self._ledger.event_bounds()
 
-    def _published(self, event: Event) -> None:
+    def _published(self, event: Event, session: SessionRecord | None = None) -> None:
         if event.hidden:
             return
         self.bus.publish(event)
-        try:  # observers must never break ingest
-            self._observer.event_appended(event.event_type.value)
-            if self.on_event is not None:
-                self.on_event(event)
-        except Exception:
-            log.exception("event observer failed")
+        for observer in self._observers:
+            try:  # observers must never break ingest
+                observer.event_committed(event, session)
+            except Exception:
+                log.exception("event observer failed")
 
     async def append(self, event: NewEvent) -> Event | None:
         """Store and publish; None when it duplicates a stored ZEGO callback.
@@ -336,14 +355,5 @@ class EventLog:
                 detail=detail,
                 updates=updates,
             )
-            self._published(stored)
-        if record.terminal:
-            try:
-                self._observer.session_ended(
-                    record.kind.value,
-                    (record.end_reason.value if record.end_reason else "upstream_deleted"),
-                    (record.ended_at - record.created_at) if record.ended_at else None,
-                )
-            except Exception:
-                log.exception("session observer failed")
+            self._published(stored, record)
         return record, stored

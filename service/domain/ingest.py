@@ -21,18 +21,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from service import tracing
 from service.config import CallbackSettings
 from service.domain.callback_schema import CallbackError, Problem, check_values, parse_body
+from service.domain.event_log import EventLog
 from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
-from service.domain.sessions import SessionService, end_reason_for_zego_code
-from service.store.base import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
+from service.domain.ports import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
+from service.domain.sessions import end_reason_for_zego_code
 from service.zego.signing import verify_callback_signature
 
-__all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult"]
+__all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult", "OrphanHandler"]
 
 log = logging.getLogger("agentgw.callbacks")
 
@@ -123,21 +124,44 @@ def stored_body(data: dict[str, Any]) -> str:
     return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
 
 
+class OrphanHandler(Protocol):
+    """What ingest asks of the leak tracker when a callback settles a possible leak
+    (``service.domain.leaks.LeakTracker`` implements it; it is what talks to ZEGO)."""
+
+    async def confirm_gone(
+        self, record: SessionRecord, detail: str, *, deleted: bool = False
+    ) -> SessionRecord:
+        """Clear ``possible_leak``: ZEGO confirmed the instance gone."""
+
+    async def adopt_orphan(self, record: SessionRecord, instance_id: str) -> None:
+        """Record the instance a callback revealed for an unconfirmed create, and delete it."""
+
+
 class CallbackIngestor:
-    """Turns raw callback bodies into stored events and session state changes."""
+    """Turns raw callback bodies into stored events and session state changes.
+
+    Args:
+        ledger: matches callbacks to sessions, remembers (Nonce, Signature) pairs, counts exceptions.
+        events: where events are stored and published, and session transitions made.
+        leaks: settles sessions flagged ``possible_leak`` that a callback shows the fate of.
+        callback_secret: ZEGO's CallbackSecret; None rejects every callback.
+        skew_seconds: how far a callback's Timestamp may be from now.
+    """
 
     def __init__(
         self,
-        sessions: SessionService,
+        ledger: Ledger,
+        events: EventLog,
+        leaks: OrphanHandler,
         callback_secret: str | None,
         *,
         settings: CallbackSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         skew_seconds = (settings if settings is not None else CallbackSettings()).skew_seconds
-        self._sessions = sessions
-        self._ledger = sessions.ledger
-        self._events = sessions.events
+        self._ledger = ledger
+        self._events = events
+        self._leaks = leaks
         self._secret = callback_secret
         self._skew_ms = skew_seconds * 1000
         # A pair is only accepted while its Timestamp is within the skew of now, and it was first
@@ -250,7 +274,7 @@ class CallbackIngestor:
             if stored and record.terminal and record.possible_leak and known in (None, event.instance_id):
                 # ZEGO says the instance we could not confirm is gone: its slot is free again.
                 try:
-                    await self._sessions.leaks.confirm_gone(
+                    await self._leaks.confirm_gone(
                         record, "ZEGO reported the instance deleted (AgentInstanceDeleted)"
                     )
                 except Exception:  # the event is stored; the leak tracker finds it next pass
@@ -297,6 +321,6 @@ class CallbackIngestor:
         Runs in the background so ZEGO gets its answer without waiting for our delete; if the
         delete fails, the leak tracker retries it until ZEGO confirms the instance gone.
         """
-        task = asyncio.create_task(self._sessions.leaks.adopt_orphan(record, event.instance_id or ""))
+        task = asyncio.create_task(self._leaks.adopt_orphan(record, event.instance_id or ""))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -12,7 +12,13 @@ A turn that never reaches SPEAKING is *abandoned*, not a latency: barge-in (a ne
 an Interrupted or IDLE for its round first, or the session's end. A turn over the budget emits a
 ``latency_budget_exceeded`` event into the session's stream, with the stages that are known.
 
-Events reach the tracker through a queue drained by one task, so the event path never waits.
+Events reach the tracker through a :class:`LatencyInbox`, one of the event log's observers, drained
+by one task, so the event path never waits. The inbox is built before the log and the tracker
+after it, so neither needs the other at construction::
+
+    inbox = LatencyInbox()
+    events = EventLog(ledger, bus, observers=[EventMetrics(metrics), inbox])
+    tracker = LatencyTracker(ledger, inbox, events, metrics)
 """
 
 from __future__ import annotations
@@ -26,16 +32,22 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.config import LatencySettings
-from service.domain.event_log import EventLog
 from service.domain.events import Event, EventType, NewEvent
-from service.store.base import Ledger
+from service.domain.model import SessionRecord
+from service.domain.ports import EventAppender, Ledger
 
-__all__ = ["LatencyObserver", "LatencyTracker"]
+__all__ = ["LatencyInbox", "LatencyObserver", "LatencyTracker"]
 
 log = logging.getLogger("agentgw.latency")
 
 _EARLY_SPEAKING_TTL_MS = 10_000.0
 _QUEUE_LIMIT = 100_000
+_MARKS = {EventType.ASR_RESULT: "asr", EventType.LLM_RESULT: "llm"}
+_SPEECH_STEPS = {"SPEAK_BEGIN": "barge_in", "SPEAK_END": "start"}
+_STATUS_STEPS = {"SPEAKING": "speaking", "IDLE": "stop", "THINKING": "thinking"}
+
+_Item = Event | tuple[str, str, int, float]
+"""A committed event, or an API turn: (session_id, trigger, round, started_ms)."""
 
 
 class LatencyObserver(Protocol):
@@ -65,25 +77,60 @@ class _SessionTurns:
     early_speaking: dict[int, float] = field(default_factory=dict)
 
 
+class LatencyInbox:
+    """What the latency tracker has yet to process: the event log's commits and the API's turns.
+
+    An event-log observer (:class:`~service.domain.ports.LogObserver`) that only queues: it never
+    blocks the event path, and drops (and logs) an observation when the tracker is far behind.
+    """
+
+    def __init__(self, limit: int = _QUEUE_LIMIT) -> None:
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(limit)
+
+    def event_committed(self, event: Event, session: SessionRecord | None) -> None:
+        """The EventLog hook: a session's event (the tracker's own breach events aside)."""
+        if event.session_id is None or event.event_type is EventType.LATENCY_BUDGET_EXCEEDED:
+            return
+        self._offer(event)
+
+    def api_turn(self, session_id: str, trigger: str, round_: int, started_at: float) -> None:
+        """SendText or Speak returned ``round_``; the RPC arrived at ``started_at`` (seconds)."""
+        self._offer((session_id, trigger, round_, started_at * 1000))
+
+    def _offer(self, item: _Item) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("latency tracker is behind; a turn observation was dropped")
+
+
 class LatencyTracker:
-    """Measures turns from the event stream; records them and reports breaches."""
+    """Measures turns from the event stream; records them and reports breaches.
+
+    Args:
+        ledger: where turns are recorded (and sessions' kinds read).
+        inbox: what it processes, in order (one of the event log's observers).
+        events: where a breach's ``latency_budget_exceeded`` event is appended.
+        observer: metrics hooks.
+    """
 
     def __init__(
         self,
         ledger: Ledger,
-        events: EventLog,
+        inbox: LatencyInbox,
+        events: EventAppender,
         observer: LatencyObserver,
         *,
         settings: LatencySettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
+        self._inbox = inbox
         self._events = events
         self._observer = observer
         self.budget_seconds = (settings if settings is not None else LatencySettings()).budget_seconds
         self._clock = clock
         self._sessions: dict[str, _SessionTurns] = {}
-        self._queue: asyncio.Queue[Event | tuple[str, str, int, float]] = asyncio.Queue(_QUEUE_LIMIT)
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -100,37 +147,26 @@ class LatencyTracker:
 
     async def drain(self) -> None:
         """Wait until every queued event is processed (tests and shutdown)."""
-        await self._queue.join()
+        await self._inbox.queue.join()
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def on_event(self, event: Event) -> None:
-        """The EventLog hook: never blocks the event path."""
-        if event.session_id is None or event.event_type is EventType.LATENCY_BUDGET_EXCEEDED:
-            return
-        self._offer(event)
-
     def api_turn(self, session_id: str, trigger: str, round_: int, started_at: float) -> None:
         """SendText or Speak returned ``round_``; the RPC arrived at ``started_at`` (seconds)."""
-        self._offer((session_id, trigger, round_, started_at * 1000))
-
-    def _offer(self, item: Event | tuple[str, str, int, float]) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            log.warning("latency tracker is behind; a turn observation was dropped")
+        self._inbox.api_turn(session_id, trigger, round_, started_at)
 
     # --- processing ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        queue = self._inbox.queue
         while True:
-            item = await self._queue.get()
+            item = await queue.get()
             try:
                 await self._process(item)
             except Exception:
                 log.exception("latency tracking failed for one event")
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _session(self, session_id: str) -> _SessionTurns:
         state = self._sessions.get(session_id)
@@ -141,7 +177,7 @@ class LatencyTracker:
             )
         return state
 
-    async def _process(self, item: Event | tuple[str, str, int, float]) -> None:
+    async def _process(self, item: _Item) -> None:
         if isinstance(item, tuple):
             session_id, trigger, round_, started_ms = item
             state = await self._session(session_id)
@@ -155,40 +191,41 @@ class LatencyTracker:
         await self._on_event(item)
 
     async def _on_event(self, event: Event) -> None:
-        assert event.session_id is not None
-        state = await self._session(event.session_id)
-        kind, data, at, rnd = event.event_type, event.data, float(event.event_time_ms), event.round
-        if kind is EventType.ENDED:
-            self._zego_stages(data.get("latency"))
-            for round_, turn in list(state.pending.items()):
-                await self._abandon(event.session_id, state, round_, turn)
-            self._sessions.pop(event.session_id, None)
+        session_id = event.session_id
+        assert session_id is not None
+        state = await self._session(session_id)
+        if event.event_type is EventType.ENDED:
+            await self._session_over(session_id, state, event.data.get("latency"))
             return
-        if rnd is None:
+        rnd, step = event.round, _step(event)
+        if rnd is None or step is None:
             return
-        if kind is EventType.USER_SPEECH and data.get("action") == "SPEAK_BEGIN":
+        at = float(event.event_time_ms)
+        if step == "barge_in":
             # Barge-in: whatever had not started speaking yet never will.
             for round_, turn in list(state.pending.items()):
                 if round_ != rnd:
-                    await self._abandon(event.session_id, state, round_, turn)
-        elif kind is EventType.USER_SPEECH and data.get("action") == "SPEAK_END":
+                    await self._abandon(session_id, state, round_, turn)
+        elif step == "start":
             state.pending[rnd] = _Turn("user_speech", at)
-        elif kind is EventType.AGENT_STATUS and data.get("status") == "SPEAKING":
+        elif step == "speaking":
             waiting = state.pending.pop(rnd, None)
             if waiting is None:
                 self._remember_early(state, rnd, at)
             else:
-                await self._complete(event.session_id, state, rnd, waiting, at, event)
-        elif (
-            kind is EventType.INTERRUPTED or (kind is EventType.AGENT_STATUS and data.get("status") == "IDLE")
-        ) and (rnd in state.pending):
-            await self._abandon(event.session_id, state, rnd, state.pending[rnd])
+                await self._complete(session_id, state, rnd, waiting, at, event)
         elif rnd in state.pending:
-            mark = {EventType.ASR_RESULT: "asr", EventType.LLM_RESULT: "llm"}.get(kind)
-            if kind is EventType.AGENT_STATUS and data.get("status") == "THINKING":
-                mark = "thinking"
-            if mark is not None:
-                state.pending[rnd].marks.setdefault(mark, at)
+            if step == "stop":  # Interrupted, or IDLE before speaking
+                await self._abandon(session_id, state, rnd, state.pending[rnd])
+            else:  # a stage mark: asr, thinking, llm (the first of each counts)
+                state.pending[rnd].marks.setdefault(step, at)
+
+    async def _session_over(self, session_id: str, state: _SessionTurns, latency: object) -> None:
+        """The session ended: ZEGO's own stage averages, and every turn still open is abandoned."""
+        self._zego_stages(latency)
+        for round_, turn in list(state.pending.items()):
+            await self._abandon(session_id, state, round_, turn)
+        self._sessions.pop(session_id, None)
 
     def _remember_early(self, state: _SessionTurns, round_: int, at: float) -> None:
         state.early_speaking[round_] = at
@@ -283,6 +320,20 @@ class LatencyTracker:
             value = latency.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                 self._observer.zego_stage(stage, float(value) / 1000)
+
+
+def _step(event: Event) -> str | None:
+    """What an event (with a Round) means for that round's turn: ``barge_in`` (SPEAK_BEGIN),
+    ``start`` (SPEAK_END), ``speaking``, ``stop`` (Interrupted or IDLE), a stage mark (``asr``,
+    ``thinking``, ``llm``), or None (nothing)."""
+    kind = event.event_type
+    if kind is EventType.USER_SPEECH:
+        return _SPEECH_STEPS.get(str(event.data.get("action")))
+    if kind is EventType.AGENT_STATUS:
+        return _STATUS_STEPS.get(str(event.data.get("status")))
+    if kind is EventType.INTERRUPTED:
+        return "stop"
+    return _MARKS.get(kind)
 
 
 def _stages(turn: _Turn, spoken_ms: float) -> dict[str, float]:

@@ -48,6 +48,7 @@ from service.config import REAPER_MAX_INTERVAL_SECONDS, ReaperSettings
 from service.domain import zego_errors as zx
 from service.domain.leaks import LeakReport
 from service.domain.model import SLOT_HOLDING_STATES, EndReason, SessionRecord, SessionState
+from service.domain.ports import TransitionConflict
 from service.domain.reaper_reports import (
     NullReaperObserver,
     Outcome,
@@ -56,7 +57,6 @@ from service.domain.reaper_reports import (
     ReconcileReport,
 )
 from service.domain.sessions import SessionService
-from service.store.base import TransitionConflict
 
 __all__ = ["NullReaperObserver", "PassReport", "Reaper", "ReaperObserver", "ReconcileReport"]
 
@@ -210,13 +210,12 @@ class Reaper:
     async def _end_max_duration(self, record: SessionRecord) -> Outcome:
         sid = record.session_id
         log.info("ending session %s at max_duration", sid, extra={"session_id": sid})
-        ended = await self._sessions.end(
+        await self._sessions.end(
             record.session_id,
             reason=EndReason.MAX_DURATION,
             cause="reaper_max_duration",
             timeout=self._call_timeout,
         )
-        self._notify_ended(ended)
         return Outcome.MAX_DURATION
 
     # --- start-up ---------------------------------------------------------------------------------
@@ -289,10 +288,9 @@ class Reaper:
             reason = EndReason.UPSTREAM_GONE
             if record.state is S.ENDING and record.end_reason is not None:
                 reason = record.end_reason  # the end was asked for; ZEGO finished it
-            ended = await self._sessions.mark_ended(
+            await self._sessions.mark_ended(
                 record, reason, cause, "ZEGO no longer knows the instance (410001002)"
             )
-            self._notify_ended(ended)
             return Outcome.ENDED
         except zx.ZegoStateConflict as exc:
             if exc.code != zx.GRACEFUL_SHUTDOWN_IN_PROGRESS:
@@ -310,7 +308,6 @@ class Reaper:
                 cause=f"{cause}_end_retry",
                 timeout=self._call_timeout,
             )
-            self._notify_ended(ended)
             return Outcome.ENDED if ended.terminal else Outcome.ALIVE
         return Outcome.ALIVE
 
@@ -322,12 +319,7 @@ class Reaper:
             # ZEGO created it: ask now whether it still runs (ACTIVE) or has gone (ENDED).
             return await self._verify(settled, cause)
         self._call_observer(self._observer.possible_leak, settled.kind)
-        self._notify_ended(settled)
         return Outcome.CREATE_UNCONFIRMED
-
-    def _notify_ended(self, record: SessionRecord) -> None:
-        if record.terminal and record.end_reason is not None:
-            self._call_observer(self._observer.session_ended, record.kind, record.end_reason)
 
     @staticmethod
     def _call_observer(hook: Callable[..., None], *args: object) -> None:

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.domain.model import EndReason, SessionKind
+from service.domain.model import SessionKind
 
 __all__ = ["NullReaperObserver", "Outcome", "PassReport", "ReaperObserver", "ReconcileReport"]
 
@@ -17,17 +17,11 @@ class ReaperObserver(Protocol):
     def possible_leak(self, kind: SessionKind) -> None:
         """A row was failed with ``possible_leak``: an instance may run upstream with an unknown id."""
 
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        """The reaper moved a session to ENDED or FAILED, for ``reason``."""
-
 
 class NullReaperObserver:
     """The default observer: records nothing."""
 
     def possible_leak(self, kind: SessionKind) -> None:
-        """Ignore."""
-
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
         """Ignore."""
 
 

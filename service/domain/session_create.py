@@ -32,11 +32,11 @@ from service.domain.create_retry import never_sent, retryable_failure
 from service.domain.event_log import EventLog
 from service.domain.events import NewEvent
 from service.domain.model import EndReason, NewSession, SessionRecord, SessionState
+from service.domain.ports import Ledger
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_spec import CreateSpec, create_instance
 from service.domain.zego_port import ZegoPort
 from service.errors import CapacityExhausted, QuotaExhausted, RequestIdReused
-from service.store.base import Ledger
 
 __all__ = ["CAPACITY_RETRY_SECONDS", "CreateMixin", "NullSessionObserver", "SessionObserver"]
 

@@ -30,12 +30,12 @@ from service.domain.model import (
     Transition,
     TurnStats,
 )
+from service.domain.ports import Capacity, Ledger, TransitionConflict
 from service.domain.quotas import QuotaPolicy
 from service.domain.session_create import CreateMixin, NullSessionObserver, SessionObserver
 from service.domain.session_spec import CreateSpec
 from service.domain.zego_port import ZegoPort
 from service.errors import FailedPrecondition, NotFound, PermissionDenied
-from service.store.base import Capacity, Ledger, TransitionConflict
 
 __all__ = ["CreateSpec", "SessionService", "end_reason_for_zego_code"]
 

@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from service.domain.ingest import CallbackIngestor, IngestResult
-from service.store.base import StoreError
+from service.errors import StoreError
 
 __all__ = ["callback_endpoint"]
 

@@ -54,14 +54,19 @@ CASES = [
      [error_details_pb2.BadRequest]),
     (errors.NotFound("session", "s1", "SESSION_NOT_FOUND"), grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND",
      [error_details_pb2.ResourceInfo]),
-    (errors.AlreadyExists("agent", "a", "AGENT_ALREADY_EXISTS"), grpc.StatusCode.ALREADY_EXISTS,
-     "AGENT_ALREADY_EXISTS", [error_details_pb2.ResourceInfo]),
     (errors.FailedPrecondition("SESSION_NOT_ACTIVE", "s1", "session has ended"),
      grpc.StatusCode.FAILED_PRECONDITION, "SESSION_NOT_ACTIVE", [error_details_pb2.PreconditionFailure]),
     (errors.CapacityExhausted("voice", 10, 10, 5.0), grpc.StatusCode.RESOURCE_EXHAUSTED, "CAPACITY_EXHAUSTED",
      [error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo]),
-    (errors.Unavailable("LEDGER_UNAVAILABLE", "disk full"), grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
+    (errors.Unavailable("SHUTTING_DOWN", "stopping"), grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN",
      [error_details_pb2.RetryInfo]),
+    (errors.StoreError("ledger transaction failed: disk I/O error"), grpc.StatusCode.UNAVAILABLE,
+     "LEDGER_UNAVAILABLE", [error_details_pb2.RetryInfo]),
+    (errors.UnstorableValue("ledger cannot store a value: Python int too large"), grpc.StatusCode.INTERNAL,
+     "LEDGER_UNSTORABLE_VALUE", []),
+    (errors.TransitionConflict(None), grpc.StatusCode.ABORTED, "CONCURRENT_MODIFICATION", []),
+    (errors.DuplicateEvent("event for 's1' was already stored"), grpc.StatusCode.ABORTED,
+     "CONCURRENT_MODIFICATION", []),
     (errors.SubscriberTooSlow("resume after cursor 7"), grpc.StatusCode.RESOURCE_EXHAUSTED,
      "SUBSCRIBER_TOO_SLOW", []),
     (errors.OutOfRange("CURSOR_AHEAD", "cursor 9 is ahead"), grpc.StatusCode.OUT_OF_RANGE,
@@ -92,6 +97,21 @@ def test_mapping_table(
 def test_unknown_errors_do_not_leak() -> None:
     status = to_status(RuntimeError("secret stack detail"), None)
     assert "secret" not in status.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.StoreError("ledger statement failed: database is locked; SELECT * FROM sessions /data/x.db"),
+        errors.UnstorableValue("ledger cannot store a value: INSERT INTO events VALUES ('secret')"),
+        errors.TransitionConflict(None),
+    ],
+)
+def test_store_errors_never_show_their_own_text(exc: errors.StoreError) -> None:
+    status = to_status(exc, "r")
+    for leaked in ("SELECT", "INSERT", "secret", "/data", "locked", "statement"):
+        assert leaked not in status.message
+    assert status.message
 
 
 def test_upstream_timeout_with_spent_deadline_is_deadline_exceeded() -> None:

@@ -11,7 +11,7 @@ import pytest
 from service.config import LatencySettings
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType, NewEvent
-from service.domain.latency import LatencyTracker
+from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.model import NewSession, SessionKind, TurnStats
 from service.store.sqlite import SqliteLedger
 
@@ -49,12 +49,12 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
 @pytest.fixture
 async def tracked(ledger: SqliteLedger) -> AsyncIterator[tuple[LatencyTracker, EventLog, Recorder]]:
     recorder = Recorder()
-    log = EventLog(ledger, EventBus())
+    inbox = LatencyInbox()
+    log = EventLog(ledger, EventBus(), observers=[inbox])
     await log.start()
     tracker = LatencyTracker(
-        ledger, log, recorder, settings=LatencySettings(budget_seconds=1.5), clock=lambda: 1000.0
+        ledger, inbox, log, recorder, settings=LatencySettings(budget_seconds=1.5), clock=lambda: 1000.0
     )
-    log.on_event = tracker.on_event
     async with tracker:
         yield tracker, log, recorder
 

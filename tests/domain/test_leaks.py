@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.config import ReaperSettings, SessionSettings
-from service.domain.event_log import EventBus, EventLog
+from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.events import EventType, NewEvent
 from service.domain.leaks import LeakPolicy
 from service.domain.model import EndReason, SessionKind, SessionRecord, SessionState
@@ -45,7 +45,7 @@ def sessions(zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock, metrics: 
         ZegoAdapter(zego),
         ledger,
         settings=SETTINGS,
-        events=EventLog(ledger, EventBus(), clock=clock, observer=metrics),
+        events=EventLog(ledger, EventBus(), clock=clock, observers=[EventMetrics(metrics)]),
         observer=metrics,
         leak_policy=POLICY,
         clock=clock,

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from service.config import ReaperSettings
+from service.config import ReaperSettings, SessionSettings
+from service.domain.event_log import EventBus, EventLog
 from service.domain.events import EventFilter, EventType
 from service.domain.model import EndReason, NewSession, SessionKind, SessionRecord, SessionState
 from service.domain.reaper import PassReport, Reaper, ReconcileReport
 from service.domain.sessions import SessionService
 from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
+from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
 from tests.conftest import Emulator
 from tests.domain.conftest import (
@@ -37,17 +39,13 @@ K = SessionKind
 
 
 class RecordingObserver:
-    """Collects what the reaper reports to metrics."""
+    """Collects what the reaper reports to metrics (session ends are the event log's to count)."""
 
     def __init__(self) -> None:
         self.leaks: list[SessionKind] = []
-        self.ended: list[tuple[SessionKind, EndReason]] = []
 
     def possible_leak(self, kind: SessionKind) -> None:
         self.leaks.append(kind)
-
-    def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-        self.ended.append((kind, reason))
 
 
 class ProcessDied(Exception):
@@ -152,7 +150,6 @@ async def test_max_duration_ends_the_session_and_deletes_the_instance(
     for record in (short, active):
         assert await state_of(sessions, record.session_id) == (S.ENDED, EndReason.MAX_DURATION)
     assert await upstream_ids(emulator) == {long.instance_id}
-    assert observer.ended == [(K.VOICE, EndReason.MAX_DURATION)] * 2
     causes = [t.cause for t in await sessions.transitions(short.session_id)]
     assert causes[-2:] == ["reaper_max_duration", "reaper_max_duration"]
 
@@ -230,7 +227,6 @@ async def test_stuck_starting_gone_upstream_is_ended_and_frees_the_slot(
 
     assert await state_of(sessions, record.session_id) == (S.ENDED, EndReason.UPSTREAM_GONE)
     assert [c.in_use for c in await sessions.capacity()] == [0, 0]
-    assert observer.ended == [(K.VOICE, EndReason.UPSTREAM_GONE)]
 
 
 # --- rule 3: stuck ENDING --------------------------------------------------------------------------
@@ -301,7 +297,6 @@ async def test_pending_past_the_grace_is_an_unconfirmed_possible_leak(
     assert failed.state is S.FAILED and failed.end_reason is EndReason.CREATE_UNCONFIRMED
     assert failed.possible_leak and failed.ended_at == clock.now
     assert observer.leaks == [K.DIGITAL_HUMAN]
-    assert observer.ended == [(K.DIGITAL_HUMAN, EndReason.CREATE_UNCONFIRMED)]
     # The instance may run at ZEGO: the slot stays held, shown as suspect.
     assert [(c.in_use, c.suspect) for c in await sessions.capacity()] == [(1, 1), (0, 0)]
     # Like every terminal transition, it went through the event log: one ended event.
@@ -370,16 +365,20 @@ async def test_a_store_failure_on_one_row_does_not_stop_the_pass(
 
 async def test_a_failing_observer_does_not_stop_the_pass(sessions: SessionService, clock: FakeClock) -> None:
     class Broken(RecordingObserver):
-        def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
+        def possible_leak(self, kind: SessionKind) -> None:
             raise RuntimeError("metrics down")
 
-    records = [await sessions.create(voice_spec(max_duration_seconds=10)) for _ in range(2)]
-    clock.advance(11)
+    rows = [pending_row(clock) for _ in range(2)]
+    for row in rows:
+        await sessions.ledger.reserve_session(row, 10)
+    clock.advance(31)
 
-    report = await Reaper(sessions, clock=clock, observer=Broken()).run_once()
+    report = await Reaper(
+        sessions, settings=ReaperSettings(pending_grace_seconds=30), clock=clock, observer=Broken()
+    ).run_once()
 
-    assert report.max_duration == 2
-    assert {(await sessions.get(r.session_id)).state for r in records} == {S.ENDED}
+    assert report.create_unconfirmed == 2
+    assert {(await sessions.get(r.session_id)).state for r in rows} == {S.FAILED}
 
 
 # --- start-up recovery -----------------------------------------------------------------------------
@@ -524,21 +523,24 @@ async def test_background_task_runs_passes_and_survives_a_failing_one(
     zego: ZegoClient, ledger: SqliteLedger, clock: FakeClock
 ) -> None:
     faulty = FaultyLedger(ledger)
-    sessions = make_service(zego, faulty, clock)
+    bus = EventBus()
+    sessions = SessionService(
+        ZegoAdapter(zego),
+        faulty,
+        settings=SessionSettings(voice_limit=10, digital_human_limit=10, max_duration_seconds=3600),
+        events=EventLog(faulty, bus, clock=clock),
+        clock=clock,
+    )
     record = await sessions.create(voice_spec(max_duration_seconds=60))
     faulty.fail_reads = 1  # the first pass cannot read the ledger
     clock.advance(61)
-    ended = asyncio.Event()
 
-    class Signal(RecordingObserver):
-        def session_ended(self, kind: SessionKind, reason: EndReason) -> None:
-            ended.set()
-
-    reaper = Reaper(sessions, settings=ReaperSettings(interval_seconds=0.05), clock=clock, observer=Signal())
-    async with reaper:
-        assert reaper.running
-        async with asyncio.timeout(2):
-            await ended.wait()
+    reaper = Reaper(sessions, settings=ReaperSettings(interval_seconds=0.05), clock=clock)
+    with bus.subscribe(EventFilter(event_types=frozenset({EventType.ENDED}))) as ends:
+        async with reaper:
+            assert reaper.running
+            ended = await ends.next(timeout=2)  # a later pass ended it
+    assert ended is not None and ended.session_id == record.session_id
     assert not reaper.running
     assert (await sessions.get(record.session_id)).state is S.ENDED
     assert faulty.fail_reads == 0

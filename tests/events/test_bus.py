@@ -6,9 +6,17 @@ import asyncio
 from pathlib import Path
 
 from service.config import EventSettings
-from service.domain.event_log import EventBus, EventLog
+from service.domain.event_log import EventBus, EventLog, EventMetrics
 from service.domain.events import Event, EventFilter, EventType, NewEvent
-from service.domain.model import LabelOp, LabelRequirement
+from service.domain.model import (
+    EndReason,
+    LabelOp,
+    LabelRequirement,
+    NewSession,
+    SessionKind,
+    SessionRecord,
+    SessionState,
+)
 from service.store.sqlite import SqliteLedger
 
 
@@ -121,3 +129,61 @@ async def test_take_ready_drains_queued_events_without_waiting() -> None:
     for cursor in range(1, 4):
         small.publish(event(cursor))
     assert full.overflowed and full.take_ready(5) == []  # an overflowed subscriber gets nothing more
+
+
+class Heard:
+    """An observer that keeps what it hears, or one that always fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.heard: list[tuple[int, SessionState | None]] = []
+
+    def event_committed(self, event: Event, session: SessionRecord | None) -> None:
+        if self.fail:
+            raise RuntimeError("observer bug")
+        self.heard.append((event.cursor, session.state if session else None))
+
+
+class Counts:
+    """``LogMetrics``: what EventMetrics reports."""
+
+    def __init__(self) -> None:
+        self.appended: list[str] = []
+        self.ended: list[tuple[str, str, float | None]] = []
+
+    def event_appended(self, event_type: str) -> None:
+        self.appended.append(event_type)
+
+    def session_ended(self, kind: str, reason: str, duration_seconds: float | None = None) -> None:
+        self.ended.append((kind, reason, duration_seconds))
+
+
+async def test_observers_given_at_construction_hear_every_commit_in_order(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.db")
+    await ledger.open()
+    new = NewSession("s1", SessionKind.VOICE, "a", "u", "r", "au", "as", "us", {}, 60, None, None, 100.0)
+    await ledger.reserve_session(new, 10)
+    broken, heard, counts = Heard(fail=True), Heard(), Counts()
+    log = EventLog(ledger, EventBus(), clock=lambda: 130.0, observers=[broken, EventMetrics(counts), heard])
+    await log.start()
+    # A failing observer breaks neither the append nor the observers after it.
+    stored = await log.append(NewEvent(EventType.LLM_RESULT, "s1", "i", "a", "r", 0, 0.0, 1, None, {}))
+    assert stored is not None
+    hidden = NewEvent(EventType.LLM_RESULT, "s1", "i", "a", "r", 0, 0.0, 2, None, {}, hidden=True)
+    assert await log.append(hidden) is not None  # stored, never delivered: nobody hears it
+    await ledger.transition(
+        "s1", SessionState.STARTING, expected=frozenset(SessionState), at=110.0, cause="t"
+    )
+    ended = NewEvent(EventType.ENDED, "s1", "i", "a", "r", 0, 0.0, None, None, {})
+    await log.transition_with_event(
+        "s1",
+        SessionState.ENDED,
+        expected=frozenset({SessionState.STARTING}),
+        cause="test",
+        event=ended,
+        updates={"end_reason": EndReason.MAX_DURATION},
+    )
+    assert heard.heard == [(stored.cursor, None), (stored.cursor + 2, SessionState.ENDED)]
+    assert counts.appended == ["llm_result", "ended"]
+    assert counts.ended == [("voice", EndReason.MAX_DURATION.value, 30.0)]
+    await ledger.close()

@@ -20,7 +20,7 @@ from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
 from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from service.api import events as events_api
+from service.domain import watch as watch_domain
 from service.domain.events import Event, EventType
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
@@ -340,7 +340,7 @@ async def test_a_replay_of_many_pages_then_live(
     def delivered() -> float | None:
         return gateway.metrics.registry.get_sample_value("agentgw_event_delivery_seconds_count")
 
-    monkeypatch.setattr(events_api, "REPLAY_PAGE", 5)  # 20 events: 4 pages
+    monkeypatch.setattr(watch_domain, "REPLAY_PAGE", 5)  # 20 events: 4 pages
     await post_llm(http, 20)
     call = stub.WatchEvents(batched(3, start=eapi.START_POSITION_OLDEST))
     batches = await collect_batches(call, 20)
@@ -401,3 +401,11 @@ async def test_max_batch_size_out_of_range_is_invalid(stub: erpc.EventServiceStu
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await collect_batches(both, 1)
     assert rich_error(info.value).field_paths == ["max_batch_size", "filter.label_selector"]
+
+
+async def test_an_unknown_start_position_is_invalid(stub: erpc.EventServiceStub) -> None:
+    call = stub.WatchEvents(eapi.WatchEventsRequest(start=99, max_batch_size=-1))  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect_batches(call, 1)
+    err = rich_error(info.value)
+    assert (err.code, err.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["max_batch_size", "start"])
