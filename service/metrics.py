@@ -16,7 +16,7 @@ Example::
     await metrics.refresh_from_ledger(ledger, {"voice": 10, "digital_human": 2})
     body = prometheus_client.generate_latest(metrics.registry)
 
-The handler wrapper of ``service.api.interceptors`` feeds the ``grpc_server_*`` families
+The handler wrapper of ``service.api.rpc_handlers`` feeds the ``grpc_server_*`` families
 (go-grpc-prometheus style) through ``service.api.metrics_interceptor``. Like go-grpc-prometheus,
 nothing exports ``*_created`` series.
 """

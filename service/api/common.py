@@ -1,9 +1,10 @@
-"""Small helpers every servicer uses: the caller's time budget, request fingerprints, timestamps."""
+"""Small helpers every servicer uses: the context type, the caller's time budget, request fingerprints,
+timestamps."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -11,13 +12,16 @@ from google.protobuf.message import Message
 
 from service.domain.validation import Violations
 
-__all__ = ["fingerprint", "time_budget", "timestamp_seconds"]
+__all__ = ["Context", "fingerprint", "time_budget", "timestamp_seconds"]
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+"""The servicer context of an RPC handler (requests and responses typed by the generated code)."""
 
 _MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z, protobuf's Timestamp range
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 
-def time_budget(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+def time_budget(context: Context) -> float | None:
     """Seconds left of the caller's deadline, or None when the caller set none.
 
     The ZEGO client bounds each upstream call by this (minus a margin), so an upstream call

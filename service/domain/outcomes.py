@@ -48,4 +48,3 @@ class ZegoStage(enum.StrEnum):
     LLM_TTFT = "llm_ttft"
     TTS_FIRST_FRAME = "tts_first_frame"
     TOTAL = "total"
-
