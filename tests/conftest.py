@@ -218,8 +218,9 @@ async def eventually(
 
 
 def _describe(check: Callable[..., Any]) -> str:
-    """The check's source line (a lambda's is the clearest name it has), else its name."""
-    try:
-        return inspect.getsource(check).strip()
-    except (OSError, TypeError):
-        return getattr(check, "__qualname__", repr(check))
+    """A named check's name; a lambda's source line (the clearest name it has)."""
+    name = getattr(check, "__qualname__", repr(check))
+    if name.endswith("<lambda>"):
+        with contextlib.suppress(OSError, TypeError):
+            return inspect.getsource(check).strip()
+    return name
