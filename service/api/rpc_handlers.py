@@ -185,36 +185,10 @@ def _audit_status(
     return on_status
 
 
-async def _answer_unary(
-    method: _Method, request: Any, handler_context: Any, context: Context, rid: str
-) -> Any:
-    """Authenticate, run the handler, audit; an exception escaping one of our handlers (or any
-    undecodable request) becomes the caller's status."""
-    pending = None
-    try:
-        if method.authenticate is not None:
-            await method.authenticate(context)
-        if isinstance(request, Undecodable):
-            raise request.invalid()
-        if method.audit is not None:
-            pending = method.audit.begin(method.path, request, rid)
-        response = method.behavior(request, handler_context)
-        if inspect.isawaitable(response):
-            response = await response
-    except grpc.aio.AbortError:
-        raise
-    except Exception as exc:
-        if not method.ours and not isinstance(request, Undecodable):
-            raise
-        await _fail(exc, method.path, rid, context, _audit_status(method, pending, request, rid))
-    if method.audit is not None:
-        await method.audit.end(pending, method.path, request, response, "OK", rid)
-    return response
-
-
 def _unary_response(method: _Method) -> Callable[[Any, Context], Any]:
     """The wrapper of a unary-unary or stream-unary handler."""
-    rec = method.rec
+    rec, behavior, path = method.rec, method.behavior, method.path
+    audit, authenticate = method.audit, method.authenticate
 
     async def wrapper(request: Any, context: Context) -> Any:
         rec.started.inc()
@@ -225,11 +199,30 @@ def _unary_response(method: _Method) -> Callable[[Any, Context], Any]:
             rec.received.inc()
         started = time.perf_counter()
         rid, token = _open_call(method, context)
+        pending = None
         try:
-            response = await _answer_unary(method, request, handler_context, context, rid)
+            try:
+                if authenticate is not None:
+                    await authenticate(context)
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
+                if audit is not None:
+                    pending = audit.begin(path, request, rid)
+                response = behavior(request, handler_context)
+                if inspect.isawaitable(response):
+                    response = await response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                if not method.ours and not isinstance(request, Undecodable):
+                    raise
+                await _fail(exc, path, rid, context, _audit_status(method, pending, request, rid))
+            if audit is not None:
+                await audit.end(pending, path, request, response, "OK", rid)
             if method.ours and log.isEnabledFor(logging.INFO):
-                ms = round((time.perf_counter() - started) * 1e3, 2)
-                log.info("rpc ok", extra={"method": method.path, "ms": ms})
+                log.info(
+                    "rpc ok", extra={"method": path, "ms": round((time.perf_counter() - started) * 1e3, 2)}
+                )
         except BaseException as exc:  # incl. AbortError and CancelledError: recorded, then re-raised
             rec.finish(context, exc, started)
             raise
