@@ -140,6 +140,40 @@ def _per_room_creates(created: Sequence[Json], gone: Mapping[str, float]) -> tup
     return doubles, recreated
 
 
+def _lost_acked(acked: Sequence[Acked], sessions: Sequence[Json]) -> int:
+    """Acknowledged sessions the ledger lacks, or holds with another instance."""
+    by_id = {str(s["session_id"]): s for s in sessions}
+    lost = 0
+    for ack in acked:
+        row = by_id.get(ack.session_id)
+        if row is None or str(row.get("instance_id") or "") != ack.instance_id:
+            lost += 1
+    return lost
+
+
+def _user_key(row: Json) -> tuple[str, str]:
+    return str(row.get("room_id")), str(row.get("agent_user_id"))
+
+
+def _possible_leaks(sessions: Sequence[Json], created: Sequence[Json], still: list[str]) -> tuple[int, int]:
+    """(possible leaks none of whose instances still runs, possible leaks ZEGO never created)."""
+    instances_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for c in created:
+        instances_of[_user_key(c)].add(str(c["instance_id"]))
+    uncleared = never_created = 0
+    for s in sessions:
+        if not s.get("possible_leak"):
+            continue
+        made = instances_of.get(_user_key(s), set())
+        if s.get("instance_id"):
+            made = made | {str(s["instance_id"])}
+        if not made:
+            never_created += 1
+        elif not made & set(still):
+            uncleared += 1
+    return uncleared, never_created
+
+
 def leak_counts(
     calls: Sequence[Json],
     running: Iterable[str],
@@ -150,42 +184,20 @@ def leak_counts(
     """Compare ZEGO's journal and running instances with the ledger and the acknowledgements."""
     created = [c for c in calls if _created(c)]
     still = sorted(set(running))
-    gone = gone_at(calls, callbacks)
-    doubles, recreated = _per_room_creates(created, gone)
-    by_id = {str(s["session_id"]): s for s in sessions}
-    lost = 0
-    for ack in acked:
-        row = by_id.get(ack.session_id)
-        if row is None or str(row.get("instance_id") or "") != ack.instance_id:
-            lost += 1
-    known_users = {(str(s.get("room_id")), str(s.get("agent_user_id"))) for s in sessions}
+    doubles, recreated = _per_room_creates(created, gone_at(calls, callbacks))
+    known_users = {_user_key(s) for s in sessions}
     known_instances = {str(s["instance_id"]) for s in sessions if s.get("instance_id")}
-    instances_of: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for c in created:
-        instances_of[(str(c.get("room_id")), str(c.get("agent_user_id")))].add(str(c["instance_id"]))
-    uncleared = never_created = 0
-    for s in sessions:
-        if not s.get("possible_leak"):
-            continue
-        made = instances_of.get((str(s.get("room_id")), str(s.get("agent_user_id"))), set())
-        if s.get("instance_id"):
-            made = made | {str(s["instance_id"])}
-        if not made:
-            never_created += 1
-        elif not made & set(still):
-            uncleared += 1
+    uncleared, never_created = _possible_leaks(sessions, created, still)
     faults = Counter(f"{c.get('action')}:{c.get('fault')}" for c in calls if c.get("fault"))
     return LeakCounts(
         creates_at_zego=len(created),
         double_creates=doubles,
         recreated_after_gone=recreated,
-        lost_acked=lost,
+        lost_acked=_lost_acked(acked, sessions),
         leaked=len(still),
         leaked_unknown=sum(1 for i in still if i not in known_instances),
         over_cap=sum(1 for c in calls if c.get("action") in CREATE_ACTIONS and c.get("code") in CAP_CODES),
-        unknown_creates=sum(
-            1 for c in created if (str(c.get("room_id")), str(c.get("agent_user_id"))) not in known_users
-        ),
+        unknown_creates=sum(1 for c in created if _user_key(c) not in known_users),
         uncleared_leaks=uncleared,
         possible_leaks_never_created=never_created,
         faults=dict(sorted(faults.items())),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from service.store.sqlite import SqliteLedger
 from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
 from service.zego.ratelimit import FairRateLimiter
+from service.zego.signing import verify_callback_signature
 
 __all__ = ["Core", "build_core"]
 
@@ -104,7 +106,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         ledger,
         events,
         sessions.leaks,
-        callback_secret.reveal() if callback_secret else None,
+        functools.partial(verify_callback_signature, callback_secret.reveal()) if callback_secret else None,
         settings=settings.callbacks,
     )
     digital_humans = DigitalHumanCatalog(port, settings=settings.digital_humans)

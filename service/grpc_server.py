@@ -28,10 +28,10 @@ from service.api.agents import AgentServicer
 from service.api.audit import AuditHook, AuditServicer
 from service.api.digital_humans import DigitalHumanServicer
 from service.api.events import EventServicer
-from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
 from service.api.paging import PageTokens
 from service.api.reflection import reflection_services, register_reflection
+from service.api.rpc_handlers import RpcHandlers
 from service.api.sessions import SessionServicer
 from service.api.tokens import RoomTokenServicer
 from service.auth.authenticator import Authenticator

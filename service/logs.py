@@ -2,7 +2,7 @@
 when callers authenticate, the principal, and while a span is being traced, its ``trace_id``
 and ``span_id``.
 
-The request id lives in a context variable that the gRPC handler wrapper (``service.api.interceptors``)
+The request id lives in a context variable that the gRPC handler wrapper (``service.api.rpc_handlers``)
 sets for every RPC of our services, so any log line written while serving that RPC carries it
 without passing it around. The trace ids come from OpenTelemetry's current span the same way
 (``service.tracing``); lines written outside a span, or with tracing off, have neither field.

@@ -1,9 +1,10 @@
-"""agentgw's Prometheus metrics: every family, its labels and buckets, in one place (conventions §4).
+"""agentgw's Prometheus metrics: the one recording API (conventions §4); the families, their labels and
+buckets are declared in ``service.metric_families``.
 
 A :class:`Metrics` owns one ``CollectorRegistry``: the gateway creates one, tests their own. Every label
-takes values from a bounded set (the constants below) and every combination exists at zero from the
-start, so ``rate()`` sees the first event. No label carries a session, agent, room, user or request id
-(conventions §4.8). Methods raise ``ValueError`` for a value outside our own enums (a bug) and fold
+takes values from a bounded set derived from the domain's enums, and every combination exists at zero
+from the start, so ``rate()`` sees the first event. No label carries a session, agent, room, user or
+request id (conventions §4.8). Methods raise ``ValueError`` for a value outside our own enums (a bug) and fold
 values from outside (ZEGO codes, callback event names) into ``"other"`` / ``"unknown"``.
 
 Example::
@@ -15,25 +16,39 @@ Example::
     await metrics.refresh_from_ledger(ledger, {"voice": 10, "digital_human": 2})
     body = prometheus_client.generate_latest(metrics.registry)
 
-The handler wrapper of ``service.api.interceptors`` feeds the ``grpc_server_*`` families
+The handler wrapper of ``service.api.rpc_handlers`` feeds the ``grpc_server_*`` families
 (go-grpc-prometheus style) through ``service.api.metrics_interceptor``. Like go-grpc-prometheus,
 nothing exports ``*_created`` series.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Final, Protocol
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.domain.callback_schema import Problem
-from service.domain.model import EndReason, SessionKind, SessionState
-from service.zego.actions import Action
+from service.domain.model import SessionKind, SessionState
+from service.metric_families import (
+    ACTIONS,
+    CALLBACK_EVENTS,
+    CALLBACK_PROBLEMS,
+    CALLBACK_RESULTS,
+    CREATE_OUTCOMES,
+    END_REASONS,
+    EVENT_TYPES,
+    GO_DEFAULT_BUCKETS,
+    INTERACTION_BUCKETS,
+    KINDS,
+    LATENCY_BUCKETS,
+    STAGES,
+    STATES,
+    TRIGGERS,
+    ZEGO_TRANSPORT_OUTCOMES,
+    MetricFamilies,
+)
 
 # No ``*_created`` series (a third of /metrics, one per counter, histogram and summary child):
 # go-grpc-prometheus and the Go client do not export them, and nothing of ours reads them. The switch
@@ -59,46 +74,6 @@ __all__ = [
     "SessionCounts",
     "ZegoMetricsObserver",
 ]
-
-# --- bounded label vocabularies ---------------------------------------------------------------------
-
-KINDS: Final = tuple(k.value for k in SessionKind)
-STATES: Final = tuple(s.value for s in SessionState)
-END_REASONS: Final = tuple(r.value.lower() for r in EndReason)
-CREATE_OUTCOMES: Final = tuple(
-    "created replayed rejected_capacity rejected_quota failed_upstream failed_unconfirmed invalid".split()
-)
-ACTIONS: Final = tuple(a.value for a in Action)
-#: ZegoClient's outcome for a transport failure (``ZegoTransportError.outcome``); "0" is success.
-ZEGO_TRANSPORT_OUTCOMES: Final = ("timeout", "connect_error", "protocol_error", "deadline_exceeded")
-#: ZEGO callback ``Event`` names (spec §8.3, incl. the deprecated AgentSpeakAction); others -> "unknown".
-CALLBACK_EVENTS: Final = tuple(
-    "AgentInstanceCreated AgentInstanceDeleted AgentInstanceStatus AgentInstanceMetaInfo AgentSpeakAction"
-    " ASRResult LLMResult Exception Interrupted UserSpeakAction UserAudioData unknown".split()
-)
-CALLBACK_RESULTS: Final = ("accepted", "duplicate", "bad_signature", "stale", "replayed", "malformed")
-#: Why a malformed callback was refused (``service.domain.callback_schema.Problem``).
-CALLBACK_PROBLEMS: Final = tuple(p.value for p in Problem)
-#: ``agentgw.v1.EventType`` names without the prefix, lowercased (a test keeps them in step).
-EVENT_TYPES: Final = tuple(
-    "created ended user_speech asr_result llm_result agent_status interrupted exception meta_info"
-    " user_audio latency_budget_exceeded".split()
-)
-TRIGGERS: Final = ("user_speech", "send_text", "speak")
-#: Fields of ZEGO's LatencyData (LLMTTFT, TTSAudioFirstFrameTime, TotalCost).
-STAGES: Final = ("llm_ttft", "tts_first_frame", "total")
-
-# --- buckets ----------------------------------------------------------------------------------------
-
-#: go-grpc-prometheus uses ``prom.DefBuckets``; client_python's default differs, so spell Go's out.
-GO_DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: Conventions §4.4: dense below the 1.5 s threshold, an exact 1.5 so ``le="1.5"`` queries work.
-LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
-#: Turn latency against ZEGO's 1.5 s interaction budget; fixed, since changing buckets breaks history.
-INTERACTION_BUCKETS: Final = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0)
-_DELIVERY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-_CALLBACK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_SESSION_BUCKETS: Final = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 
 #: Distinct ZEGO codes kept as label values; then "other", so no upstream can grow our series unbounded.
 _MAX_ZEGO_CODES: Final = 64
@@ -128,7 +103,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-class Metrics:
+class Metrics(MetricFamilies):
     """All of agentgw's metric families on one private registry, with typed recording methods.
 
     Args:
@@ -137,199 +112,10 @@ class Metrics:
     """
 
     def __init__(self, *, version: str | None = None, interaction_budget_seconds: float = 1.5) -> None:
-        self.registry = r = CollectorRegistry(auto_describe=True)
-
-        def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(name, doc, labels, registry=r)
-
-        def gauge(name: str, doc: str, *labels: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=r)
-
-        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=r)
-
-        # gRPC server, exactly as go-grpc-prometheus (server_metrics.go): names, help, labels, buckets.
-        rpc = ("grpc_type", "grpc_service", "grpc_method")
-        self.grpc_started = counter(
-            "grpc_server_started_total", "Total number of RPCs started on the server.", *rpc
-        )
-        self.grpc_handled = counter(
-            "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            *rpc,
-            "grpc_code",
-        )
-        self.grpc_msg_received = counter(
-            "grpc_server_msg_received_total",
-            "Total number of RPC stream messages received on the server.",
-            *rpc,
-        )
-        self.grpc_msg_sent = counter(
-            "grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", *rpc
-        )
-        self.grpc_handling_seconds = histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the "
-            "server. Unary RPCs only: a stream's duration is its lifetime.",
-            GO_DEFAULT_BUCKETS,
-            *rpc,
-        )
-
-        # Sessions and capacity.
-        self.sessions = gauge("agentgw_sessions", "Sessions in the ledger.", "kind", "state")
-        self.session_limit = gauge(
-            "agentgw_session_limit",
-            "Instance cap of the kind's pool (live digital humans share the digital_human pool).",
-            "kind",
-        )
-        self.sessions_created = counter(
-            "agentgw_sessions_created_total", "CreateSession outcomes, by kind.", "kind", "outcome"
-        )
-        self.sessions_ended = counter(
-            "agentgw_sessions_ended_total", "Sessions that reached ENDED or FAILED.", "kind", "reason"
-        )
-        self.session_duration = histogram(
-            "agentgw_session_duration_seconds", "Lifetime of ended sessions.", _SESSION_BUCKETS, "kind"
-        )
-        self.admission_rejections = counter(
-            "agentgw_admission_rejections_total", "Requests refused because the pool was full.", "kind"
-        )
-        self.possible_leaks = counter(
-            "agentgw_possible_leaks_total",
-            "Sessions closed without confirming their ZEGO instance is gone (it may still bill).",
-            "kind",
-        )
-        self.suspect_sessions = gauge(
-            "agentgw_suspect_sessions",
-            "Ended sessions whose ZEGO instance may still run; each keeps a capacity slot until ZEGO "
-            "confirms it gone.",
-            "kind",
-        )
-        self.leaked_sessions = gauge(
-            "agentgw_leaked_sessions",
-            "Suspect sessions past the leak give-up time: never confirmed gone, no longer retried.",
-            "kind",
-        )
-
-        # ZEGO API client (fed by ZegoMetricsObserver).
-        self.zego_requests = counter(
-            "agentgw_zego_requests_total",
-            'ZEGO API attempts by ZEGO Code ("0" = success) or transport failure class.',
-            "action",
-            "code",
-        )
-        self.zego_request_duration = histogram(
-            "agentgw_zego_request_duration_seconds", "One ZEGO API attempt.", LATENCY_BUCKETS, "action"
-        )
-        self.zego_rate_limit_waits = counter(
-            "agentgw_zego_rate_limit_waits_total", "Attempts delayed by the local rate limiter.", "action"
-        )
-        self.zego_rate_limit_wait_seconds = counter(
-            "agentgw_zego_rate_limit_wait_seconds_total", "Time spent in the local rate limiter.", "action"
-        )
-        self.zego_retries = counter(
-            "agentgw_zego_retries_total", "Retries of read-only actions after transport failures.", "action"
-        )
-
-        # Callbacks and event fan-out.
-        self.callbacks_received = counter(
-            "agentgw_callbacks_received_total", "ZEGO callbacks received.", "event", "result"
-        )
-        self.callbacks_invalid = counter(
-            "agentgw_callbacks_invalid_total",
-            "Signed callbacks refused (400) because a value is not what spec §8/§10 allows.",
-            "event",
-            "reason",
-        )
-        self.events_unreadable = counter(
-            "agentgw_events_unreadable_total",
-            "Stored events that could not be converted and were delivered marked unreadable.",
-            "type",
-        )
-        self.callback_handling = histogram(
-            "agentgw_callback_handling_seconds", "Callback arrival to our HTTP answer.", _CALLBACK_BUCKETS
-        )
-        self.event_delivery = histogram(
-            "agentgw_event_delivery_seconds",
-            "Callback arrival to a live event being written to a subscriber's stream (not replays).",
-            _DELIVERY_BUCKETS,
-        )
-        self.event_subscribers = gauge("agentgw_event_subscribers", "Open WatchEvents subscriptions.")
-        self.subscriber_overflows = counter(
-            "agentgw_subscriber_overflows_total", "Subscribers dropped for falling behind the live stream."
-        )
-        self.events_appended = counter(
-            "agentgw_events_appended_total", "Session events appended to the event log.", "type"
-        )
-
-        # Interaction latency against ZEGO's 1.5 s budget.
-        self.interaction_latency = histogram(
-            "agentgw_interaction_latency_seconds",
-            "Turn latency: end of user speech, SendText or Speak to the agent starting to speak.",
-            INTERACTION_BUCKETS,
-            "kind",
-            "trigger",
-        )
-        self.interaction_budget_exceeded = counter(
-            "agentgw_interaction_budget_exceeded_total", "Turns slower than the budget.", "kind", "trigger"
-        )
-        self.interaction_turns_abandoned = counter(
-            "agentgw_interaction_turns_abandoned_total",
-            "Turns that got no agent response (the SLO counts them as over budget).",
-            "kind",
-            "trigger",
-        )
-        self.interaction_budget = gauge("agentgw_interaction_budget_seconds", "The turn-latency budget.")
-        self.zego_stage_latency = histogram(
-            "agentgw_zego_stage_latency_seconds",
-            "ZEGO's per-session LatencyData averages, reported at instance deletion.",
-            LATENCY_BUCKETS,
-            "stage",
-        )
-        self.build_info = gauge("agentgw_build_info", "Always 1; the running agentgw version.", "version")
-
+        super().__init__()
         self.build_info.labels(version or _package_version()).set(1)
         self.interaction_budget.set(interaction_budget_seconds)
         self._zego_codes: set[str] = {"0", *ZEGO_TRANSPORT_OUTCOMES}
-        self._preinitialize()
-
-    def _preinitialize(self) -> None:
-        """Create every bounded label combination at zero (``.labels()`` alone creates the child)."""
-        for kind in KINDS:
-            self.session_limit.labels(kind)
-            self.session_duration.labels(kind)
-            self.admission_rejections.labels(kind)
-            self.possible_leaks.labels(kind)
-            self.suspect_sessions.labels(kind)
-            self.leaked_sessions.labels(kind)
-            for state in STATES:
-                self.sessions.labels(kind, state)
-            for outcome in CREATE_OUTCOMES:
-                self.sessions_created.labels(kind, outcome)
-            for reason in END_REASONS:
-                self.sessions_ended.labels(kind, reason)
-            for trigger in TRIGGERS:
-                self.interaction_latency.labels(kind, trigger)
-                self.interaction_budget_exceeded.labels(kind, trigger)
-                self.interaction_turns_abandoned.labels(kind, trigger)
-        for action in ACTIONS:
-            self.zego_request_duration.labels(action)
-            self.zego_rate_limit_waits.labels(action)
-            self.zego_rate_limit_wait_seconds.labels(action)
-            self.zego_retries.labels(action)
-            for code in ("0", *ZEGO_TRANSPORT_OUTCOMES):
-                self.zego_requests.labels(action, code)
-        for event, result in itertools.product(CALLBACK_EVENTS, CALLBACK_RESULTS):
-            self.callbacks_received.labels(event, result)
-            if result == "malformed":
-                for problem in CALLBACK_PROBLEMS:
-                    self.callbacks_invalid.labels(event, problem)
-        for event_type in EVENT_TYPES:
-            self.events_appended.labels(event_type)
-        for event_type in (*EVENT_TYPES, "unknown"):
-            self.events_unreadable.labels(event_type)
-        for stage in STAGES:
-            self.zego_stage_latency.labels(stage)
 
     def session_created(self, kind: str, outcome: str) -> None:
         """Count one CreateSession outcome (one of :data:`CREATE_OUTCOMES`)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +157,30 @@ async def serve_handlers(handlers: grpc.GenericRpcHandler) -> AsyncIterator[grpc
         await server.stop(None)
 
 
-async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Server-side bookkeeping that lands shortly after the client has its answer: after a
-    cancellation, and after an abort, which sends the status before its AbortError leaves the
-    handler. Polls ``check`` every 10 ms for up to ``seconds``."""
-    for _ in range(int(seconds / 0.01)):
-        if check():
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], seconds: float = 5.0, *, every: float = 0.01
+) -> None:
+    """Wait for something that happens shortly after what the test did: server-side bookkeeping
+    after a cancellation or an abort (which sends the status before its AbortError leaves the
+    handler), a subscription being open, an instance ZEGO creates late. Polls ``check`` (a function,
+    or a coroutine function such as an RPC) every ``every`` seconds for up to ``seconds``; use it
+    instead of a sleep that guesses how long that takes."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the server never recorded it")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {seconds} s: {_describe(check)}")
+        await asyncio.sleep(every)
+
+
+def _describe(check: Callable[..., Any]) -> str:
+    """A named check's name; a lambda's source line (the clearest name it has)."""
+    name = getattr(check, "__qualname__", repr(check))
+    if name.endswith("<lambda>"):
+        with contextlib.suppress(OSError, TypeError):
+            return inspect.getsource(check).strip()
+    return name

@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("AUTO_TURN_INTERVAL"),
         help="emulated seconds between automatic user turns of each instance (demos; off if omitted)",
     )
+    _behaviour_options(p)
+    return p
+
+
+def _behaviour_options(p: argparse.ArgumentParser) -> None:
+    """How the emulated ZEGO behaves: timing, limits, catalogue, conflicts, persistence."""
     p.add_argument("--latency-seed", type=int, default=_env("LATENCY_SEED"), help="reproducible latencies")
     p.add_argument("--time-scale", type=float, default=_env("TIME_SCALE", "1.0"), help="multiplies delays")
     p.add_argument("--voice-limit", type=int, default=_env("VOICE_LIMIT", "10"))
@@ -97,7 +103,6 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("SECRETS_FILE", "var/emulator-secrets.env"),
         help="where the secrets are written (mode 0600) as AGENTGW_ZEGO_* lines; default %(default)s",
     )
-    return p
 
 
 def _catalogue(path: str | None) -> dict[str, Any]:

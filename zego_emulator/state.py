@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from . import errors
 from .admission import NEW_INSTANCE, RtcConflict, check_admission
-from .agents import AgentRegistry
+from .agents import Agent, AgentRegistry
 from .config import EmulatorConfig
 from .conversation import Conversation
 from .digital_humans import Catalogue, check_create_id
@@ -155,6 +155,27 @@ class EmulatorState:
 
     def create_instance(self, body: CreateBody) -> Json:
         """The three Create*AgentInstance actions."""
+        agent, llm, tts, asr = self._resolve_configs(body)
+        conflicts = check_admission(self.config, self.instances.values(), body)
+        now = self._clock()
+        inst = self._new_instance(body, agent, (llm, tts, asr), now)
+        rtc = body.rtc
+        if rtc is not None and body.user_id is not None:
+            self.rooms.joined(rtc.room_id, body.user_id, now)
+        data: Json = {"AgentInstanceId": inst.instance_id}
+        if body.digital_human is not None:
+            data["DigitalHumanConfig"] = body.digital_human.client_config(rtc)
+        self.instances[inst.instance_id] = inst
+        # The clash shows once the new agent is in the room and publishing (its AgentInstanceCreated).
+        due = now + self.timing.real(self.config.created_callback_delay_ms)
+        for conflict in conflicts:
+            victim = inst.instance_id if conflict.instance_id == NEW_INSTANCE else conflict.instance_id
+            self._doomed[victim] = (due, conflict)
+        return data
+
+    def _resolve_configs(self, body: CreateBody) -> tuple[Agent, Json | None, Json | None, Json | None]:
+        """The registered agent and the LLM/TTS/ASR the instance runs with (the request's, else the
+        agent's), or the ZEGO error a create with what is missing gets."""
         if body.kind == DIGITAL_HUMAN and body.disable_tts:
             # [INFER] 410001028 (digital-human creation failed): a talking avatar needs speech (§6.9).
             raise ZegoError(
@@ -170,8 +191,16 @@ class EmulatorState:
             raise invalid("TTS is required: neither the agent nor the request sets it")
         if body.digital_human is not None and self.config.check_digital_human_ids:
             check_create_id(self.catalogue, body.digital_human.digital_human_id)
-        conflicts = check_admission(self.config, self.instances.values(), body)
-        now = self._clock()
+        return agent, llm, tts, asr
+
+    def _new_instance(
+        self,
+        body: CreateBody,
+        agent: Agent,
+        configs: tuple[Json | None, Json | None, Json | None],
+        now: float,
+    ) -> Instance:
+        llm, tts, asr = configs
         default_idle = (
             self.config.live_default_max_idle_seconds
             if body.kind == LIVE_DIGITAL_HUMAN
@@ -179,7 +208,7 @@ class EmulatorState:
         )
         rtc = body.rtc
         instance_id = self._instance_ids.next()
-        inst = Instance(
+        return Instance(
             instance_id=instance_id,
             kind=body.kind,
             agent_id=agent.agent_id,
@@ -209,18 +238,6 @@ class EmulatorState:
             messages=[dict(m) for m in body.history],
             next_auto_turn_at=now + self.config.scaled(self.config.auto_turn_interval_seconds or 0.0),
         )
-        if rtc is not None and body.user_id is not None:
-            self.rooms.joined(rtc.room_id, body.user_id, now)
-        data: Json = {"AgentInstanceId": inst.instance_id}
-        if body.digital_human is not None:
-            data["DigitalHumanConfig"] = body.digital_human.client_config(rtc)
-        self.instances[inst.instance_id] = inst
-        # The clash shows once the new agent is in the room and publishing (its AgentInstanceCreated).
-        due = now + self.timing.real(self.config.created_callback_delay_ms)
-        for conflict in conflicts:
-            victim = inst.instance_id if conflict.instance_id == NEW_INSTANCE else conflict.instance_id
-            self._doomed[victim] = (due, conflict)
-        return data
 
     def _play_conflicts(self, now: float) -> None:
         for instance_id, (due, conflict) in list(self._doomed.items()):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -50,6 +51,28 @@ batching); the unbatched agentgw rate is reported beside it."""
 RTT_SAMPLES = 40
 
 
+def _sender_specs(ctx: Context, kind: str, http_url: str, session: LiveSession) -> list[dict[str, Any]]:
+    """One spec per sender worker; each numbers its callbacks from its own base (no collisions)."""
+    p = ctx.params
+    seq_base = random.randrange(10**12, 10**15)
+    return [
+        {
+            "kind": kind,
+            "url": http_url,
+            "instance_id": session.instance_id,
+            "agent_user_id": session.agent_user_id,
+            "room_id": session.room_id,
+            "concurrency": p.ingest_sender_concurrency,
+            "seconds": p.ingest_seconds,
+            "max_count": p.ingest_max_per_sender,
+            "tag": f"s{i}",
+            "seq_base": seq_base + i * 10**9,
+            "max_seconds": p.ingest_seconds + 120,
+        }
+        for i in range(p.ingest_senders)
+    ]
+
+
 async def _measure(
     ctx: Context,
     kind: str,
@@ -71,23 +94,7 @@ async def _measure(
         "latencies": False,
         "max_seconds": 600,
     }
-    seq_base = random.randrange(10**12, 10**15)
-    senders = [
-        {
-            "kind": kind,
-            "url": http_url,
-            "instance_id": session.instance_id,
-            "agent_user_id": session.agent_user_id,
-            "room_id": session.room_id,
-            "concurrency": p.ingest_sender_concurrency,
-            "seconds": p.ingest_seconds,
-            "max_count": p.ingest_max_per_sender,
-            "tag": f"s{i}",
-            "seq_base": seq_base + i * 10**9,
-            "max_seconds": p.ingest_seconds + 120,
-        }
-        for i in range(p.ingest_senders)
-    ]
+    senders = _sender_specs(ctx, kind, http_url, session)
     async with (
         await WorkerPool.start(ctx.procs, "watch", [watch]) as subscribers,
         httpx.AsyncClient(base_url=http_url, timeout=30) as client,
@@ -109,10 +116,9 @@ async def _measure(
         subscribers.broadcast("expect", n=accepted)
         (seen,) = await collect(subscribers, drain=60.0)
     window = max(r["elapsed"] for r in sent)
-    statuses: dict[str, int] = {}
+    statuses: Counter[str] = Counter()
     for r in sent:
-        for status, n in r["statuses"].items():
-            statuses[status] = statuses.get(status, 0) + n
+        statuses.update(r["statuses"])
     return {
         "round_trip_ms": summary(round_trips),
         "rate": accepted / window,
@@ -120,7 +126,7 @@ async def _measure(
         "server_cpu_utilization": cpu / window,
         "accepted": accepted,
         "window": window,
-        "statuses": statuses,
+        "statuses": dict(statuses),
         "counts": seen["counts"],
         "unique": seen["unique"],
         "errors": seen["errors"],

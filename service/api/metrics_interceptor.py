@@ -1,5 +1,5 @@
 """go-grpc-prometheus's server metrics for grpc.aio (conventions §3.4, §4.2): what the handler wrapper
-of ``service.api.interceptors`` records for every RPC.
+of ``service.api.rpc_handlers`` records for every RPC.
 
 It feeds the ``grpc_server_*`` families of :class:`service.metrics.Metrics` exactly as
 ``grpc-ecosystem/go-grpc-prometheus`` does, so dashboards and alerts written for Go and Java services

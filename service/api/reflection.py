@@ -9,7 +9,7 @@ copy of v1alpha's), so their bytes on the wire are identical. We therefore:
 * serve ``/grpc.reflection.v1.ServerReflection/ServerReflectionInfo`` with the one v1alpha
   servicer, decoding and encoding with v1alpha's (wire-identical) message classes.
 
-Both go through :class:`service.api.interceptors.RpcHandlers`, so both get metrics. Should a later
+Both go through :class:`service.api.rpc_handlers.RpcHandlers`, so both get metrics. Should a later
 grpcio-reflection (pinned below 1.86) ship its own v1 module, use it instead: importing it after
 this file was added would be a duplicate file in the pool.
 """
@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from service.api.interceptors import RpcHandlers
+from service.api.rpc_handlers import RpcHandlers
 
 __all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "reflection_services", "register_reflection"]
 

@@ -1,6 +1,6 @@
 """A SERVER span per RPC, child of the caller's W3C ``traceparent``, with the RPC semantic conventions.
 
-The server has no interceptors (``service.api.interceptors`` wraps each method handler once), so
+The server has no interceptors (``service.api.rpc_handlers`` wraps each method handler once), so
 neither has the OpenTelemetry gRPC instrumentation a place to hook in: :func:`trace_handler` wraps
 the already-wrapped handler in one more layer, **only while tracing is on** when the handler is
 registered. With tracing off the handler is returned as it is, and an RPC pays nothing at all.
@@ -81,7 +81,7 @@ def _stream(
         span, token = _start(tracer, name, attrs, context)
         failure: BaseException | None = None
         try:
-            generator: AsyncGenerator[Any, None] = inner(request, context)  # an interceptors wrapper
+            generator: AsyncGenerator[Any, None] = inner(request, context)  # an rpc_handlers wrapper
             async with aclosing(generator) as responses:
                 async for response in responses:
                     yield response
@@ -95,7 +95,7 @@ def _stream(
 
 
 def trace_handler(handler: Handler, path: str) -> Handler:
-    """``handler`` (a wrapped handler of ``service.api.interceptors``) in a span per call, if tracing
+    """``handler`` (a wrapped handler of ``service.api.rpc_handlers``) in a span per call, if tracing
     is on now; else ``handler`` itself."""
     tracer = tracing.tracer()
     if tracer is None or path.startswith(_NOT_TRACED):

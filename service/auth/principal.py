@@ -1,6 +1,6 @@
 """Who is calling: a :class:`Principal` (a name and a :class:`Role`), set once per RPC.
 
-The RPC wrapper (``service.api.interceptors``) authenticates every call to our services and sets
+The RPC wrapper (``service.api.rpc_handlers``) authenticates every call to our services and sets
 :data:`principal_var` for the rest of the call, so the domain, the audit trail and every log line
 can read the caller without it being passed through every signature.
 

@@ -70,6 +70,81 @@ def watch_request(
     )
 
 
+class _Stop(Exception):
+    """The follow loop is done (the consumer had enough, the watched session ended, or ``stop``)."""
+
+
+def _events_of(response: event_service_pb2.WatchEventsResponse) -> list[session_event_pb2.SessionEvent]:
+    item = response.WhichOneof("item")
+    if item == "event":
+        return [response.event]
+    return list(response.batch.events) if item == "batch" else []
+
+
+class _Follower:
+    """One ``follow`` loop's state: the last cursor seen, the backoff and the reconnects so far."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        request: event_service_pb2.WatchEventsRequest,
+        on_event: Callable[[session_event_pb2.SessionEvent], bool],
+        stop: threading.Event | None,
+        on_stream: Callable[[Any], None] | None,
+    ) -> None:
+        self.connection, self.request, self.on_event = connection, request, on_event
+        self.stop, self.on_stream = stop, on_stream
+        resuming = request.start == event_service_pb2.START_POSITION_AFTER_CURSOR
+        self.cursor: int | None = request.after_cursor if resuming else None
+        self.backoff = _BACKOFF_START
+        self.reconnects = 0
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def stream_once(self) -> str:
+        """Open one stream and deliver its events; returns why it ended when it should be resumed,
+        raises :class:`_Stop` when the loop is done and RpcFailure for a non-resumable error."""
+        request = self.request
+        if self.cursor is not None:
+            request.start, request.after_cursor = event_service_pb2.START_POSITION_AFTER_CURSOR, self.cursor
+        channel = self.connection.channel()
+        try:
+            stream = self.connection.stubs(channel).events.WatchEvents(request)
+            if self.on_stream is not None:
+                self.on_stream(stream)
+            return self._read(stream)
+        finally:
+            channel.close()
+
+    def _read(self, stream: Any) -> str:
+        try:
+            self._deliver(stream)
+        except grpc.RpcError as exc:
+            if self.stopped():
+                raise _Stop from None
+            if exc.code() not in RESUMABLE:
+                raise RpcFailure(exc) from None
+            return f"the stream broke ({exc.code().name})"
+        if len(self.request.filter.session_ids) == 1:
+            raise _Stop  # completed with OK after the watched session's ENDED: done
+        return "the stream ended"  # never by contract; resume rather than stop silently
+
+    def _deliver(self, stream: Any) -> None:
+        for response in stream:
+            self.backoff = _BACKOFF_START
+            if response.WhichOneof("item") == "heartbeat":
+                self.cursor = max(self.cursor or 0, response.heartbeat.cursor)
+            for event in _events_of(response):
+                self.cursor = event.cursor
+                if not self.on_event(event):
+                    stream.cancel()
+                    raise _Stop
+
+    def where(self) -> str:
+        return f"after cursor {self.cursor}" if self.cursor is not None else "from now (no cursor seen yet)"
+
+
 def follow(
     connection: Connection,
     request: event_service_pb2.WatchEventsRequest,
@@ -91,60 +166,24 @@ def follow(
     ``on_stream``. Watching one session, the stream's completion (OK, after its ENDED event)
     ends the loop.
     """
-    resuming = request.start == event_service_pb2.START_POSITION_AFTER_CURSOR
-    cursor: int | None = request.after_cursor if resuming else None
-    backoff = _BACKOFF_START
-    reconnects = 0
+    follower = _Follower(connection, request, on_event, stop, on_stream)
     while True:
-        if cursor is not None:
-            request.start, request.after_cursor = event_service_pb2.START_POSITION_AFTER_CURSOR, cursor
-        channel = connection.channel()
         try:
-            stream = connection.stubs(channel).events.WatchEvents(request)
-            if on_stream is not None:
-                on_stream(stream)
-            try:
-                for response in stream:
-                    backoff = _BACKOFF_START
-                    item = response.WhichOneof("item")
-                    batch = (
-                        [response.event]
-                        if item == "event"
-                        else list(response.batch.events)
-                        if item == "batch"
-                        else []
-                    )
-                    if item == "heartbeat":
-                        cursor = max(cursor or 0, response.heartbeat.cursor)
-                    for event in batch:
-                        cursor = event.cursor
-                        if not on_event(event):
-                            stream.cancel()
-                            return
-                if len(request.filter.session_ids) == 1:
-                    return  # completed with OK after the watched session's ENDED: done
-                why = "the stream ended"  # never by contract; resume rather than stop silently
-            except grpc.RpcError as exc:
-                if stop is not None and stop.is_set():
-                    return
-                if exc.code() not in RESUMABLE:
-                    raise RpcFailure(exc) from None
-                why = f"the stream broke ({exc.code().name})"
-        finally:
-            channel.close()
-        if stop is not None and stop.is_set():
+            why = follower.stream_once()
+        except _Stop:
             return
-        reconnects += 1
-        if max_reconnects is not None and reconnects > max_reconnects:
+        if follower.stopped():
+            return
+        follower.reconnects += 1
+        if max_reconnects is not None and follower.reconnects > max_reconnects:
             raise click.ClickException(f"{why}; gave up after {max_reconnects} reconnects")
-        where = f"after cursor {cursor}" if cursor is not None else "from now (no cursor seen yet)"
-        notify(f"agentgw: {why}; resuming {where} in {backoff:.1f}s")
+        notify(f"agentgw: {why}; resuming {follower.where()} in {follower.backoff:.1f}s")
         if stop is not None:
-            if stop.wait(backoff):
+            if stop.wait(follower.backoff):
                 return
         else:
-            sleep(backoff)
-        backoff = min(_BACKOFF_MAX, backoff * 2)
+            sleep(follower.backoff)
+        follower.backoff = min(_BACKOFF_MAX, follower.backoff * 2)
 
 
 @click.group()

@@ -18,7 +18,7 @@ from service.domain.model import EndReason, SessionRecord, SessionState
 from service.domain.zego_config import Message
 from service.domain.zego_port import ContextMessages, InstanceUpdate, Listening, Speech, TextTurn, ZegoPort
 from service.errors import FailedPrecondition
-from service.store.base import Ledger
+from service.domain.ports import Ledger
 
 __all__ = ["CONTROLLABLE", "CallControlMixin"]
 

@@ -31,9 +31,11 @@ from service.domain.events import EventType, NewEvent, normalize_callback
 from service.domain.model import SLOT_HOLDING_STATES, SessionRecord, SessionState
 from service.domain.ports import DuplicateEvent, Ledger, TransitionConflict, UnstorableValue
 from service.domain.sessions import end_reason_for_zego_code
-from service.zego.signing import verify_callback_signature
 
-__all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult", "OrphanHandler"]
+__all__ = ["CallbackIngestor", "IngestOutcome", "IngestResult", "OrphanHandler", "SignatureCheck"]
+
+SignatureCheck = Callable[[str, str, str], bool]
+"""``(timestamp, nonce, signature) -> valid``: ZEGO's callback signature check, secret bound."""
 
 log = logging.getLogger("agentgw.callbacks")
 
@@ -144,8 +146,10 @@ class CallbackIngestor:
         ledger: matches callbacks to sessions, remembers (Nonce, Signature) pairs, counts exceptions.
         events: where events are stored and published, and session transitions made.
         leaks: settles sessions flagged ``possible_leak`` that a callback shows the fate of.
-        callback_secret: ZEGO's CallbackSecret; None rejects every callback.
-        skew_seconds: how far a callback's Timestamp may be from now.
+        verify_signature: checks a callback's (Timestamp, Nonce, Signature) against ZEGO's
+            CallbackSecret (bound by the ZEGO adapter, so the domain never holds the secret); None
+            rejects every callback.
+        settings: how far a callback's Timestamp may be from now.
     """
 
     def __init__(
@@ -153,7 +157,7 @@ class CallbackIngestor:
         ledger: Ledger,
         events: EventLog,
         leaks: OrphanHandler,
-        callback_secret: str | None,
+        verify_signature: SignatureCheck | None,
         *,
         settings: CallbackSettings | None = None,
         clock: Callable[[], float] = time.time,
@@ -162,7 +166,7 @@ class CallbackIngestor:
         self._ledger = ledger
         self._events = events
         self._leaks = leaks
-        self._secret = callback_secret
+        self._verify = verify_signature
         self._skew_ms = skew_seconds * 1000
         # A pair is only accepted while its Timestamp is within the skew of now, and it was first
         # seen within the skew of that Timestamp: after 2 x skew no replay of it can pass anyway.
@@ -189,9 +193,9 @@ class CallbackIngestor:
         stamp = str(timestamp) if isinstance(timestamp, int | str) else ""
         if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 19):
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "Timestamp is not an integer")
-        if self._secret is None:
+        if self._verify is None:
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "no CallbackSecret is configured")
-        if not verify_callback_signature(self._secret, stamp, str(nonce), signature):
+        if not self._verify(stamp, str(nonce), signature):
             return IngestOutcome(IngestResult.BAD_SIGNATURE, event_name, "signature mismatch")
         if abs(now * 1000 - int(stamp)) > self._skew_ms:
             return IngestOutcome(IngestResult.STALE, event_name, "Timestamp outside the allowed skew")

@@ -48,6 +48,34 @@ class _EmbeddedServer(uvicorn.Server):
                 await asyncio.wait_for(self._exit_requested.wait(), 0.1)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``; OSError when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets created with it, and Nagle's
+    # algorithm otherwise holds every response on a kept-alive connection for ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None], name: str) -> None:
+    """Return once uvicorn serves; RuntimeError if it stopped or did not start in time."""
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
+            while not server.started:
+                if task.done():
+                    task.result()  # surfaces the start-up error
+                    raise RuntimeError(f"{name} server stopped during start-up")
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise RuntimeError(f"{name} server did not start in {STARTUP_TIMEOUT_SECONDS} s") from None
+
+
 @contextlib.asynccontextmanager
 async def serve_asgi(
     app: Any,
@@ -69,16 +97,7 @@ async def serve_asgi(
         RuntimeError: the server stopped, or did not start within 10 s.
     """
     # Bind first, so a busy port fails here with a clear OSError instead of inside uvicorn's task.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets created with it, and Nagle's
-    # algorithm otherwise holds every response on a kept-alive connection for ~40 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
+    sock = _bind(host, port)
     bound_port: int = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -98,15 +117,7 @@ async def serve_asgi(
 
     task = asyncio.create_task(serve(), name=f"uvicorn-{name}")
     try:
-        try:
-            async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
-                while not server.started:
-                    if task.done():
-                        task.result()  # surfaces the start-up error
-                        raise RuntimeError(f"{name} server stopped during start-up")
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise RuntimeError(f"{name} server did not start in {STARTUP_TIMEOUT_SECONDS} s") from None
+        await _started(server, task, name)
         if on_started is not None:
             on_started(server)
         yield bound_port

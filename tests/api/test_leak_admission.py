@@ -21,7 +21,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator, rich_error
+from tests.conftest import Emulator, eventually, rich_error
 from tests.events.helpers import callback, post
 
 CAP = 10
@@ -91,7 +91,11 @@ async def test_no_create_beyond_the_cap_while_unconfirmed_instances_may_run(
         assert replayed.state == spb.SESSION_STATE_FAILED and replayed.possible_leak
         assert replayed.end_reason == spb.END_REASON_CREATE_UNCONFIRMED
     assert await faults_left(emulator) == 1000  # ZEGO saw no create beyond the first ten
-    await asyncio.sleep(1.2)
+
+    async def lost_answers_created() -> bool:  # ZEGO creates them when their held answers go out
+        return len((await emulator.state())["instances"]) >= CAP // 2
+
+    await eventually(lost_answers_created, every=0.05)
     assert len((await emulator.state())["instances"]) == CAP // 2  # the lost answers' instances
     listed = await stub.ListSessions(api.ListSessionsRequest(), timeout=5)
     assert sum(s.possible_leak for s in listed.sessions) == CAP

@@ -11,8 +11,6 @@ default MaxIdleTime of 120 s lasts 1.2 s).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,7 +21,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator
+from tests.conftest import Emulator, eventually
 
 
 @pytest.fixture
@@ -43,15 +41,6 @@ async def stub(emulator: Emulator, gateway: Gateway, channel: grpc.aio.Channel) 
     await emulator.set_callback_url(url)
     await register_agent(emulator)
     return rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"never: {what}") from None
 
 
 async def voice_pool(stub: rpc.SessionServiceStub) -> api.PoolCapacity:
@@ -74,7 +63,7 @@ async def test_an_unknown_orphan_is_cleared_when_zego_ends_it_for_idleness(
     async def zego_runs_it() -> bool:
         return len((await emulator.state())["instances"]) == 1
 
-    await until(zego_runs_it, "ZEGO created the instance")
+    await eventually(zego_runs_it, 10, every=0.05)  # ZEGO created the instance
     [lost] = (await stub.ListSessions(api.ListSessionsRequest(), timeout=5)).sessions
     assert lost.possible_leak and not lost.agent_instance_id
     assert lost.end_reason == spb.END_REASON_CREATE_UNCONFIRMED
@@ -94,7 +83,7 @@ async def test_an_unknown_orphan_is_cleared_when_zego_ends_it_for_idleness(
     async def slot_freed() -> bool:
         return (await voice_pool(stub)).suspect == 0
 
-    await until(slot_freed, "the AgentInstanceDeleted freed the suspect slot")
+    await eventually(slot_freed, 10, every=0.05)  # the AgentInstanceDeleted freed the suspect slot
     assert (await emulator.state())["instances"] == []
     cleared = (await stub.GetSession(api.GetSessionRequest(session_id=lost.session_id), timeout=5)).session
     assert not cleared.possible_leak and cleared.state == spb.SESSION_STATE_FAILED

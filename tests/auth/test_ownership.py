@@ -22,7 +22,7 @@ from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from tests.api.sessions_helpers import register_agent, voice_request
 from tests.auth.identity import Client, Identities, identity_gateway
-from tests.conftest import Emulator, rich_error
+from tests.conftest import Emulator, eventually, rich_error
 
 NF, PD, OK = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OK
 
@@ -187,15 +187,10 @@ async def test_live_events_reach_only_their_owner_and_viewers(ids: Identities) -
 
     tasks = [asyncio.create_task(watch(who)) for who in got]
     try:
-        await asyncio.sleep(0.3)  # the streams subscribe
+        await eventually(lambda: ids.gateway.core.bus.subscriber_count == 3)  # the streams subscribe
         mine = (await create(ids["alice"], "user_a", "room_a")).session_id
         await ids["alice"].sessions.EndSession(api.EndSessionRequest(session_id=mine))
-
-        async def delivered() -> None:
-            while not (got["alice"] and got["sre"]):
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(delivered(), 10)
+        await eventually(lambda: bool(got["alice"] and got["sre"]), 10)
         await asyncio.sleep(0.3)  # time for a wrong delivery to bob to show up
         assert set(got["alice"]) == set(got["sre"]) == {mine}
         assert got["bob"] == []

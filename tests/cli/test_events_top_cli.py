@@ -212,7 +212,7 @@ async def test_top_live_loop_follows_new_events_as_they_arrive(wired: Wired) -> 
     before = await wired.active_session(voice_request(user="u1", room="r1"))
     # The view starts with one live session; a second one and its slow turn arrive while it runs.
     view = asyncio.create_task(wired.run("top", "-n", "30", "--refresh", "0.2", columns=160))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: wired.gateway.core.bus.subscriber_count == 1)  # the view follows events
     later = await wired.active_session(voice_request(user="u2", room="r2"))
     await wired.turn(later, 1, **SLOW)
     async with asyncio.timeout(30):

@@ -29,7 +29,7 @@ from agentgw_client import (
 from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
 from service.server import Gateway
 from tests.clients.conftest import Proxy
-from tests.conftest import Emulator
+from tests.conftest import Emulator, eventually
 from tests.events.helpers import callback, post
 
 AVATAR = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"
@@ -74,10 +74,7 @@ async def test_a_digital_human_call_from_create_to_ended(gw: AgentGw, emulator: 
 
     watcher = asyncio.create_task(follow())
     await emulator.user_turn(session.agent_instance_id, "Hello?")
-    for _ in range(500):  # the turn's callbacks: the agent answered
-        if any(e.HasField("llm_result") for e in got):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: any(e.HasField("llm_result") for e in got), 10)  # the agent answered
     ended = await gw.sessions.end(session.session_id)
     assert ended.state in (spb.SESSION_STATE_ENDING, spb.SESSION_STATE_ENDED)
     await asyncio.wait_for(watcher, timeout=15)  # the iterator ends by itself after `ended`
@@ -204,12 +201,6 @@ async def _post_llm(http: httpx.AsyncClient, rounds: range) -> None:
         assert response.status_code == 200
 
 
-async def _until(check: Any, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 async def test_watch_resumes_after_dropped_connections_without_gap_or_duplicate(
     wired: Gateway, proxy: Proxy
 ) -> None:
@@ -225,21 +216,21 @@ async def test_watch_resumes_after_dropped_connections_without_gap_or_duplicate(
                 got.append(event)
 
         watcher = asyncio.create_task(follow())
-        await _until(lambda: proxy.accepted >= 1)
-        await asyncio.sleep(0.2)  # the stream is open (the head cursor was read before it)
+        # The stream is open (the head cursor was read before it).
+        await eventually(lambda: proxy.accepted >= 1 and wired.core.bus.subscriber_count == 1, 10)
         await _post_llm(http, range(5))
-        await _until(lambda: len(got) >= 5)
+        await eventually(lambda: len(got) >= 5, 10)
         # Dropped, and kept down while events arrive; then dropped again right after reconnecting.
         proxy.refusing = True
         proxy.cut()
         await _post_llm(http, range(5, 10))
         await asyncio.sleep(0.5)
         proxy.refusing = False
-        await _until(lambda: proxy.accepted >= 2)
+        await eventually(lambda: proxy.accepted >= 2, 10)
         await _post_llm(http, range(10, 15))
         proxy.cut()
         await _post_llm(http, range(15, 20))
-        await _until(lambda: len(got) >= 20)
+        await eventually(lambda: len(got) >= 20, 10)
         await asyncio.sleep(0.3)  # nothing more (no duplicate) arrives late
         watcher.cancel()
     texts = [e.llm_result.text for e in got]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from service.config import SessionSettings
-from service.domain.model import SessionKind
+from service.domain.model import SessionKind, SessionState
 from service.domain.sessions import CreateSpec, SessionService
 from service.domain.zego_config import DigitalHuman
 from service.store.sqlite import SqliteLedger
@@ -28,6 +28,12 @@ AGENT_ID = "agent_domain"
 DH_ID = "63c3aa64-1d80-4b04-a0be-1c65614eb7eb"
 LIMIT = 10
 _users = itertools.count(1)
+
+
+async def create_in_flight(sessions: SessionService) -> bool:
+    """Whether one create has reserved its PENDING row and is waiting for ZEGO's answer."""
+    pending = await sessions.ledger.sessions_in_states(frozenset({SessionState.PENDING}))
+    return len(pending) == 1 and sessions.is_creating(pending[0].session_id)
 
 
 class FakeClock:

@@ -13,6 +13,7 @@ from service.errors import NotFound
 from service.zego import digital_human as dh
 from service.zego import exceptions as zx
 from service.zego.adapter import ZegoAdapter
+from tests.conftest import eventually
 
 
 class FakeZego:
@@ -122,7 +123,7 @@ async def test_concurrent_lookups_share_one_call() -> None:
     zego.gate = asyncio.Event()
     cat = catalog(zego, clock)
     waiting = [asyncio.ensure_future(cat.get("a")) for _ in range(20)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(zego.calls) == 1)  # all 20 are waiting on the one call
     zego.gate.set()
     results = await asyncio.gather(*waiting)
     assert len({id(r) for r in results}) == 1
@@ -135,7 +136,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_lookup() -> None:
     cat = catalog(zego, clock)
     impatient = asyncio.ensure_future(cat.get("a"))
     patient = asyncio.ensure_future(cat.get("a"))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(zego.calls) == 1)  # both are waiting on the one call
     impatient.cancel()
     zego.gate.set()
     assert (await patient).digital_human_id == "a"
@@ -230,9 +231,8 @@ async def test_a_failure_nobody_waits_for_is_not_reported_as_lost(caplog: pytest
     zego.fail = zx.ZegoConnectError("GetDigitalHumanInfo", "refused")
     cat = catalog(zego, clock)
     waiter = asyncio.ensure_future(cat.get("a"))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(zego.calls) == 1)
     waiter.cancel()
     zego.gate.set()
-    await asyncio.sleep(0.01)
+    await eventually(lambda: not cat._inflight)  # the lookup failed, with nobody waiting for it
     assert "never retrieved" not in caplog.text
-    assert not cat._inflight

@@ -24,10 +24,11 @@ from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
 from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
-from tests.conftest import Emulator
+from tests.conftest import Emulator, eventually
 from tests.domain.conftest import (
     AGENT_ID,
     FakeClock,
+    create_in_flight,
     delete_behind_our_back,
     make_service,
     upstream_ids,
@@ -311,7 +312,7 @@ async def test_pending_whose_create_is_in_flight_is_left_alone(
 ) -> None:
     await emulator.fault(action="CreateAgentInstance", latency_ms=300, count=1)
     creating = asyncio.create_task(sessions.create(voice_spec()))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: create_in_flight(sessions))
     clock.advance(3600)  # past any grace, yet this process is still waiting for ZEGO
 
     report = await reaper.run_once()

@@ -16,10 +16,11 @@ from service.domain.sessions import SessionService
 from service.errors import CapacityExhausted, FailedPrecondition, RequestIdReused
 from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
-from tests.conftest import Emulator
+from tests.conftest import Emulator, eventually
 from tests.domain.conftest import (
     LIMIT,
     FakeClock,
+    create_in_flight,
     delete_behind_our_back,
     dh_spec,
     live_spec,
@@ -228,7 +229,7 @@ async def test_graceful_end_is_confirmed_by_the_reaper(
 async def test_end_of_a_pending_session_is_refused(sessions: SessionService, emulator: Emulator) -> None:
     await emulator.fault(action="CreateAgentInstance", latency_ms=300, count=1)
     creating = asyncio.create_task(sessions.create(voice_spec()))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: create_in_flight(sessions))
     (pending,) = await sessions.ledger.sessions_in_states(frozenset({S.PENDING}))
 
     with pytest.raises(FailedPrecondition):

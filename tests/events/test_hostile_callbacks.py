@@ -17,6 +17,7 @@ from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from agentgw_client.gen.agentgw.v1 import session_event_pb2 as epb
 from service.server import Gateway
+from tests.conftest import eventually
 from tests.events.helpers import callback, post
 
 INSTANCE = "1912124734317838336"
@@ -246,11 +247,10 @@ async def test_values_at_the_edges_of_their_ranges_are_stored_and_convert(
 
 @pytest.mark.parametrize("max_batch_size", [0, 4])
 async def test_streams_resumes_and_list_events_go_on_around_hostile_callbacks(
-    http: httpx.AsyncClient, stub: erpc.EventServiceStub, max_batch_size: int
+    http: httpx.AsyncClient, stub: erpc.EventServiceStub, gateway: Gateway, max_batch_size: int
 ) -> None:
     live = stub.WatchEvents(eapi.WatchEventsRequest(max_batch_size=max_batch_size))
-    await live.wait_for_connection()
-    await asyncio.sleep(0.05)  # the subscription is open once the handler runs
+    await eventually(lambda: gateway.core.bus.subscriber_count == 1)
     for i, (_, event, data, _, _) in enumerate(HOSTILE):
         assert (await post(http, good(i))).status_code == 200
         assert (await post(http, encode(callback(event, INSTANCE, data)))).status_code == 400

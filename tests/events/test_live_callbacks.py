@@ -17,7 +17,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from service.store.base import StoreError
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator
+from tests.conftest import Emulator, eventually
 
 
 @pytest.fixture
@@ -51,12 +51,6 @@ async def turn(emulator: Emulator, instance_id: str, **latencies: int) -> None:
     await emulator.user_turn(instance_id, "How are you?", **latencies)
 
 
-async def wait_for(predicate: Any, what: str) -> None:
-    async with asyncio.timeout(10):
-        while not await predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_a_call_flows_from_emulator_callbacks_to_the_stream(
     wired: rpc.SessionServiceStub, emulator: Emulator, channel: grpc.aio.Channel, gateway: Gateway
 ) -> None:
@@ -66,7 +60,7 @@ async def test_a_call_flows_from_emulator_callbacks_to_the_stream(
         got = await wired.GetSession(api.GetSessionRequest(session_id=session.session_id), timeout=5)
         return bool(got.session.state == spb.SESSION_STATE_ACTIVE)
 
-    await wait_for(active, "AgentInstanceCreated")
+    await eventually(active, 10, every=0.02)  # AgentInstanceCreated
 
     def measured(n: int) -> Any:
         async def check() -> bool:
@@ -78,9 +72,9 @@ async def test_a_call_flows_from_emulator_callbacks_to_the_stream(
     # Fast, then slow (2.5 s from the end of speech to speaking); the next turn starts only after
     # the previous one was measured, or it would barge in.
     await turn(emulator, session.agent_instance_id, asr_ms=300, llm_ttft_ms=600, tts_first_frame_ms=400)
-    await wait_for(measured(1), "the first turn")
+    await eventually(measured(1), 10, every=0.02)  # the first turn
     await turn(emulator, session.agent_instance_id, asr_ms=500, llm_ttft_ms=1400, tts_first_frame_ms=600)
-    await wait_for(measured(2), "the second turn")
+    await eventually(measured(2), 10, every=0.02)  # the second turn
     await wired.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
     events = await watch_until_ended(channel, session.session_id)
 
@@ -127,7 +121,7 @@ async def test_zego_retries_deliver_at_least_once_and_store_once(
         statuses = [e.agent_status.status for e in listed.events if e.HasField("agent_status")]
         return epb.AGENT_STATE_IDLE in statuses
 
-    await wait_for(idle_after_turn, "the turn's callbacks")
+    await eventually(idle_after_turn, 10, every=0.02)  # the turn's callbacks
     stats = await emulator.callback_stats()
     assert stats["retried"] >= 2 and stats["duplicated"] == 3
     await wired.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)

@@ -24,7 +24,7 @@ from service.domain import watch as watch_domain
 from service.domain.events import Event, EventType
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator, gateway_settings, rich_error
+from tests.conftest import Emulator, eventually, gateway_settings, rich_error
 from tests.events.helpers import callback, post
 
 INSTANCE = "1912124734317838336"
@@ -74,10 +74,11 @@ async def post_llm(http: httpx.AsyncClient, n: int, start: int = 0, room: str = 
         assert response.status_code == 200
 
 
-async def test_live_events_arrive_in_order(stub: erpc.EventServiceStub, http: httpx.AsyncClient) -> None:
+async def test_live_events_arrive_in_order(
+    stub: erpc.EventServiceStub, http: httpx.AsyncClient, gateway: Gateway
+) -> None:
     call = stub.WatchEvents(eapi.WatchEventsRequest())
-    await call.wait_for_connection()
-    await asyncio.sleep(0.05)  # the subscription is open once the handler runs
+    await eventually(lambda: gateway.core.bus.subscriber_count == 1)
     await post_llm(http, 5)
     got = await collect(call, 5)
     call.cancel()
@@ -149,7 +150,7 @@ async def test_cursor_out_of_range_and_expired(
 
 
 async def test_single_session_watch_completes_after_its_end(
-    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator
+    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator, gateway: Gateway
 ) -> None:
     await register_agent(emulator)
     sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -157,7 +158,7 @@ async def test_single_session_watch_completes_after_its_end(
     call = stub.WatchEvents(
         eapi.WatchEventsRequest(filter=eapi.EventFilter(session_ids=[session.session_id]))
     )
-    await asyncio.sleep(0.05)
+    await eventually(lambda: gateway.core.bus.subscriber_count == 1)
     await sessions.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
     got = await collect(call, 10)  # the stream ends by itself
     assert [e.WhichOneof("payload") for e in got] == ["ended"]
@@ -183,7 +184,7 @@ async def test_a_slow_subscriber_is_cut_off_without_slowing_others(
     slow_channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}", options=small_window)
     slow = erpc.EventServiceStub(slow_channel).WatchEvents(audio_only)  # type: ignore[no-untyped-call]
     fast = stub.WatchEvents(audio_only)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: gateway.core.bus.subscriber_count == 2)
     fast_reader = asyncio.create_task(collect(fast, 40, timeout=20))
     for i in range(40):
         body = callback("UserAudioData", INSTANCE, {"UserId": "u", "Round": i, "Audio": audio})
@@ -368,14 +369,18 @@ async def test_batches_never_wait_to_fill(stub: erpc.EventServiceStub, http: htt
 
 
 async def test_batched_single_session_watch_completes_after_the_batch_with_its_end(
-    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator, http: httpx.AsyncClient
+    stub: erpc.EventServiceStub,
+    channel: grpc.aio.Channel,
+    emulator: Emulator,
+    http: httpx.AsyncClient,
+    gateway: Gateway,
 ) -> None:
     await register_agent(emulator)
     sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
     session = (await sessions.CreateSession(voice_request(), timeout=5)).session
     only = eapi.EventFilter(session_ids=[session.session_id])
     call = stub.WatchEvents(batched(10, filter=only))
-    await asyncio.sleep(0.05)  # the subscription is open once the handler runs
+    await eventually(lambda: gateway.core.bus.subscriber_count == 1)
     said = callback("LLMResult", session.agent_instance_id, {"Round": 1, "Text": "hello"})
     assert (await post(http, said)).status_code == 200
     await sessions.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)

@@ -23,7 +23,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator, gateway_settings, rich_error
+from tests.conftest import Emulator, eventually, gateway_settings, rich_error
 from tests.events.helpers import callback, post
 
 TIMEOUT = 5.0
@@ -65,7 +65,7 @@ async def test_a_watch_on_sessions_that_do_not_exist_is_not_found(
 
 
 async def test_a_watch_on_several_sessions_completes_once_all_have_ended(
-    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator
+    stub: erpc.EventServiceStub, channel: grpc.aio.Channel, emulator: Emulator, gateway: Gateway
 ) -> None:
     await register_agent(emulator)
     sessions = rpc.SessionServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -80,8 +80,8 @@ async def test_a_watch_on_several_sessions_completes_once_all_have_ended(
         call = stub.WatchEvents(
             eapi.WatchEventsRequest(filter=only_ends, max_batch_size=batch), timeout=TIMEOUT
         )
-        await asyncio.sleep(0.1)  # subscribed
         if batch == 0:
+            await eventually(lambda: gateway.core.bus.subscriber_count == 1)
             for sid in ids[:2]:
                 await sessions.EndSession(api.EndSessionRequest(session_id=sid), timeout=TIMEOUT)
             got: list[str] = []
@@ -118,7 +118,7 @@ async def test_a_watch_on_several_sessions_completes_once_all_have_ended(
 
 
 async def test_a_client_dropping_its_watch_logs_nothing_above_debug(
-    stub: erpc.EventServiceStub, caplog: pytest.LogCaptureFixture
+    stub: erpc.EventServiceStub, gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     for i in range(4):
@@ -129,7 +129,7 @@ async def test_a_client_dropping_its_watch_logs_nothing_above_debug(
         else:  # ... or while it waits for the next event
             await asyncio.sleep(0.02)
         call.cancel()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: gateway.core.bus.subscriber_count == 0)  # every handler has ended
     gc.collect()  # asyncio's finalizer closes abandoned generators, in a context of its own
     await asyncio.sleep(0.1)
     loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
@@ -164,7 +164,8 @@ async def test_shutdown_ends_open_streams_at_once_with_unavailable_retry_info_an
         replaying = stub.WatchEvents(eapi.WatchEventsRequest(start=eapi.START_POSITION_OLDEST))
         idle = stub.WatchEvents(eapi.WatchEventsRequest())
         seen = [m.event.cursor async for m in _first(replaying, 3)]
-        await asyncio.sleep(0.2)  # both handlers are subscribed (the idle one has sent nothing yet)
+        # Both handlers are subscribed (the idle one has sent nothing yet).
+        await eventually(lambda: gw.core.bus.subscriber_count == 2)
         started = time.monotonic()
         stopping = asyncio.create_task(gw.stop())
         errors = []
@@ -181,6 +182,11 @@ async def test_shutdown_ends_open_streams_at_once_with_unavailable_retry_info_an
     info = errors[0].get(error_details_pb2.ErrorInfo)
     assert info.metadata["resume_after_cursor"] == str(seen[-1])
     assert f"after cursor {seen[-1]}" in errors[0].message
+
+
+def _started(gw: Gateway, service: str, method: str) -> float:
+    labels = {"grpc_type": "unary", "grpc_service": f"agentgw.v1.{service}", "grpc_method": method}
+    return gw.metrics.registry.get_sample_value("grpc_server_started_total", labels) or 0.0
 
 
 async def _first(call: Any, n: int) -> AsyncIterator[eapi.WatchEventsResponse]:
@@ -203,7 +209,7 @@ async def test_callbacks_are_accepted_while_grpc_drains(long_grace: Gateway, emu
 
         agents = agent_service_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         slow = agents.GetAgent(agent_service_pb2.GetAgentRequest(agent_id="a1"), timeout=TIMEOUT)
-        await asyncio.sleep(0.3)  # the call is at ZEGO now
+        await eventually(lambda: _started(gw, "AgentService", "GetAgent") == 1)  # the call is in flight
         stopping = asyncio.create_task(gw.stop())
         await asyncio.sleep(0.2)  # gRPC is draining the slow call
         assert not stopping.done()

@@ -19,8 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from service import errors
-from service.api.interceptors import RpcHandlers
 from service.api.metrics_interceptor import preinitialize
+from service.api.rpc_handlers import RpcHandlers
 from service.metrics import Metrics
 from tests.conftest import eventually, serve_handlers
 

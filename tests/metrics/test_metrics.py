@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import pathlib
 import re
 from collections.abc import AsyncIterator
@@ -10,8 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agentgw_client.gen.agentgw.v1 import session_event_pb2
 from service.api.metrics_interceptor import GRPC_CODES, preinitialize
+from service.domain.callback_schema import Problem
+from service.domain.events import ZEGO_EVENTS, EventType
+from service.domain.ingest import IngestResult
 from service.domain.model import EndReason, NewSession, SessionKind, SessionState
+from service.domain.outcomes import CreateOutcome, TurnTrigger, ZegoStage
 from service.metrics import (
     CALLBACK_EVENTS,
     CALLBACK_PROBLEMS,
@@ -25,10 +29,12 @@ from service.metrics import (
     STAGES,
     STATES,
     TRIGGERS,
+    ZEGO_TRANSPORT_OUTCOMES,
     Metrics,
     ZegoMetricsObserver,
 )
 from service.store.sqlite import SqliteLedger
+from service.zego import exceptions as zx
 from service.zego.actions import Action, ClientObserver
 
 T0 = 1_700_000_000.0
@@ -253,19 +259,40 @@ def test_zego_codes_cannot_grow_without_bound(metrics: Metrics) -> None:
 
 
 def test_event_types_match_the_proto_enum() -> None:
-    try:
-        pb = importlib.import_module("agentgw_client.gen.agentgw.v1.session_event_pb2")
-    except ImportError:
-        pytest.skip("session_event_pb2 is not generated in this tree")
     names = [
-        n.removeprefix("EVENT_TYPE_").lower() for n in pb.EventType.keys() if not n.endswith("UNSPECIFIED")
+        n.removeprefix("EVENT_TYPE_").lower()
+        for n in session_event_pb2.EventType.keys()
+        if not n.endswith("UNSPECIFIED")
     ]
-    assert tuple(names) == EVENT_TYPES
+    assert tuple(names) == EVENT_TYPES == tuple(EventType)
 
 
-def test_end_reasons_and_kinds_follow_the_domain() -> None:
+def test_vocabularies_follow_the_domain() -> None:
     assert END_REASONS == tuple(r.value.lower() for r in EndReason)
     assert KINDS == ("voice", "digital_human", "live_digital_human")
+    assert CREATE_OUTCOMES == tuple(CreateOutcome)
+    assert TRIGGERS == tuple(TurnTrigger)
+    assert STAGES == tuple(ZegoStage)
+    assert CALLBACK_RESULTS == tuple(IngestResult)
+    assert CALLBACK_PROBLEMS == tuple(Problem)
+    assert CALLBACK_EVENTS == (*ZEGO_EVENTS, "unknown")
+    transport = (zx.ZegoTimeout, zx.ZegoConnectError, zx.ZegoProtocolError, zx.ZegoDeadlineExceeded)
+    assert ZEGO_TRANSPORT_OUTCOMES == tuple(cls("Action", "m").outcome for cls in transport)
+
+
+def test_label_values_dashboards_depend_on() -> None:
+    """Renaming a value breaks dashboards, alert rules and history: these are spelled out."""
+    assert set(CREATE_OUTCOMES) == set(
+        "created replayed rejected_capacity rejected_quota failed_upstream failed_unconfirmed invalid".split()
+    )
+    assert set(CALLBACK_EVENTS) == set(
+        "AgentInstanceCreated AgentInstanceDeleted AgentInstanceStatus AgentInstanceMetaInfo AgentSpeakAction"
+        " ASRResult LLMResult Exception Interrupted UserSpeakAction UserAudioData unknown".split()
+    )
+    assert CALLBACK_RESULTS == ("accepted", "duplicate", "bad_signature", "stale", "replayed", "malformed")
+    assert TRIGGERS == ("user_speech", "send_text", "speak")
+    assert STAGES == ("llm_ttft", "tts_first_frame", "total")
+    assert "user_absent" in END_REASONS and "max_duration" in END_REASONS
 
 
 def _new(n: int, kind: SessionKind) -> NewSession:

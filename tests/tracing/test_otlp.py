@@ -18,8 +18,8 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import tracing
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import Emulator, gateway_settings
-from tests.events.test_live_callbacks import wait_for, watch_until_ended
+from tests.conftest import Emulator, eventually, gateway_settings
+from tests.events.test_live_callbacks import watch_until_ended
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -85,7 +85,7 @@ async def test_spans_reach_an_otlp_receiver_with_propagation_and_links(
                 got = await stub.GetSession(api.GetSessionRequest(session_id=session.session_id), timeout=5)
                 return bool(got.session.state == spb.SESSION_STATE_ACTIVE)
 
-            await wait_for(active, "AgentInstanceCreated")
+            await eventually(active, 10, every=0.02)  # AgentInstanceCreated
             await stub.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
             events = await watch_until_ended(channel, session.session_id)
     # Stopping the gateway flushed its spans and turned tracing off again.

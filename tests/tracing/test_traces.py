@@ -26,8 +26,8 @@ from service.zego import models as m
 from service.zego.client import ZegoClient
 from service.zego.exceptions import ZegoConnectError, ZegoInstanceNotFound
 from tests.api.sessions_helpers import register_agent, voice_request
-from tests.conftest import SERVER_SECRET, Emulator
-from tests.events.test_live_callbacks import turn, wait_for, watch_until_ended
+from tests.conftest import SERVER_SECRET, Emulator, eventually
+from tests.events.test_live_callbacks import turn, watch_until_ended
 from tests.tracing.conftest import Spans
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -90,10 +90,10 @@ async def test_a_call_is_traced_from_the_caller_through_zego_and_back(
         got = await wired.GetSession(api.GetSessionRequest(session_id=session.session_id), timeout=5)
         return bool(got.session.turn_stats.turns == 1)
 
-    await wait_for(active, "AgentInstanceCreated")
+    await eventually(active, 10, every=0.02)  # AgentInstanceCreated
     # 2.5 s from the end of speech to speaking: over the 1.5 s budget.
     await turn(emulator, session.agent_instance_id, asr_ms=500, llm_ttft_ms=1400, tts_first_frame_ms=600)
-    await wait_for(measured, "the turn")
+    await eventually(measured, 10, every=0.02)  # the turn
     await wired.EndSession(api.EndSessionRequest(session_id=session.session_id), timeout=5)
     events = await watch_until_ended(channel, session.session_id)
 
@@ -301,7 +301,7 @@ async def test_callbacks_after_a_restart_still_link_to_the_create(
         async def asr_traced() -> bool:
             return bool(spans.named("ZEGO callback ASRResult"))
 
-        await wait_for(asr_traced, "the turn's ASRResult callback")
+        await eventually(asr_traced, 10, every=0.02)  # the turn's ASRResult callback
     [asr] = spans.named("ZEGO callback ASRResult")
     assert [(format(li.context.trace_id, "032x"), li.context.span_id) for li in asr.links] == [
         (CALLER_TRACE, create.context.span_id)
@@ -320,13 +320,13 @@ async def test_a_cancelled_stream_ends_its_span_cleanly(
     async def subscribed() -> bool:
         return gateway.core.bus.subscriber_count == 1
 
-    await wait_for(subscribed, "the subscription")
+    await eventually(subscribed, 10, every=0.02)  # the subscription
     call.cancel()
 
     async def ended() -> bool:
         return bool(spans.named("agentgw.v1.EventService/WatchEvents"))
 
-    await wait_for(ended, "the stream's span")
+    await eventually(ended, 10, every=0.02)  # the stream's span
     [span] = spans.named("agentgw.v1.EventService/WatchEvents")
     assert (span.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
     assert span.status.status_code is StatusCode.UNSET

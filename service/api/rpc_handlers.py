@@ -11,8 +11,8 @@ Every method, health and reflection included, gets go-grpc-prometheus's metrics
 (``service.api.metrics_interceptor``), recorded after the error mapping below, so they see the
 status the caller gets. Our own services (``/agentgw.v1.*``) also get:
 
-* a request id: the caller's ``x-request-id`` if it is 1-64 printable characters, else a new one
-  (:func:`new_request_id`). It is set in ``service.logs.request_id_var`` for every log line of the
+* a request id (``service.api.request_ids``): the caller's ``x-request-id`` if it is 1-64 printable
+  characters, else a new one. It is set in ``service.logs.request_id_var`` for every log line of the
   call and sent back as trailing metadata ``x-request-id``, on success and on error, unary or stream;
 * one ``rpc ok`` log line per successful unary call, built only when INFO is enabled;
 * rich errors: an exception escaping the handler becomes a ``google.rpc.Status`` by
@@ -32,6 +32,8 @@ request-id contextvar token cannot be reset (and need not be: the call's task, a
 While tracing is on, each wrapped handler gets one more layer outside it, a span per call
 (``service.api.rpc_tracing``); while it is off, nothing.
 
+(This module was ``service.api.interceptors``; it never held a ``grpc.aio.ServerInterceptor``.)
+
 Usage::
 
     handlers = RpcHandlers(metrics)
@@ -45,12 +47,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import itertools
 import logging
-import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -60,18 +60,19 @@ from service import errors
 from service.api.audit import AUDITED_METHODS, AuditHook
 from service.api.common import Context
 from service.api.metrics_interceptor import CountingContext, Recorder, counted, rpc_type
+from service.api.request_ids import REQUEST_ID_HEADER, request_id_of
 from service.api.rpc_tracing import trace_handler
 from service.api.status import to_status
 from service.auth.authenticator import Authenticator
 from service.auth.principal import principal_var
+from service.domain.audit import PendingAudit
 from service.logs import request_id_var
 from service.metrics import Metrics
 
-__all__ = ["REQUEST_ID_HEADER", "RpcHandlers", "Undecodable", "new_request_id"]
+__all__ = ["RpcHandlers", "Undecodable"]
 
 log = logging.getLogger("agentgw.rpc")
 
-REQUEST_ID_HEADER = "x-request-id"
 _OUR_PREFIX = "/agentgw.v1."
 _DEADLINE_SLACK_SECONDS = 0.1
 
@@ -80,37 +81,6 @@ Authenticate: TypeAlias = "Callable[[Context], Awaitable[None]] | None"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _DETAILS_KEY: str = rpc_status.GRPC_DETAILS_METADATA_KEY  # type: ignore[attr-defined]
 S = TypeVar("S")
-
-
-class _RequestIds:
-    """A random per-process prefix and a counter: 32 hex characters, unique, no syscall per id."""
-
-    def __init__(self) -> None:
-        self.reseed()
-
-    def reseed(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._counter = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-new_request_id = _RequestIds()
-"""A new request id: ``new_request_id()``."""
-os.register_at_fork(after_in_child=new_request_id.reseed)  # a forked child must not repeat its parent's ids
-
-
-def _request_id(context: Context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if (
-            key == REQUEST_ID_HEADER
-            and isinstance(value, str)
-            and 0 < len(value) <= 64
-            and value.isprintable()
-        ):
-            return value
-    return new_request_id()
 
 
 class Undecodable:
@@ -177,31 +147,59 @@ async def _fail(
     raise AssertionError("abort returned")  # it raises AbortError
 
 
-def _unary_response(
-    rec: Recorder,
-    behavior: Callable[..., Any],
-    method: str,
-    ours: bool,
-    streaming_request: bool,
-    authenticate: Authenticate = None,
-    audit: AuditHook | None = None,
-) -> Callable[[Any, Context], Any]:
-    """The wrapper of a unary-unary or stream-unary handler. ``audit`` (mutating RPCs only) hears
-    how each call ended, after the handler and before the caller gets the answer."""
+@dataclass(frozen=True, slots=True)
+class _Method:
+    """What the wrapper of one method knows: its metrics, its handler, and what it adds."""
+
+    rec: Recorder
+    behavior: Callable[..., Any]
+    path: str
+    ours: bool
+    """One of our services (``/agentgw.v1.*``): request id, authentication, rich errors."""
+    streaming_request: bool
+    authenticate: Authenticate = None
+    audit: AuditHook | None = None
+    """Mutating RPCs only: hears how each call ended, before the caller gets the answer."""
+
+
+def _open_call(method: _Method, context: Context) -> tuple[str, contextvars.Token[str | None] | None]:
+    """For our services: the call's request id, set for its log lines and in its trailers."""
+    if not method.ours:
+        return "", None
+    rid = request_id_of(context)
+    token = request_id_var.set(rid)
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+    return rid, token
+
+
+def _audit_status(
+    method: _Method, pending: PendingAudit | None, request: Any, rid: str
+) -> Callable[[grpc.StatusCode], Awaitable[None]] | None:
+    """What :func:`_fail` calls with the status of a failed audited call."""
+    hook = method.audit
+    if hook is None:
+        return None
+
+    async def on_status(code: grpc.StatusCode) -> None:
+        await hook.end(pending, method.path, request, None, code.name, rid)
+
+    return on_status
+
+
+def _unary_response(method: _Method) -> Callable[[Any, Context], Any]:
+    """The wrapper of a unary-unary or stream-unary handler."""
+    rec, behavior, path = method.rec, method.behavior, method.path
+    audit, authenticate = method.audit, method.authenticate
 
     async def wrapper(request: Any, context: Context) -> Any:
         rec.started.inc()
         handler_context: Any = context
-        if streaming_request:
+        if method.streaming_request:
             request, handler_context = counted(request, rec), CountingContext(context, rec)
         else:
             rec.received.inc()
         started = time.perf_counter()
-        rid, token = "", None
-        if ours:
-            rid = _request_id(context)
-            token = request_id_var.set(rid)
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        rid, token = _open_call(method, context)
         pending = None
         try:
             try:
@@ -210,28 +208,22 @@ def _unary_response(
                 if isinstance(request, Undecodable):
                     raise request.invalid()
                 if audit is not None:
-                    pending = audit.begin(method, request, rid)
+                    pending = audit.begin(path, request, rid)
                 response = behavior(request, handler_context)
                 if inspect.isawaitable(response):
                     response = await response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours and not isinstance(request, Undecodable):
+                if not method.ours and not isinstance(request, Undecodable):
                     raise
-                on_status = None
-                if audit is not None:
-                    hook, begun = audit, pending
-
-                    async def on_status(code: grpc.StatusCode) -> None:
-                        await hook.end(begun, method, request, None, code.name, rid)
-
-                await _fail(exc, method, rid, context, on_status)
+                await _fail(exc, path, rid, context, _audit_status(method, pending, request, rid))
             if audit is not None:
-                await audit.end(pending, method, request, response, "OK", rid)
-            if ours and log.isEnabledFor(logging.INFO):
-                ms = round((time.perf_counter() - started) * 1e3, 2)
-                log.info("rpc ok", extra={"method": method, "ms": ms})
+                await audit.end(pending, path, request, response, "OK", rid)
+            if method.ours and log.isEnabledFor(logging.INFO):
+                log.info(
+                    "rpc ok", extra={"method": path, "ms": round((time.perf_counter() - started) * 1e3, 2)}
+                )
         except BaseException as exc:  # incl. AbortError and CancelledError: recorded, then re-raised
             rec.finish(context, exc, started)
             raise
@@ -244,32 +236,22 @@ def _unary_response(
     return wrapper
 
 
-def _stream_response(
-    rec: Recorder,
-    behavior: Callable[..., Any],
-    method: str,
-    ours: bool,
-    streaming_request: bool,
-    authenticate: Authenticate = None,
-) -> Callable[[Any, Context], AsyncIterator[Any]]:
+def _stream_response(method: _Method) -> Callable[[Any, Context], AsyncIterator[Any]]:
     """The wrapper of a unary-stream or stream-stream handler, yield-style or write-style."""
+    rec, behavior = method.rec, method.behavior
 
     async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
         rec.started.inc()
-        if streaming_request:
+        if method.streaming_request:
             request = counted(request, rec)
         else:
             rec.received.inc()
         started = time.perf_counter()
-        rid, token = "", None
-        if ours:
-            rid = _request_id(context)
-            token = request_id_var.set(rid)
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        rid, token = _open_call(method, context)
         try:
             try:
-                if authenticate is not None:
-                    await authenticate(context)
+                if method.authenticate is not None:
+                    await method.authenticate(context)
                 if isinstance(request, Undecodable):
                     raise request.invalid()
                 result = behavior(request, CountingContext(context, rec))
@@ -287,9 +269,9 @@ def _stream_response(
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not ours and not isinstance(request, Undecodable):
+                if not method.ours and not isinstance(request, Undecodable):
                     raise
-                await _fail(exc, method, rid, context)
+                await _fail(exc, method.path, rid, context)
         except BaseException as exc:  # incl. AbortError, CancelledError, GeneratorExit: re-raised
             rec.finish(context, exc, started)
             raise
@@ -335,21 +317,25 @@ def _wrap(
         "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
+
+    def method(behavior: Callable[..., Any], streaming_request: bool, audited: bool = False) -> _Method:
+        return _Method(rec, behavior, path, ours, streaming_request, authenticate, audit if audited else None)
+
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(rec, handler.unary_unary, path, ours, False, authenticate, audit), **codecs
+            _unary_response(method(handler.unary_unary, False, audited=True)), **codecs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(rec, handler.stream_unary, path, ours, True, authenticate), **codecs
+            _unary_response(method(handler.stream_unary, True)), **codecs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(rec, handler.unary_stream, path, ours, False, authenticate), **codecs
+            _stream_response(method(handler.unary_stream, False)), **codecs
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _stream_response(rec, handler.stream_stream, path, ours, True, authenticate), **codecs
+            _stream_response(method(handler.stream_stream, True)), **codecs
         )
     return handler
 

@@ -20,7 +20,8 @@ from agentgw_client.gen.agentgw.v1 import agent_pb2, agent_service_pb2
 from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service import errors
-from service.api.interceptors import REQUEST_ID_HEADER, RpcHandlers, new_request_id
+from service.api.request_ids import REQUEST_ID_HEADER, new_request_id
+from service.api.rpc_handlers import RpcHandlers
 from service.logs import current_request_id
 from service.metrics import Metrics
 from service.server import Gateway
