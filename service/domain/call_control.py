@@ -15,10 +15,10 @@ from typing import TypeVar
 from service.domain import zego_errors as zx
 from service.domain.access import check_session_change
 from service.domain.model import EndReason, SessionRecord, SessionState
+from service.domain.ports import Ledger
 from service.domain.zego_config import Message
 from service.domain.zego_port import ContextMessages, InstanceUpdate, Listening, Speech, TextTurn, ZegoPort
 from service.errors import FailedPrecondition
-from service.domain.ports import Ledger
 
 __all__ = ["CONTROLLABLE", "CallControlMixin"]
 
