@@ -21,10 +21,12 @@ import asyncio
 import itertools
 import os
 import pathlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import pytest
 
 from service.store.postgres import PostgresLedger
@@ -98,6 +100,21 @@ def database_url(ledger_backend: str, request: pytest.FixtureRequest) -> Iterato
 
 
 LedgerFactory = Callable[..., Any]
+
+
+async def table_rows(db_path: pathlib.Path, database_url: str | None, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a plain SELECT, read beside the gateway: from its SQLite file, or its database."""
+    if database_url is None:
+        conn = sqlite3.connect(db_path, timeout=5)
+        try:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(database_url)
+    try:
+        return [tuple(row) for row in await pg.fetch(sql)]
+    finally:
+        await pg.close()
 
 
 @pytest.fixture
