@@ -427,3 +427,16 @@ async def test_an_audited_change_commits_with_its_record_and_a_rollback_takes_bo
     assert (done.code, done.agent_id) == ("OK", "a")
     assert pending_audit.get() is None
     assert await other.purge_audit(2000.0) == 1
+
+
+async def test_a_call_waiting_for_a_connection_of_an_exhausted_pool_is_unavailable(url: str) -> None:
+    options = PoolOptions(min_size=1, max_size=1, statement_timeout_seconds=0.2, connect_timeout_seconds=0.2)
+    ledger = PostgresLedger(url, options=options)
+    await ledger.open()
+    try:
+        async with ledger.database._live_pool().acquire():  # the only connection is busy
+            with pytest.raises(StoreUnavailable):
+                await ledger.get_session("s-0001")
+        assert await ledger.get_session("s-0001") is None  # free again: served
+    finally:
+        await ledger.close()
