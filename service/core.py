@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from service.auth.principal import current_principal
-from service.config import RetentionSettings, Settings, ZegoSettings
+from service.config import LedgerSettings, RetentionSettings, Settings, ZegoSettings, redact_url
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
@@ -24,11 +24,13 @@ from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.leaks import LeakPolicy
 from service.domain.model import SessionKind
+from service.domain.ports import Ledger
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
 from service.domain.watch import EventWatch
 from service.metrics import Metrics, ZegoMetricsObserver
+from service.store.postgres import PoolOptions, PostgresLedger
 from service.store.sqlite import SqliteLedger
 from service.zego.adapter import ZegoAdapter
 from service.zego.client import ZegoClient
@@ -46,7 +48,7 @@ RETENTION_INTERVAL_SECONDS = 60.0
 class Core:
     """The wired domain services."""
 
-    ledger: SqliteLedger
+    ledger: Ledger
     zego: ZegoClient
     bus: EventBus
     events: EventLog
@@ -126,12 +128,26 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
 
 
-async def _open_ledger(settings: Settings, stack: contextlib.AsyncExitStack) -> SqliteLedger:
-    settings.ledger.db_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SqliteLedger(settings.ledger.db_path)
+async def _open_ledger(settings: Settings, stack: contextlib.AsyncExitStack) -> Ledger:
+    """Open the ledger the settings select: PostgreSQL with ``database_url`` (shareable by a fleet;
+    no file lock), else the SQLite file (one owner, under its lock)."""
+    ledger = _ledger_for(settings.ledger)
     await ledger.open()
     stack.push_async_callback(ledger.close)
     return ledger
+
+
+def _ledger_for(settings: LedgerSettings) -> Ledger:
+    if settings.database_url is not None:
+        url = settings.database_url.reveal()
+        options = PoolOptions(
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        )
+        return PostgresLedger(url, options=options, name=redact_url(url))
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteLedger(settings.db_path)
 
 
 def _zego_client(settings: ZegoSettings, metrics: Metrics, quotas: QuotaPolicy | None) -> ZegoClient:
@@ -152,7 +168,7 @@ def _zego_client(settings: ZegoSettings, metrics: Metrics, quotas: QuotaPolicy |
 def _session_service(
     settings: Settings,
     zego: ZegoAdapter,
-    ledger: SqliteLedger,
+    ledger: Ledger,
     events: EventLog,
     metrics: Metrics,
     quotas: QuotaPolicy | None,
@@ -201,7 +217,7 @@ def _fair_limiter(settings: ZegoSettings, quotas: QuotaPolicy | None) -> FairRat
 
 
 @contextlib.asynccontextmanager
-async def _retention(ledger: SqliteLedger, settings: RetentionSettings) -> AsyncIterator[None]:
+async def _retention(ledger: Ledger, settings: RetentionSettings) -> AsyncIterator[None]:
     """Purge events past retention, request ids past their window and expired callback nonces,
     once a minute."""
 

@@ -208,6 +208,15 @@ class StoreError(AgentGwError):
     reason = "LEDGER_UNAVAILABLE"
 
 
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached right now (connection lost or refused, a restart or a
+    failover, a statement or pool timeout): retry later, in ``retry_after_seconds``."""
+
+    def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class UnstorableValue(StoreError):
     """A value the store cannot hold (an integer beyond 64 bits, text that is not Unicode, JSON that
     fails a CHECK): the input is at fault, so retrying it cannot help."""

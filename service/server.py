@@ -98,7 +98,8 @@ class Gateway:
         self._start_tracing()
         settings = self.settings
         # One ledger, one owner: refuse before anything starts (the ledger's own lock is the guarantee).
-        LedgerLock.probe(settings.ledger.db_path)
+        if settings.ledger.database_url is None:  # a PostgreSQL ledger is shared by design
+            LedgerLock.probe(settings.ledger.db_path)
         # Fail before anything starts, with the address named, rather than with gRPC's C-core
         # line or uvicorn's unnamed OSError half-way through start-up.
         check_listeners(settings.listen)

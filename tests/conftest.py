@@ -22,6 +22,8 @@ from service.server import Gateway
 from zego_emulator.config import EmulatorConfig
 from zego_emulator.testing import RunningEmulator, emulator_for
 
+pytest_plugins = ["tests.backends"]
+
 APP_ID = 424242
 SERVER_SECRET = "0123456789abcdef0123456789abcdef"
 CALLBACK_SECRET = "callback-secret-for-tests"
@@ -54,7 +56,11 @@ async def emulator(emulator_overrides: dict[str, Any]) -> AsyncIterator[Emulator
         yield emulator
 
 
-def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Settings:
+def gateway_settings(
+    emulator: Emulator, db_path: Path, database_url: str | None = None, **overrides: Any
+) -> Settings:
+    """The gateway's settings for tests; ``database_url`` (the ``database_url`` fixture) selects
+    the PostgreSQL ledger, None the SQLite file at ``db_path``."""
     values: dict[str, Any] = {
         "zego_app_id": APP_ID,
         "zego_server_secret": Secret(SERVER_SECRET),
@@ -66,6 +72,8 @@ def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Set
         "db_path": db_path,
         "shutdown_grace_seconds": 0.5,
     }
+    if database_url is not None:
+        values["database_url"] = Secret(database_url)
     values.update(overrides)
     return Settings.from_flat(**values)
 
@@ -78,9 +86,10 @@ def gateway_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def gateway(
-    emulator: Emulator, tmp_path: Path, gateway_overrides: dict[str, Any]
+    emulator: Emulator, tmp_path: Path, gateway_overrides: dict[str, Any], database_url: str | None
 ) -> AsyncIterator[Gateway]:
-    async with Gateway(gateway_settings(emulator, tmp_path / "ledger.db", **gateway_overrides)) as gw:
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url, **gateway_overrides)
+    async with Gateway(settings) as gw:
         yield gw
 
 

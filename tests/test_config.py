@@ -227,7 +227,7 @@ def test_from_flat_takes_the_public_keys() -> None:
         Settings.from_flat(voice_limits=2)
 
 
-def test_the_database_url_is_masked_and_not_used_yet() -> None:
+def test_the_database_url_is_masked() -> None:
     url = "postgresql://agentgw:hunter2@db.internal/agentgw"
     settings = load_settings([], {"AGENTGW_DATABASE_URL": url})
     assert settings.ledger.database_url == Secret(url)

@@ -35,7 +35,7 @@ from service.config.sections import (
     ZegoSettings,
 )
 from service.config.settings import Leaf, Settings, leaves
-from service.config.values import ConfigError, Secret
+from service.config.values import ConfigError, Secret, redact_url
 
 __all__ = [
     "ENV_PREFIX",
@@ -63,4 +63,5 @@ __all__ = [
     "env_names",
     "leaves",
     "load_settings",
+    "redact_url",
 ]

@@ -147,6 +147,11 @@ def _check_consistency(settings: Settings) -> None:
     if (zego.app_id is None) != (zego.server_secret is None):
         missing = "zego_server_secret" if zego.server_secret is None else "zego_app_id"
         raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")
+    if settings.ledger.pool_min_size > settings.ledger.pool_max_size:
+        raise ConfigError(
+            f"{env_name('db_pool_min_size')}: must not exceed {env_name('db_pool_max_size')}"
+            f" ({settings.ledger.pool_max_size})"
+        )
     if leaks.retry_max_seconds < leaks.retry_initial_seconds:
         raise ConfigError(
             f"{env_name('leak_retry_max_seconds')}: must not be below "

@@ -202,11 +202,30 @@ class LedgerSettings:
     database_url: Secret | None = setting(
         None,
         v.database_url,
-        "PostgreSQL ledger URL (reserved for the fleet; not used yet).",
+        "PostgreSQL ledger URL (postgresql://user@host:5432/db). Unset: SQLite.",
         key="database_url",
     )
-    """A ``postgresql://`` URL for a shared ledger. Masked, since it carries the password. Not used
-    yet: the SQLite file at ``db_path`` is the ledger."""
+    """Set: the ledger is this PostgreSQL database, which several replicas may share (a fleet);
+    ``db_path`` then holds no ledger. Masked like every secret (it may carry a password)."""
+
+    pool_min_size: int = setting(
+        1, v.non_negative_int, "PostgreSQL connections kept open.", key="db_pool_min_size"
+    )
+    """Connections the PostgreSQL ledger's pool keeps open when idle."""
+
+    pool_max_size: int = setting(
+        10, v.positive_int, "Most PostgreSQL connections at once.", key="db_pool_max_size"
+    )
+    """Upper bound of the PostgreSQL ledger's pool (per replica: mind the server's max_connections)."""
+
+    statement_timeout_seconds: float = setting(
+        5.0,
+        v.positive_float,
+        "PostgreSQL statement_timeout of the ledger's connections.",
+        key="db_statement_timeout_seconds",
+    )
+    """A ledger statement running (or waiting for a lock) longer than this is cancelled and the call
+    fails UNAVAILABLE; transactions idle this long (x4) are ended by the server."""
 
 
 @dataclass(frozen=True)

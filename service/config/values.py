@@ -102,10 +102,21 @@ def secret(raw: str) -> Secret:
 
 
 def database_url(raw: str) -> Secret:
-    # The URL carries the database password: masked like any secret.
-    if not raw.startswith(("postgresql://", "postgres://")):
-        raise ValueError("must be a postgresql:// URL")
+    # Never echo the value: it may hold a password.
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest:
+        raise ValueError("must be a postgresql:// URL, e.g. postgresql://user@host:5432/agentgw")
     return Secret(raw)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url if sep else "***"
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def listen(raw: str) -> str:

@@ -16,6 +16,7 @@ from service.domain.ports import (
     TransitionConflict,
     UnstorableValue,
 )
+from service.errors import StoreUnavailable
 
 __all__ = [
     "Capacity",
@@ -23,6 +24,7 @@ __all__ = [
     "Ledger",
     "ReserveOutcome",
     "StoreError",
+    "StoreUnavailable",
     "TransitionConflict",
     "UnstorableValue",
 ]
