@@ -145,3 +145,13 @@ async def test_always_held_is_held(name: str) -> None:
     await asyncio.wait_for(lease.acquired(), 1)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(lease.lost(), 0.05)
+
+
+@pytest.mark.parametrize("name", ["x", "reaper"])  # "x" has a negative key: its check must match too
+async def test_the_holder_keeps_the_lease_across_checks(pg_url: str, name: str) -> None:
+    changes = Changes()
+    async with PgAdvisoryLease(pg_url, name=name, retry_seconds=RETRY, check_seconds=0.05, observer=changes) as a:
+        await _eventually(lambda: a.held, BOUND)
+        await asyncio.sleep(0.5)  # ten checks
+        assert a.held
+    assert changes.seen == [(name, True)]
