@@ -74,7 +74,9 @@ def turn_started_event(record: SessionRecord, trigger: str, round_: int, started
 def turn_start_of(event: Event) -> tuple[str, str, int, float] | None:
     """``(session_id, trigger, round, started_at)`` of a turn-start event; None for any other."""
     data = event.data
-    if not (event.hidden and event.event_type is EventType.AGENT_STATUS and data.get("status") == TURN_STARTED):
+    if not (
+        event.hidden and event.event_type is EventType.AGENT_STATUS and data.get("status") == TURN_STARTED
+    ):
         return None
     trigger, started_at = data.get("trigger"), data.get("started_at")
     if event.session_id is None or event.round is None or not isinstance(trigger, str):

@@ -29,13 +29,17 @@ class TableLog:
     async def append(self, n: int, *, notify: bool = True, hidden: bool = False) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             for _ in range(n):
-                await conn.execute("INSERT INTO log (received_at, hidden) VALUES ($1, $2)", time.time(), hidden)
+                await conn.execute(
+                    "INSERT INTO log (received_at, hidden) VALUES ($1, $2)", time.time(), hidden
+                )
             if notify:
                 await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
     async def log_after(self, after: int, limit: int) -> Sequence[Event]:
         rows = await self.pool.fetch(
-            "SELECT cursor, received_at, hidden FROM log WHERE cursor > $1 ORDER BY cursor LIMIT $2", after, limit
+            "SELECT cursor, received_at, hidden FROM log WHERE cursor > $1 ORDER BY cursor LIMIT $2",
+            after,
+            limit,
         )
         return [
             Event(
@@ -64,7 +68,8 @@ class TableLog:
 async def table_log(pg_url: str) -> AsyncIterator[TableLog]:
     async with asyncpg.create_pool(pg_url, min_size=1, max_size=4) as pool:
         await pool.execute(
-            "CREATE TABLE log (cursor bigserial PRIMARY KEY, received_at float8 NOT NULL, hidden bool NOT NULL)"
+            "CREATE TABLE log (cursor bigserial PRIMARY KEY, received_at float8 NOT NULL,"
+            " hidden bool NOT NULL)"
         )
         yield TableLog(pool)
 
@@ -100,7 +105,9 @@ async def test_a_lost_notify_is_recovered_by_the_read_and_the_listener_reconnect
     poll = 0.5
     seen: list[int] = []
     async with EventBus() as bus:
-        tailer = PgEventTailer(pg_url, table_log, bus, poll_seconds=poll, observers=[lambda e: seen.append(e.cursor)])
+        tailer = PgEventTailer(
+            pg_url, table_log, bus, poll_seconds=poll, observers=[lambda e: seen.append(e.cursor)]
+        )
         async with tailer:
             await _eventually(lambda: tailer.listening)
             first_pid = tailer.listen_pid

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -92,21 +91,22 @@ asyncio.run(main())
 
 
 async def test_failover_when_the_holder_process_is_killed(pg_url: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, pg_url], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, pg_url, stdout=asyncio.subprocess.PIPE, cwd=os.getcwd()
     )
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        assert line.strip() == "held"
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.strip() == b"held"
         async with PgAdvisoryLease(pg_url, retry_seconds=RETRY, check_seconds=CHECK) as mine:
             await asyncio.sleep(3 * RETRY)
             assert not mine.held
             proc.send_signal(signal.SIGKILL)
             assert await _eventually(lambda: mine.held, BOUND) < BOUND
     finally:
-        proc.kill()
-        proc.wait(10)
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def test_duties_run_only_while_held_and_again_after_a_takeover(pg_url: str) -> None:
@@ -150,7 +150,9 @@ async def test_always_held_is_held(name: str) -> None:
 @pytest.mark.parametrize("name", ["x", "reaper"])  # "x" has a negative key: its check must match too
 async def test_the_holder_keeps_the_lease_across_checks(pg_url: str, name: str) -> None:
     changes = Changes()
-    async with PgAdvisoryLease(pg_url, name=name, retry_seconds=RETRY, check_seconds=0.05, observer=changes) as a:
+    async with PgAdvisoryLease(
+        pg_url, name=name, retry_seconds=RETRY, check_seconds=0.05, observer=changes
+    ) as a:
         await _eventually(lambda: a.held, BOUND)
         await asyncio.sleep(0.5)  # ten checks
         assert a.held

@@ -26,7 +26,9 @@ _cursors = itertools.count(1)
 async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
     store = SqliteLedger(tmp_path / "l.db")
     await store.open()
-    new = NewSession(SID, SessionKind.VOICE, "a", "u", "r", "au", "as", "us", {"team": "x"}, 60, None, None, 0.0)
+    new = NewSession(
+        SID, SessionKind.VOICE, "a", "u", "r", "au", "as", "us", {"team": "x"}, 60, None, None, 0.0
+    )
     await store.reserve_session(new, 10)
     yield store
     await store.close()
