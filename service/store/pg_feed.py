@@ -31,8 +31,10 @@ from typing import Any, Protocol
 import asyncpg
 
 from service.domain.events import Event
+from service.store.postgres import events as _events
+from service.store.postgres.db import PgDatabase
 
-__all__ = ["CHANNEL", "FeedObserver", "LogReader", "PgEventTailer", "Publisher"]
+__all__ = ["CHANNEL", "FeedObserver", "LogReader", "PgEventTailer", "PgLogReader", "Publisher"]
 
 log = logging.getLogger("agentgw.feed")
 
@@ -51,6 +53,28 @@ class LogReader(Protocol):
 
     async def event_bounds(self) -> tuple[int, int]:
         """(purged_through, head) of the event log."""
+
+
+class PgLogReader:
+    """:class:`LogReader` on the PostgreSQL ledger's pool.
+
+    Plain ``cursor > after`` in cursor order is gap-free there: appends are serialised by the
+    log's lock, so commit order is cursor order (``service.store.postgres.events``).
+    """
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    async def log_after(self, after: int, limit: int) -> Sequence[Event]:
+        """Every event after ``after``, hidden ones included, oldest first."""
+        rows = await self._db.fetch(
+            "SELECT * FROM events WHERE cursor > $1 ORDER BY cursor LIMIT $2", after, limit
+        )
+        return [_events.event_from_row(row) for row in rows]
+
+    async def event_bounds(self) -> tuple[int, int]:
+        """(purged_through, head) of the event log."""
+        return await self._db.run(_events.bounds)
 
 
 class Publisher(Protocol):
