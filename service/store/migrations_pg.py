@@ -229,7 +229,8 @@ CREATE TABLE replicas (
 -- row of a live replica is its create in flight, and nobody else's to resolve. '' before this
 -- version, and for a connection that sets no replica id.
 ALTER TABLE sessions ADD COLUMN creator TEXT NOT NULL DEFAULT '';
-ALTER TABLE sessions ALTER COLUMN creator SET DEFAULT COALESCE(current_setting('agentgw.replica_id', true), '');
+ALTER TABLE sessions ALTER COLUMN creator
+    SET DEFAULT COALESCE(current_setting('agentgw.replica_id', true), '');
 """
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (

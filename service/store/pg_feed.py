@@ -245,5 +245,5 @@ class PgEventTailer:
         finally:
             conn.terminate()
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+    def _notified(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
         self.wake()
