@@ -19,7 +19,6 @@ from google.rpc import error_details_pb2
 
 from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
-from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.config import Secret
 from service.domain.model import EndReason, SessionFilter, SessionState
