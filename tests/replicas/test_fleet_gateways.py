@@ -20,7 +20,6 @@ from google.rpc import error_details_pb2
 from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from service.config import Secret
 from service.domain.model import EndReason, SessionFilter, SessionState
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
@@ -31,9 +30,7 @@ TIMEOUT = 10.0
 
 
 def _settings(emulator: Emulator, pg_url: str, tmp_path: Path, name: str, **overrides: Any) -> Any:
-    return gateway_settings(
-        emulator, tmp_path / f"{name}.db", database_url=Secret(pg_url), heartbeat_seconds=0.2, **overrides
-    )
+    return gateway_settings(emulator, tmp_path / f"{name}.db", pg_url, heartbeat_seconds=0.2, **overrides)
 
 
 @pytest.fixture
