@@ -232,7 +232,7 @@ class PgEventTailer:
         closed = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _c: closed.set())
-            await conn.add_listener(CHANNEL, self._notified)
+            await asyncio.wait_for(conn.add_listener(CHANNEL, self._notified), max(5.0, self._poll))
             self.listen_pid = conn.get_server_pid()
             self.listening = True
             self.wake()  # whatever was committed while we were not listening

@@ -247,3 +247,35 @@ async def test_a_cursor_handed_out_by_a_resumes_on_b_before_b_has_read_that_far(
                 assert message.event.cursor > after and message.event.llm_result.text == "second"
                 break
         resumed.cancel()
+
+
+async def test_a_draining_replica_finishes_a_create_within_its_grace_period(
+    emulator: Emulator, pg_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM during a create that ZEGO answers within the grace period: the create completes
+    (the caller gets its session), while a new stream on the draining replica is refused."""
+    await register_agent(emulator)
+    async with Gateway(_settings(emulator, pg_url, tmp_path, "a")) as a:
+        b = Gateway(_settings(emulator, pg_url, tmp_path, "b", shutdown_grace_seconds=5.0))
+        await b.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{b.grpc_port}") as ch_b:
+                await emulator.fault(action="CreateAgentInstance", latency_ms=1000, count=1)
+                create = asyncio.ensure_future(
+                    rpc.SessionServiceStub(ch_b).CreateSession(voice_request(), timeout=TIMEOUT)  # type: ignore[no-untyped-call]
+                )
+                await asyncio.sleep(0.3)  # B is waiting for ZEGO
+                stopping = asyncio.create_task(b.stop())
+                await asyncio.sleep(0.1)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    late = erpc.EventServiceStub(ch_b).WatchEvents(eapi.WatchEventsRequest(), timeout=TIMEOUT)  # type: ignore[no-untyped-call]
+                    async for _ in late:
+                        pass
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                session = (await create).session
+                await stopping
+        finally:
+            await b.stop()
+        record = await a.core.ledger.get_session(session.session_id)
+        assert record is not None and record.state in {SessionState.STARTING, SessionState.ACTIVE}
+        assert record.instance_id
