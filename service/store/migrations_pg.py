@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x61677477_0001
 """The advisory lock key the migrating replica holds (``agtw`` + 1)."""
 
+_WAIT = 3600.0
+"""Client-side bound of each migration statement (and of waiting for the lock): the pool's
+``command_timeout`` is sized for ledger calls, not for a migration of a big table."""
+
 _SCHEMA_MIGRATIONS_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
@@ -270,10 +274,10 @@ async def migrate(
     newest_known = migrations[-1][0]
     # Waiting for the lock must not hit the connection's statement timeout: the winner may take
     # a while on a big table, and the waiters have nothing better to do.
-    await conn.execute("SET statement_timeout = 0")
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await conn.execute("SET statement_timeout = 0", timeout=_WAIT)
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=_WAIT)
     try:
-        await conn.execute(_SCHEMA_MIGRATIONS_DDL)
+        await conn.execute(_SCHEMA_MIGRATIONS_DDL, timeout=_WAIT)
         recorded = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
         newest = max(recorded, default=0)
         if newest > newest_known:
@@ -286,10 +290,13 @@ async def migrate(
             if version in recorded:
                 continue
             async with conn.transaction():
-                if sql.strip():
-                    await conn.execute(sql)  # no parameters: the simple protocol runs the script
+                if sql.strip():  # no parameters: the simple protocol runs the whole script
+                    await conn.execute(sql, timeout=_WAIT)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", version, clock()
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    version,
+                    clock(),
+                    timeout=_WAIT,
                 )
             applied.append(version)
             log.info("ledger %s migrated to schema version %d", name, version)

@@ -118,6 +118,10 @@ async def test_tail_resumes_by_cursor_across_a_gateway_restart(
             invoke(port, "-o", "json", "events", "tail", "--oldest", "-n", str(before + 1))
         )
         await eventually(lambda: len(first.core.bus._subscribers) == 1, seconds=10)
+        # Subscribed is not yet replayed (the replay reads the ledger after subscribing): wait until
+        # the stream has sent the `before` events, so the tail has a cursor to resume after.
+        watch = first.metrics.grpc_msg_sent.labels("server_stream", "agentgw.v1.EventService", "WatchEvents")
+        await eventually(lambda: watch._value.get() >= before, seconds=10)
     finally:
         await first.stop()
     second = await start()
