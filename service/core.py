@@ -6,16 +6,13 @@ a lifetime is entered into the caller's ``AsyncExitStack``, so it is released in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from service.auth.principal import current_principal
-from service.config import LedgerSettings, RetentionSettings, Settings, ZegoSettings, redact_url
+from service.config import LedgerSettings, Settings, ZegoSettings, redact_url
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
@@ -24,12 +21,15 @@ from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyInbox, LatencyTracker
 from service.domain.leaks import LeakPolicy
 from service.domain.model import SessionKind
-from service.domain.ports import Ledger
+from service.domain.ports import Ledger, LogObserver
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
+from service.domain.retention import retention_loop
 from service.domain.sessions import SessionService
 from service.domain.watch import EventWatch
+from service.fleet import fleet_latency, lead_while_held
 from service.metrics import Metrics, ZegoMetricsObserver
+from service.store.pg_fleet import FleetRuntime, new_replica_id, pool_options, start_fleet
 from service.store.postgres import PoolOptions, PostgresLedger
 from service.store.sqlite import SqliteLedger
 from service.zego.adapter import ZegoAdapter
@@ -40,8 +40,6 @@ from service.zego.signing import verify_callback_signature
 __all__ = ["Core", "build_core"]
 
 log = logging.getLogger("agentgw")
-
-RETENTION_INTERVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -80,7 +78,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     to a component after it is built.
     """
     limits = settings.sessions.limits
-    ledger = await _open_ledger(settings, stack)
+    # A replica of a fleet (a shared PostgreSQL ledger) has an id its rows and heartbeats carry.
+    replica_id = new_replica_id() if settings.ledger.database_url is not None else ""
+    ledger = await _open_ledger(settings.ledger, stack, replica_id)
     await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leaks.give_up_seconds)
     quotas_file = settings.sessions.quotas_file
     quotas = load_quotas(quotas_file) if quotas_file is not None else None
@@ -92,25 +92,24 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     await stack.enter_async_context(bus)
     # The tracker's inbox hears the log's commits; the tracker appends its breach events to the
     # log: the inbox is built first, so neither the log nor the tracker needs the other to exist.
+    # In a fleet the shared log's tailer feeds the bus and the inbox instead (every replica's
+    # events, in cursor order): the log then neither publishes nor tells the inbox itself.
     latency_inbox = LatencyInbox()
-    events = EventLog(ledger, bus, observers=[EventMetrics(metrics), latency_inbox])
+    alone = not replica_id
+    observers: list[LogObserver] = (
+        [EventMetrics(metrics), latency_inbox] if alone else [EventMetrics(metrics)]
+    )
+    events = EventLog(ledger, bus, observers=observers, publish=alone)
     await events.start()
     sessions = _session_service(settings, port, ledger, events, metrics, quotas)
-    latency = LatencyTracker(ledger, latency_inbox, events, metrics, settings=settings.latency)
-    await stack.enter_async_context(latency)
-    await _reconcile_and_reap(settings, sessions, metrics, stack)
-    await stack.enter_async_context(_retention(ledger, settings.retention))
+    fleet = None
+    if isinstance(ledger, PostgresLedger) and settings.ledger.database_url is not None:
+        url = settings.ledger.database_url.reveal()
+        fleet = await start_fleet(url, ledger, replica_id, stack, observer=metrics)
+    latency = await _latency(fleet, ledger, latency_inbox, events, bus, metrics, settings, stack)
+    await _reconcile_and_reap(settings, sessions, ledger, metrics, stack, fleet)
 
-    callback_secret = settings.zego.callback_secret
-    if callback_secret is None:
-        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
-    ingestor = CallbackIngestor(
-        ledger,
-        events,
-        sessions.leaks,
-        functools.partial(verify_callback_signature, callback_secret.reveal()) if callback_secret else None,
-        settings=settings.callbacks,
-    )
+    ingestor = _ingestor(settings, ledger, events, sessions)
     digital_humans = DigitalHumanCatalog(port, settings=settings.digital_humans)
     return Core(
         ledger,
@@ -128,16 +127,52 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
 
 
-async def _open_ledger(settings: Settings, stack: contextlib.AsyncExitStack) -> Ledger:
+async def _latency(
+    fleet: FleetRuntime | None,
+    ledger: Ledger,
+    inbox: LatencyInbox,
+    events: EventLog,
+    bus: EventBus,
+    metrics: Metrics,
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+) -> LatencyTracker:
+    """The latency tracker: fed by the log's observers alone, by the shared log's tailer in a fleet."""
+    if fleet is not None:
+        return await fleet_latency(fleet, inbox, events, bus, metrics, settings.latency, stack)
+    latency = LatencyTracker(ledger, inbox, events, metrics, settings=settings.latency)
+    await stack.enter_async_context(latency)
+    return latency
+
+
+def _ingestor(
+    settings: Settings, ledger: Ledger, events: EventLog, sessions: SessionService
+) -> CallbackIngestor:
+    """The callback ingestor, with ZEGO's signature check bound to the CallbackSecret here (the
+    domain never holds the secret)."""
+    callback_secret = settings.zego.callback_secret
+    if callback_secret is None:
+        log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
+    return CallbackIngestor(
+        ledger,
+        events,
+        sessions.leaks,
+        functools.partial(verify_callback_signature, callback_secret.reveal()) if callback_secret else None,
+        settings=settings.callbacks,
+    )
+
+
+async def _open_ledger(settings: LedgerSettings, stack: contextlib.AsyncExitStack, replica_id: str) -> Ledger:
     """Open the ledger the settings select: PostgreSQL with ``database_url`` (shareable by a fleet;
-    no file lock), else the SQLite file (one owner, under its lock)."""
-    ledger = _ledger_for(settings.ledger)
+    no file lock; its connections carry ``replica_id``), else the SQLite file (one owner, under its
+    lock)."""
+    ledger = _ledger_for(settings, replica_id)
     await ledger.open()
     stack.push_async_callback(ledger.close)
     return ledger
 
 
-def _ledger_for(settings: LedgerSettings) -> Ledger:
+def _ledger_for(settings: LedgerSettings, replica_id: str) -> Ledger:
     if settings.database_url is not None:
         url = settings.database_url.reveal()
         options = PoolOptions(
@@ -145,6 +180,8 @@ def _ledger_for(settings: LedgerSettings) -> Ledger:
             max_size=settings.pool_max_size,
             statement_timeout_seconds=settings.statement_timeout_seconds,
         )
+        if replica_id:
+            options = pool_options(replica_id, options)
         return PostgresLedger(url, options=options, name=redact_url(url))
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteLedger(settings.db_path)
@@ -190,19 +227,31 @@ def _session_service(
 
 
 async def _reconcile_and_reap(
-    settings: Settings, sessions: SessionService, metrics: Metrics, stack: contextlib.AsyncExitStack
+    settings: Settings,
+    sessions: SessionService,
+    ledger: Ledger,
+    metrics: Metrics,
+    stack: contextlib.AsyncExitStack,
+    fleet: FleetRuntime | None,
 ) -> None:
     """Before serving: settle what a previous process left (PENDING rows, instances gone
-    upstream), then keep reaping. Healthy sessions are picked up as they are."""
+    upstream), then keep reaping and purging. Healthy sessions are picked up as they are. In a
+    fleet only the lease holder does this (and never touches a live replica's creates)."""
     reaper = Reaper(
         sessions,
         settings=settings.reaper,
         call_timeout_seconds=settings.zego.timeout_seconds,
         observer=_ReaperMetrics(metrics),
+        replicas=fleet.replicas if fleet is not None else None,
     )
+    if fleet is not None:
+        await lead_while_held(fleet, reaper, ledger, settings.retention, stack)
+        return
+    metrics.lease_held("reaper", True)  # the only process: always the holder
     report = await reaper.reconcile_at_startup()
     log.info("ledger reconciled", extra={"report": asdict(report)})
     await stack.enter_async_context(reaper)
+    await stack.enter_async_context(retention_loop(ledger, settings.retention))
 
 
 def _fair_limiter(settings: ZegoSettings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
@@ -214,33 +263,3 @@ def _fair_limiter(settings: ZegoSettings, quotas: QuotaPolicy | None) -> FairRat
         caller=lambda: current_principal().name,
         share=lambda name: quotas.for_caller(name).rate_share,
     )
-
-
-@contextlib.asynccontextmanager
-async def _retention(ledger: Ledger, settings: RetentionSettings) -> AsyncIterator[None]:
-    """Purge events past retention, request ids past their window and expired callback nonces,
-    once a minute."""
-
-    async def loop() -> None:
-        while True:
-            now = time.time()
-            try:
-                removed = await ledger.purge_events(now - settings.events_seconds)
-                removed += await ledger.purge(
-                    idempotency_before=now - settings.idempotency_seconds, sessions_ended_before=0.0
-                )
-                removed += await ledger.purge_audit(now - settings.audit_seconds)
-                removed += await ledger.purge_callback_nonces(now)
-                if removed:
-                    log.info("retention purge", extra={"rows": removed})
-            except Exception:
-                log.exception("retention purge failed; retrying later")
-            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
-
-    task = asyncio.create_task(loop(), name="retention")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

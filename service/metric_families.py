@@ -92,7 +92,21 @@ class MetricFamilies:
         self.build_info = self._gauge(
             "agentgw_build_info", "Always 1; the running agentgw version.", "version"
         )
+        self._fleet_families()
         self._preinitialize()
+
+    def _fleet_families(self) -> None:
+        """The fleet runtime's (``service.domain.lease``, ``service.store.pg_feed``)."""
+        self.lease_holder = self._gauge(
+            "agentgw_lease_held",
+            "1 while this replica holds the reaper lease (reconciliation, reaping, leak retries,"
+            " retention run there only); across a fleet the sum is 1.",
+        )
+        self.feed_lag = self._gauge(
+            "agentgw_event_feed_lag_seconds",
+            "How long before its delivery by this replica's log tailer the newest event was received"
+            " (by whichever replica); 0 with the embedded ledger, which publishes as it stores.",
+        )
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)

@@ -230,6 +230,16 @@ class Metrics(MetricFamilies):
         """Count a turn that ended with no agent response (do not also call :meth:`interaction`)."""
         self.interaction_turns_abandoned.labels(_kind(kind), _check(trigger, TRIGGERS, "trigger")).inc()
 
+    # --- the fleet runtime (service.domain.lease, service.store.pg_feed) ---------------------------
+
+    def lease_held(self, lease: str, held: bool) -> None:
+        """This replica acquired (True) or lost (False) the reaper lease."""
+        self.lease_holder.set(1 if held else 0)
+
+    def feed_delivered(self, lag_seconds: float) -> None:
+        """The tailer delivered events; the newest was received ``lag_seconds`` ago."""
+        self.feed_lag.set(max(0.0, lag_seconds))
+
 
 class ZegoMetricsObserver:
     """``service.zego.actions.ClientObserver`` recording into :class:`Metrics`; never raises."""

@@ -256,9 +256,13 @@ class EventLog:
         *,
         clock: Callable[[], float] = time.time,
         observers: Sequence[LogObserver] = (),
+        publish: bool = True,
     ) -> None:
         self._ledger = ledger
         self.bus = bus
+        # False in a fleet: the shared log's tailer (service.store.pg_feed) publishes every event,
+        # this replica's and the others', in cursor order; publishing here too would deliver twice.
+        self._publish = publish
         self._clock = clock
         self._lock = asyncio.Lock()
         self._pending: list[tuple[NewEvent, asyncio.Future[Event | None]]] = []
@@ -272,7 +276,8 @@ class EventLog:
     def _published(self, event: Event, session: SessionRecord | None = None) -> None:
         if event.hidden:
             return
-        self.bus.publish(event)
+        if self._publish:
+            self.bus.publish(event)
         for observer in self._observers:
             try:  # observers must never break ingest
                 observer.event_committed(event, session)

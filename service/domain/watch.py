@@ -202,13 +202,15 @@ class EventWatch:
         return _Position(last, open_sessions)
 
     async def _start_cursor(self, request: WatchRequest) -> int:
-        purged, _ = await self._ledger.event_bounds()
+        purged, stored = await self._ledger.event_bounds()
         head = self._feed.head
         if request.start is Start.NOW:
             return head
         if request.start is Start.OLDEST:
             return purged
-        return check_cursor(request.after_cursor, purged, head)
+        # A cursor handed out by another replica may be ahead of this one's feed (its tailer has
+        # not read that far yet) but not of the log: it is valid, and the replay reads up to it.
+        return check_cursor(request.after_cursor, purged, max(head, stored))
 
     async def _not_over(self, session_ids: frozenset[str], after: int) -> set[str]:
         """The watched sessions whose ``ended`` event is not at or before ``after`` (still to come)."""

@@ -226,6 +226,12 @@ ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
 ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
 """
 
+_V9 = """
+-- The fleet runtime's version (PostgreSQL's: replica heartbeats, sessions.creator, the NOTIFY on
+-- appends). A no-op here: the embedded ledger has one owner, by its file lock, so no replica ever
+-- needs to tell its rows or its liveness from another's.
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
     (2, _V2),
@@ -235,6 +241,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, _V6),
     (7, _V7),
     (8, _V8),
+    (9, _V9),
 )
 """Every schema version, in order. Append only."""
 
