@@ -9,7 +9,8 @@ emulator) posts every callback to one URL, one replica's; when that replica dies
 points ZEGO at a live one after ``down_seconds``, as a load balancer's health check would, and
 ZEGO's own retries cover the gap.
 
-Scenarios (numbered after the single-process ones):
+Scenarios (numbered after the single-process ones; ``tests/fleet`` runs both, small, on the test
+suite's PostgreSQL through ``database_url``):
 
 5. kill -9 one of three replicas (the one taking callbacks) during a burst of concurrent creates
    spread over all three; the clients retry on the others; the dead replica is restarted at the
@@ -137,13 +138,24 @@ async def open_fleet_world(
 
 
 async def fleet_kill_during_creates(
-    procs: Processes, root: Path, params: Params, gateway_env: dict[str, str]
+    procs: Processes,
+    root: Path,
+    params: Params,
+    gateway_env: dict[str, str],
+    *,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     """Twice the cap of creates over three replicas, held at ZEGO; the replica taking callbacks is
     killed mid-burst; ZEGO is pointed at a live replica; the dead one comes back at the end."""
     name = "fleet_kill9"
     async with open_fleet_world(
-        name, procs, root, cap=params.cap, time_scale=params.time_scale, gateway_env=gateway_env
+        name,
+        procs,
+        root,
+        cap=params.cap,
+        time_scale=params.time_scale,
+        gateway_env=gateway_env,
+        database_url=database_url,
     ) as world:
         fleet = world.the_fleet
         victim, survivor = fleet.replicas[-1], fleet.replicas[0]
@@ -249,12 +261,23 @@ async def _talk(world: FleetWorld, instances: list[str], stop: asyncio.Event) ->
 
 
 async def fleet_resume(
-    procs: Processes, root: Path, params: Params, gateway_env: dict[str, str]
+    procs: Processes,
+    root: Path,
+    params: Params,
+    gateway_env: dict[str, str],
+    *,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     """Callbacks reach replica A; subscribers watch on B; B is killed and they resume on A or C."""
     name = "fleet_resume"
     async with open_fleet_world(
-        name, procs, root, cap=params.cap, time_scale=params.time_scale, gateway_env=gateway_env
+        name,
+        procs,
+        root,
+        cap=params.cap,
+        time_scale=params.time_scale,
+        gateway_env=gateway_env,
+        database_url=database_url,
     ) as world:
         fleet = world.the_fleet
         a, b = fleet.replicas[0], fleet.replicas[1]

@@ -1,0 +1,158 @@
+"""Several agentgw processes on one PostgreSQL and one external emulator, as a fleet runs.
+
+Every replica serves everything: a session created on A is watched on B while ZEGO's callbacks
+reach C; a replica killed with SIGKILL during concurrent creates loses nothing the clients were
+told and lets nothing through twice or past the cap (judged from the journaled emulator's view,
+with the chaos suite's own judge); a subscriber whose replica dies resumes on another with no gap
+and no duplicate. The last two are the chaos suite's fleet scenarios (``chaos.fleet``), run small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
+from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as events_rpc
+from agentgw_client.gen.agentgw.v1 import session_pb2 as spb
+from agentgw_client.gen.agentgw.v1 import session_service_pb2 as api
+from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
+from bench.processes import Processes
+from chaos.fleet import fleet_kill_during_creates, fleet_resume, open_fleet_world
+from chaos.harness import Intent
+from chaos.report import TARGETS
+from chaos.scenarios import SMOKE
+from service.config import Settings
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        "database_url" not in {f.name for f in dataclasses.fields(Settings)},
+        reason="this build has no PostgreSQL ledger (AGENTGW_DATABASE_URL): nothing to run a fleet on",
+    ),
+]
+
+SMALL = dataclasses.replace(
+    SMOKE, cap=3, settle_seconds=8.0, phase_seconds=2.0, event_sessions=2, subscribers=2
+)
+
+
+async def _events_until(stream: Any, session_id: str, wanted: set[str], seconds: float) -> list[Any]:
+    """Events of ``session_id`` from ``stream`` until every payload in ``wanted`` was seen."""
+    seen: list[Any] = []
+    async with asyncio.timeout(seconds):
+        async for item in stream:
+            kind = item.WhichOneof("item")
+            events = [item.event] if kind == "event" else list(item.batch.events) if kind == "batch" else []
+            seen += [e for e in events if e.session_id == session_id]
+            if wanted <= {e.WhichOneof("payload") for e in seen}:
+                return seen
+    return seen
+
+
+async def test_created_on_a_watched_on_b_with_callbacks_to_c(
+    procs: Processes, tmp_path: Path, database_url: str
+) -> None:
+    async with open_fleet_world(
+        "acb", procs, tmp_path, cap=3, time_scale=0.1, replicas=3, database_url=database_url
+    ) as world:
+        fleet = world.the_fleet
+        a, b, c = fleet.replicas
+        await fleet.point_callbacks(c)
+        await world.register_agent()
+        watch = events_rpc.EventServiceStub(world.channels[b.name]).WatchEvents(
+            events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST)
+        )
+        on_a = api_grpc.SessionServiceStub(world.channels[a.name])
+        intent = Intent(0, "acb")
+        created = await on_a.CreateSession(world.create_request(intent, events=True), timeout=10)
+        session_id = created.session.session_id
+        # The AgentInstanceCreated callback reached C; B's subscriber sees it live.
+        seen = await _events_until(watch, session_id, {"created"}, 15)
+        assert "created" in {e.WhichOneof("payload") for e in seen}
+        on_c = api_grpc.SessionServiceStub(world.channels[c.name])
+        got = await on_c.GetSession(api.GetSessionRequest(session_id=session_id), timeout=5)
+        assert got.session.state == spb.SESSION_STATE_ACTIVE
+        # The same request_id retried on B returns the same session (idempotency is global).
+        again = await api_grpc.SessionServiceStub(world.channels[b.name]).CreateSession(
+            world.create_request(intent, events=True), timeout=10
+        )
+        assert again.session.session_id == session_id
+        # Ended on B: exactly one terminal event, on B's stream.
+        ended = await api_grpc.SessionServiceStub(world.channels[b.name]).EndSession(
+            api.EndSessionRequest(session_id=session_id), timeout=10
+        )
+        assert ended.session.state in (spb.SESSION_STATE_ENDING, spb.SESSION_STATE_ENDED)
+        seen += await _events_until(watch, session_id, {"ended"}, 15)
+        assert [e.WhichOneof("payload") for e in seen].count("ended") == 1
+        assert len({e.cursor for e in seen}) == len(seen)  # no duplicate
+        watch.cancel()
+        # And A lists the log exactly as B streamed it.
+        listed = await events_rpc.EventServiceStub(world.channels[a.name]).ListEvents(
+            events_api.ListEventsRequest(page_size=1000), timeout=5
+        )
+        assert [e.cursor for e in listed.events if e.session_id == session_id] == [e.cursor for e in seen]
+
+
+async def test_kill_9_of_one_replica_during_concurrent_creates(
+    procs: Processes, tmp_path: Path, database_url: str
+) -> None:
+    (world,) = (
+        await fleet_kill_during_creates(procs, tmp_path, SMALL, {}, database_url=database_url)
+    ).values()
+    assert world["intents"] == 2 * SMALL.cap and world["creates_at_zego"] >= 1
+    assert world["acked"] >= 1
+    for metric in (
+        "double_creates",
+        "lost_acked",
+        "leaked",
+        "over_cap",
+        "uncleared_leaks",
+        "unknown_creates",
+    ):
+        assert world[metric] == 0, (metric, world)
+    assert {m for m in TARGETS if world.get(m)} == set(), world
+
+
+async def test_a_subscriber_resumes_on_another_replica_with_no_gap_and_no_duplicate(
+    procs: Processes, tmp_path: Path, database_url: str
+) -> None:
+    (world,) = (await fleet_resume(procs, tmp_path, SMALL, {}, database_url=database_url)).values()
+    assert world["caught_up"], world
+    assert world["resumes"] >= SMALL.subscribers  # each resumed at least once, after B died
+    assert len(world["streams_on"]) >= 2
+    assert world["logged"] > 0 and world["delivered"] > 0
+    for metric in ("lost_in_ledger", "lost", "duplicated"):
+        assert world[metric] == 0, (metric, world)
+
+
+async def test_the_fleet_refuses_nothing_it_should_serve_when_a_replica_is_gone(
+    procs: Processes, tmp_path: Path, database_url: str
+) -> None:
+    """With A killed, B and C still answer every RPC on A's sessions (no replica owns a session)."""
+    async with open_fleet_world(
+        "gone", procs, tmp_path, cap=3, time_scale=0.1, replicas=3, database_url=database_url
+    ) as world:
+        fleet = world.the_fleet
+        a, b, c = fleet.replicas
+        await world.register_agent()
+        on_a = api_grpc.SessionServiceStub(world.channels[a.name])
+        created = await on_a.CreateSession(world.create_request(Intent(0, "gone")), timeout=10)
+        await fleet.kill(a)
+        for replica in (b, c):
+            stub = api_grpc.SessionServiceStub(world.channels[replica.name])
+            got = await stub.GetSession(
+                api.GetSessionRequest(session_id=created.session.session_id), timeout=5
+            )
+            assert got.session.session_id == created.session.session_id
+        ended = await api_grpc.SessionServiceStub(world.channels[c.name]).EndSession(
+            api.EndSessionRequest(session_id=created.session.session_id), timeout=10
+        )
+        assert ended.session.state in (spb.SESSION_STATE_ENDING, spb.SESSION_STATE_ENDED)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await on_a.GetSession(api.GetSessionRequest(session_id=created.session.session_id), timeout=2)
