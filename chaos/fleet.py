@@ -291,8 +291,10 @@ async def fleet_resume(
         talk = asyncio.create_task(_talk(world, instances, quiet))
         caught_up = False
         turns = 0
+        before_kill: list[int] = []
         try:
             await asyncio.sleep(params.phase_seconds)
+            before_kill = [len(s.received) for s in subs]
             exit_code = await fleet.kill(b)
             await asyncio.sleep(params.phase_seconds)
             quiet.set()
@@ -331,6 +333,8 @@ async def fleet_resume(
             "killed": b.name,
             "killed_exit_code": exit_code,
             "streams_on": sorted({r for s in subs for r in s.replicas}),
+            # Each subscriber's events from B before B died: the resume must continue after them.
+            "received_before_kill": before_kill,
             "sessions": len(instances),
         }
     }

@@ -126,6 +126,7 @@ async def test_a_subscriber_resumes_on_another_replica_with_no_gap_and_no_duplic
     assert world["caught_up"], world
     assert world["resumes"] >= SMALL.subscribers  # each resumed at least once, after B died
     assert len(world["streams_on"]) >= 2
+    assert all(n > 0 for n in world["received_before_kill"]), world  # B streamed live before it died
     assert world["logged"] > 0 and world["delivered"] > 0
     for metric in ("lost_in_ledger", "lost", "duplicated"):
         assert world[metric] == 0, (metric, world)
