@@ -121,6 +121,7 @@ async def open_fleet_world(
         channels = {r.name: grpc.aio.insecure_channel(r.grpc_target, options=options) for r in fleet.replicas}
         admin = httpx.AsyncClient(base_url=fleet.emulator_url, timeout=10, trust_env=False)
         first = fleet.replicas[0]
+        assert fleet.emulator is not None  # the fleet started the journaled emulator
         world = FleetWorld(
             name, procs, workdir, fleet.emulator, fleet.emulator_url, first.grpc_port, first.http_port,
             workdir / "unused.db", cap, dict(gateway_env or {}), admin, channels[first.name],

@@ -128,7 +128,8 @@ class Fleet:
     procs: Processes
     workdir: Path
     database_url: str
-    emulator: Proc
+    emulator: Proc | None
+    """The emulator process (None when the fleet uses one it did not start)."""
     emulator_url: str
     replicas: list[Replica]
     callback_target: Replica | None = None
@@ -192,7 +193,7 @@ class Fleet:
             "database_url": self.database_url,
             "postgres_pid": postmaster,
             "emulator_url": self.emulator_url,
-            "emulator_pid": self.emulator.pid,
+            "emulator_pid": self.emulator.pid if self.emulator else None,
             "callback_url": self.callback_target.callback_url if self.callback_target else None,
             "replicas": [
                 {
@@ -260,14 +261,17 @@ async def open_fleet(
     pg_port: int | None = None,
     cap: int = 10,
     emulator: EmulatorSpec | None = None,
+    emulator_url: str | None = None,
     gateway_env: Mapping[str, str] | None = None,
     start: bool = True,
 ) -> AsyncIterator[Fleet]:
     """Start PostgreSQL (unless ``database_url``), the emulator and ``replicas`` replicas.
 
     Ports that are not given (or 0) are free loopback ports. The emulator posts its callbacks to
-    replica A. With ``start=False`` the replicas are configured but not started (a test starts
-    them itself). Everything is stopped on exit, newest first, then PostgreSQL.
+    replica A. With ``emulator_url`` the replicas use that emulator (the benchmarks' own, which
+    sends no callbacks) and none is started. With ``start=False`` the replicas are configured but
+    not started (a test starts them itself). Everything is stopped on exit, newest first, then
+    PostgreSQL.
     """
     os.makedirs(workdir, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -284,6 +288,7 @@ async def open_fleet(
             emulator_port=emulator_port,
             cap=cap,
             emulator=emulator or bundled_emulator(cap=cap, workdir=workdir),
+            emulator_url=emulator_url,
             gateway_env=gateway_env,
         )
         fleet.cluster = cluster
@@ -298,7 +303,8 @@ async def open_fleet(
             for replica in reversed(fleet.replicas):
                 with contextlib.suppress(Exception):
                     await fleet.stop(replica, signal.SIGTERM)
-            await procs.stop(fleet.emulator)
+            if fleet.emulator is not None:
+                await procs.stop(fleet.emulator)
             if cluster is not None:
                 # Stopping the cluster blocks for a moment: off the event loop.
                 await asyncio.to_thread(stack.close)
@@ -315,6 +321,7 @@ async def _start(
     emulator_port: int,
     cap: int,
     emulator: EmulatorSpec,
+    emulator_url: str | None,
     gateway_env: Mapping[str, str] | None,
 ) -> Fleet:
     def port(given: Sequence[int], i: int) -> int:
@@ -325,8 +332,9 @@ async def _start(
         grpc_port, http_port = port(grpc_ports, i), port(http_ports, i)
         name = REPLICA_NAMES[i]
         replicas.append(Replica(name, grpc_port, http_port, {}))
+    given_emulator = emulator_url
     emulator_port = emulator_port or free_port()
-    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    emulator_url = emulator_url or f"http://127.0.0.1:{emulator_port}"
     for replica in replicas:
         replica.env = replica_env(
             database_url=database_url,
@@ -337,6 +345,8 @@ async def _start(
             cap=cap,
             extra=gateway_env,
         )
+    if given_emulator is not None:
+        return Fleet(procs, workdir, database_url, None, emulator_url, replicas)
     args = ["-m", emulator.module, "--port", str(emulator_port), *emulator.args]
     args += [emulator.callback_flag, replicas[0].callback_url]
     proc = await procs.spawn("emulator", args, env=emulator.env)
