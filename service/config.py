@@ -28,7 +28,7 @@ from service.domain.quotas import load_quotas
 from service.zego.digital_human import resolve_digital_human_base
 from service.zego.regions import resolve_base_url
 
-__all__ = ["ConfigError", "Secret", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Secret", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "AGENTGW_"
 
@@ -179,6 +179,24 @@ def _state_file(raw: str) -> str:
     return raw
 
 
+def _database_url(raw: str) -> Secret:
+    # Never echo the value: it may hold a password.
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest:
+        raise ValueError("must be a postgresql:// URL, e.g. postgresql://user@host:5432/agentgw")
+    return Secret(raw)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url if sep else "***"
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -248,6 +266,24 @@ class Settings:
 
     db_path: Path = _setting(Path("var/agentgw.db"), Path, "SQLite ledger file.")
     """The ledger's SQLite file; its directory is created if missing."""
+
+    database_url: Secret | None = _setting(
+        None, _database_url, "PostgreSQL ledger URL (postgresql://user@host:5432/db). Unset: SQLite."
+    )
+    """Set: the ledger is this PostgreSQL database, which several replicas may share (a fleet);
+    ``db_path`` then holds no ledger. Masked like every secret (it may carry a password)."""
+
+    db_pool_min_size: int = _setting(1, _non_negative_int, "PostgreSQL connections kept open.")
+    """Connections the PostgreSQL ledger's pool keeps open when idle."""
+
+    db_pool_max_size: int = _setting(10, _positive_int, "Most PostgreSQL connections at once.")
+    """Upper bound of the PostgreSQL ledger's pool (per replica: mind the server's max_connections)."""
+
+    db_statement_timeout_seconds: float = _setting(
+        5.0, _positive_float, "PostgreSQL statement_timeout of the ledger's connections."
+    )
+    """A ledger statement running (or waiting for a lock) longer than this is cancelled and the call
+    fails UNAVAILABLE; transactions idle this long (x4) are ended by the server."""
 
     voice_limit: int = _setting(10, _positive_int, "Concurrent voice instances allowed.")
     """Admission limit for voice sessions (ZEGO's default cap is 10 per AppId)."""
@@ -497,6 +533,11 @@ def _check_consistency(settings: Settings) -> None:
     if (settings.zego_app_id is None) != (settings.zego_server_secret is None):
         missing = "zego_server_secret" if settings.zego_server_secret is None else "zego_app_id"
         raise ConfigError(f"{env_name(missing)}: required when the other ZEGO credential is set")
+    if settings.db_pool_min_size > settings.db_pool_max_size:
+        raise ConfigError(
+            f"{env_name('db_pool_min_size')}: must not exceed {env_name('db_pool_max_size')}"
+            f" ({settings.db_pool_max_size})"
+        )
     if settings.leak_retry_max_seconds < settings.leak_retry_initial_seconds:
         raise ConfigError(
             f"{env_name('leak_retry_max_seconds')}: must not be below "

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from service.auth.principal import current_principal
-from service.config import Settings
+from service.config import Settings, redact_url
 from service.domain.agents import AgentService
 from service.domain.audit import AuditTrail
 from service.domain.digital_humans import DigitalHumanCatalog
@@ -27,6 +27,8 @@ from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
 from service.metrics import Metrics, ZegoMetricsObserver
+from service.store.base import Ledger
+from service.store.postgres import PoolOptions, PostgresLedger
 from service.store.sqlite import SqliteLedger
 from service.zego.client import ZegoClient
 from service.zego.ratelimit import FairRateLimiter
@@ -42,7 +44,7 @@ RETENTION_INTERVAL_SECONDS = 60.0
 class Core:
     """The wired domain services."""
 
-    ledger: SqliteLedger
+    ledger: Ledger
     zego: ZegoClient
     bus: EventBus
     events: EventLog
@@ -72,8 +74,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
     assert settings.zego_app_id is not None and settings.zego_server_secret is not None
     limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SqliteLedger(settings.db_path)
+    ledger = _open_ledger(settings)
     await ledger.open()
     stack.push_async_callback(ledger.close)
     await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
@@ -159,6 +160,21 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
 
 
+def _open_ledger(settings: Settings) -> Ledger:
+    """The ledger the settings select: PostgreSQL with ``database_url`` (shareable by a fleet;
+    no file lock), else the SQLite file (one owner, under its lock)."""
+    if settings.database_url is not None:
+        url = settings.database_url.reveal()
+        options = PoolOptions(
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+        )
+        return PostgresLedger(url, options=options, name=redact_url(url))
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteLedger(settings.db_path)
+
+
 def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLimiter | None:
     """The ZEGO client's limiter when quotas give callers a share of the rate; else its default."""
     if quotas is None or not quotas.limits_rate:
@@ -171,7 +187,7 @@ def _fair_limiter(settings: Settings, quotas: QuotaPolicy | None) -> FairRateLim
 
 
 @contextlib.asynccontextmanager
-async def _retention(ledger: SqliteLedger, settings: Settings) -> AsyncIterator[None]:
+async def _retention(ledger: Ledger, settings: Settings) -> AsyncIterator[None]:
     """Purge events past retention, request ids past their window and expired callback nonces,
     once a minute."""
 

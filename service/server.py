@@ -189,7 +189,8 @@ class Gateway:
         self._start_tracing()
         settings = self.settings
         # One ledger, one owner: refuse before anything starts (the ledger's own lock is the guarantee).
-        LedgerLock.probe(settings.db_path)
+        if settings.database_url is None:  # a PostgreSQL ledger is shared by design
+            LedgerLock.probe(settings.db_path)
         # Fail before anything starts, with the address named, rather than with gRPC's C-core
         # line or uvicorn's unnamed OSError half-way through start-up.
         check_listen("grpc_listen", settings.grpc_listen)

@@ -22,6 +22,7 @@ from service.domain.model import (
     Transition,
     TurnStats,
 )
+from service.errors import Unavailable
 
 __all__ = [
     "Capacity",
@@ -29,6 +30,7 @@ __all__ = [
     "Ledger",
     "ReserveOutcome",
     "StoreError",
+    "StoreUnavailable",
     "TransitionConflict",
     "UnstorableValue",
 ]
@@ -36,6 +38,15 @@ __all__ = [
 
 class StoreError(Exception):
     """The store could not complete an operation (I/O error, corrupt file, ...)."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The store's server cannot be reached right now (connection lost or refused, a restart or a
+    failover, a statement timeout): retry later. An :class:`~service.errors.Unavailable` too, so
+    the API answers UNAVAILABLE with RetryInfo rather than INTERNAL."""
+
+    def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
+        Unavailable.__init__(self, "STORE_UNAVAILABLE", message, retry_after_seconds)
 
 
 class UnstorableValue(StoreError):
