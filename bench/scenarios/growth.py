@@ -369,11 +369,18 @@ def postgres_backend(url: str, db_path: Path) -> Backend:
 
 
 async def postgres_purge(url: str, before: float) -> int:
-    """The PostgreSQL ledger's own retention purge, on its own connection."""
-    from service.store import postgres as pg  # type: ignore[attr-defined]
+    """The PostgreSQL ledger's own retention purge (``purge_before``, in one transaction as
+    ``PostgresLedger.purge_events`` runs it), on a connection of its own."""
+    import asyncpg
 
-    purge: Callable[[str, float], Awaitable[int]] = pg.purge_events_before
-    return await purge(url, before)
+    from service.store.postgres import events as pg_events
+
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            return await pg_events.purge_before(conn, before)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager

@@ -60,3 +60,22 @@ async def test_the_sqlite_fill_copies_the_templates_and_every_figure_is_measured
     metrics = [r.metric for r in ctx.report.rows]
     assert len(metrics) == 5 and all(m.startswith("SQLite") for m in metrics)
     assert {r.target for r in ctx.report.rows} == {"<= 1.2x empty", ">= empty / 1.2", "<= 50 ms", "-"}
+
+
+async def test_the_postgres_fill_copies_the_templates_and_every_figure_is_measured(
+    ctx: Context, database_url: str
+) -> None:
+    backend = growth.postgres_backend(database_url, ctx.workdir / "unused.db")
+    out = await growth.measure_backend(ctx, backend, 600, 4000)
+    like = f"{growth.SESSION_PREFIX}%"
+    rows = await backend.dialect.execute(f"SELECT count(*) FROM sessions WHERE session_id LIKE '{like}'")
+    assert rows == [("600",)]
+    orphans = await backend.dialect.execute(
+        "SELECT count(*) FROM events e LEFT JOIN sessions s USING (session_id) WHERE s.session_id IS NULL"
+    )
+    assert orphans == [("0",)]
+    assert out["steady_purge"]["removed"] >= 1 and out["catch_up_purge"]["removed"] >= 300
+    for ledger in ("small", "full"):
+        assert out[ledger]["resumed"] >= 400
+    growth._rows(ctx, "PostgreSQL", out)
+    assert len(ctx.report.rows) == 5
