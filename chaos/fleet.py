@@ -145,9 +145,12 @@ async def fleet_kill_during_creates(
     gateway_env: dict[str, str],
     *,
     database_url: str | None = None,
+    create_deadline: float = 30.0,
 ) -> dict[str, Any]:
     """Twice the cap of creates over three replicas, held at ZEGO; the replica taking callbacks is
-    killed mid-burst; ZEGO is pointed at a live replica; the dead one comes back at the end."""
+    killed mid-burst; ZEGO is pointed at a live replica; the dead one comes back at the end.
+
+    Each client retries its create (same ``request_id``, next replica) for ``create_deadline``."""
     name = "fleet_kill9"
     async with open_fleet_world(
         name,
@@ -165,7 +168,7 @@ async def fleet_kill_during_creates(
         burst = max(params.burst, 2 * params.cap)
         await world.fault("CreateAgentInstance", count=burst, latency_ms=params.create_latency_ms)
         intents = [Intent(n, name) for n in range(burst)]
-        tasks = [asyncio.create_task(world.create(i, deadline_seconds=30)) for i in intents]
+        tasks = [asyncio.create_task(world.create(i, deadline_seconds=create_deadline)) for i in intents]
         await asyncio.sleep(params.create_latency_ms / 2000)
         killed_at = time.monotonic()
         exit_code = await fleet.kill(victim)
@@ -181,6 +184,7 @@ async def fleet_kill_during_creates(
             "killed": victim.name,
             "killed_exit_code": exit_code,
             "seconds_to_answer_every_create": round(answered, 1),
+            "final_errors": sorted({i.error for i in intents if i.error}),
             **result,
         }
     }

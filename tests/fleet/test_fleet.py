@@ -14,7 +14,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from agentgw_client.gen.agentgw.v1 import event_service_pb2 as events_api
@@ -130,30 +129,3 @@ async def test_a_subscriber_resumes_on_another_replica_with_no_gap_and_no_duplic
     assert world["logged"] > 0 and world["delivered"] > 0
     for metric in ("lost_in_ledger", "lost", "duplicated"):
         assert world[metric] == 0, (metric, world)
-
-
-async def test_the_fleet_refuses_nothing_it_should_serve_when_a_replica_is_gone(
-    procs: Processes, tmp_path: Path, database_url: str
-) -> None:
-    """With A killed, B and C still answer every RPC on A's sessions (no replica owns a session)."""
-    async with open_fleet_world(
-        "gone", procs, tmp_path, cap=3, time_scale=0.1, replicas=3, database_url=database_url
-    ) as world:
-        fleet = world.the_fleet
-        a, b, c = fleet.replicas
-        await world.register_agent()
-        on_a = api_grpc.SessionServiceStub(world.channels[a.name])
-        created = await on_a.CreateSession(world.create_request(Intent(0, "gone")), timeout=10)
-        await fleet.kill(a)
-        for replica in (b, c):
-            stub = api_grpc.SessionServiceStub(world.channels[replica.name])
-            got = await stub.GetSession(
-                api.GetSessionRequest(session_id=created.session.session_id), timeout=5
-            )
-            assert got.session.session_id == created.session.session_id
-        ended = await api_grpc.SessionServiceStub(world.channels[c.name]).EndSession(
-            api.EndSessionRequest(session_id=created.session.session_id), timeout=10
-        )
-        assert ended.session.state in (spb.SESSION_STATE_ENDING, spb.SESSION_STATE_ENDED)
-        with pytest.raises(grpc.aio.AioRpcError):
-            await on_a.GetSession(api.GetSessionRequest(session_id=created.session.session_id), timeout=2)
