@@ -234,9 +234,13 @@ class EventLog:
         clock: Callable[[], float] = time.time,
         on_event: Callable[[Event], None] | None = None,
         observer: LogObserver | None = None,
+        publish: bool = True,
     ) -> None:
         self._ledger = ledger
         self.bus = bus
+        # False in a fleet: the shared log's tailer (service.store.pg_feed) publishes every event,
+        # this replica's and the others', in cursor order; publishing here too would deliver twice.
+        self._publish = publish
         self._clock = clock
         self._lock = asyncio.Lock()
         self._pending: list[tuple[NewEvent, asyncio.Future[Event | None]]] = []
@@ -252,7 +256,8 @@ class EventLog:
     def _published(self, event: Event) -> None:
         if event.hidden:
             return
-        self.bus.publish(event)
+        if self._publish:
+            self.bus.publish(event)
         try:  # observers must never break ingest
             self._observer.event_appended(event.event_type.value)
             if self.on_event is not None:

@@ -75,8 +75,12 @@ class LatencyTracker:
         *,
         budget_seconds: float = 1.5,
         clock: Callable[[], float] = time.time,
+        recording: Callable[[], bool] = lambda: True,
     ) -> None:
         self._ledger = ledger
+        # In a fleet every replica tracks every turn (fed by its tailer, in cursor order), so any of
+        # them can take over; only the lease holder records (service.domain.shared_turns).
+        self._recording = recording
         self._events = events
         self._observer = observer
         self.budget_seconds = budget_seconds
@@ -196,6 +200,8 @@ class LatencyTracker:
 
     async def _abandon(self, session_id: str, state: _SessionTurns, round_: int, turn: _Turn) -> None:
         state.pending.pop(round_, None)
+        if not self._recording():
+            return
         self._observer.turn_abandoned(state.kind, turn.trigger)
         await self._ledger.record_turn(
             session_id,
@@ -218,6 +224,8 @@ class LatencyTracker:
     ) -> None:
         latency_ms = max(0.0, spoken_ms - turn.started_ms)
         exceeded = latency_ms > self.budget_seconds * 1000
+        if not self._recording():
+            return
         self._observer.interaction(state.kind, turn.trigger, latency_ms / 1000, exceeded)
         await self._ledger.record_turn(
             session_id,
@@ -271,7 +279,7 @@ class LatencyTracker:
         )
 
     def _zego_stages(self, latency: object) -> None:
-        if not isinstance(latency, dict):
+        if not isinstance(latency, dict) or not self._recording():
             return
         stages = (
             ("LLMTTFT", "llm_ttft"),

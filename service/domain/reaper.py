@@ -53,6 +53,7 @@ from service.domain.reaper_reports import (
     ReaperObserver,
     ReconcileReport,
 )
+from service.domain.replicas import Replicas, SoleReplica
 from service.domain.sessions import SessionService
 from service.store.base import TransitionConflict
 from service.zego import exceptions as zx
@@ -95,6 +96,7 @@ class Reaper:
         call_timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         observer: ReaperObserver | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         if not (0 < interval_seconds <= MAX_INTERVAL_SECONDS):
             raise ValueError(f"interval_seconds must be in (0, {MAX_INTERVAL_SECONDS:g}]")
@@ -113,6 +115,8 @@ class Reaper:
         self._call_timeout = call_timeout_seconds
         self._clock = clock
         self._observer: ReaperObserver = observer if observer is not None else NullReaperObserver()
+        # In a fleet, a PENDING row of another live replica is its create in flight, not ours to settle.
+        self._replicas: Replicas = replicas if replicas is not None else SoleReplica()
         # Passes never overlap (the loop and a direct run_once, or reconcile): each reads the rows
         # and acts on them, and two readers would send ZEGO the same delete twice.
         self._pass_lock = asyncio.Lock()
@@ -203,6 +207,7 @@ class Reaper:
             record.state is S.PENDING
             and age >= self._pending_grace
             and not self._sessions.is_creating(record.session_id)
+            and not await self._replicas.in_flight_elsewhere(record.session_id)
         ):
             return await self._fail_unconfirmed(record, "reaper_create_unconfirmed")
         return Outcome.UNTOUCHED
@@ -235,8 +240,11 @@ class Reaper:
             for record in rows:
                 if record.state is not S.PENDING:
                     step = self._verify(record, "reconcile")
-                elif self._sessions.is_creating(record.session_id):
-                    # Only possible if called after serving began; that create will settle the row.
+                elif self._sessions.is_creating(record.session_id) or (
+                    await self._replicas.in_flight_elsewhere(record.session_id)
+                ):
+                    # After serving began (a lease taken over), or another live replica's create:
+                    # that create will settle the row.
                     counts[Outcome.UNTOUCHED.value] += 1
                     continue
                 else:

@@ -226,6 +226,18 @@ ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
 ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
 """
 
+_V10 = """
+-- The fleet runtime's tables, kept for parity with PostgreSQL's version 10. The embedded ledger
+-- has one owner (its file lock): no replica writes a heartbeat, and every creator is ''.
+CREATE TABLE replicas (
+    replica_id   TEXT PRIMARY KEY,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    draining     INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))
+);
+ALTER TABLE sessions ADD COLUMN creator TEXT NOT NULL DEFAULT '';
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
     (2, _V2),
@@ -235,6 +247,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, _V6),
     (7, _V7),
     (8, _V8),
+    (10, _V10),
 )
 """Every schema version, in order. Append only."""
 

@@ -204,6 +204,35 @@ ALTER TABLE sessions ADD COLUMN trace_parent TEXT;
 ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
 """
 
+_V10 = """
+-- The fleet runtime (service.store.pg_feed, service.store.pg_replicas).
+-- Every statement that inserts events wakes the replicas' tailers when it commits (NOTIFY is
+-- transactional: a rolled-back append wakes nobody). A wake-up only; the tailers read the log.
+CREATE FUNCTION agentgw_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('agentgw_events', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_notify AFTER INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION agentgw_events_notify();
+
+-- Replica liveness: each replica's heartbeat, on the database's clock.
+CREATE TABLE replicas (
+    replica_id   TEXT COLLATE "C" PRIMARY KEY,
+    started_at   DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    draining     INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))
+);
+
+-- The replica whose connection inserted the row (its pool sets agentgw.replica_id): a PENDING
+-- row of a live replica is its create in flight, and nobody else's to resolve. '' before this
+-- version, and for a connection that sets no replica id.
+ALTER TABLE sessions ADD COLUMN creator TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ALTER COLUMN creator
+    SET DEFAULT COALESCE(current_setting('agentgw.replica_id', true), '');
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
     (2, _V2),
@@ -213,6 +242,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, _V6),
     (7, _V7),
     (8, _V8),
+    (10, _V10),
 )
 """Every schema version, in order, numbered as SQLite's. Append only."""
 
