@@ -10,7 +10,10 @@ and no duplicate. The last two are the chaos suite's fleet scenarios (``chaos.fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from chaos.harness import Intent
 from chaos.report import TARGETS
 from chaos.scenarios import SMOKE
 from service.config import Settings
+from tests.fleet.conftest import needs_lease, needs_live_feed
+from tools.fleet import Fleet, Replica, open_fleet
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -54,9 +59,30 @@ async def _events_until(stream: Any, session_id: str, wanted: set[str], seconds:
     return seen
 
 
-async def test_created_on_a_watched_on_b_with_callbacks_to_c(
-    procs: Processes, tmp_path: Path, database_url: str
+async def _listed_until(stub: Any, session_id: str, wanted: set[str], seconds: float) -> list[Any]:
+    """Every event of ``session_id`` that ``stub`` lists, polled until ``wanted`` are all there."""
+    events: list[Any] = []
+    async with asyncio.timeout(seconds):
+        while True:
+            page = await stub.ListEvents(events_api.ListEventsRequest(page_size=1000), timeout=5)
+            events = [e for e in page.events if e.session_id == session_id]
+            if wanted <= {e.WhichOneof("payload") for e in events}:
+                return events
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        pytest.param(False, id="listed-on-b"),
+        pytest.param(True, id="watched-on-b", marks=needs_live_feed),
+    ],
+)
+async def test_created_on_a_seen_on_b_with_callbacks_to_c(
+    procs: Processes, tmp_path: Path, database_url: str, live: bool
 ) -> None:
+    """What C received is on B: listed (the shared ledger), or live on a WatchEvents stream (B's
+    tailer of the shared log)."""
     async with open_fleet_world(
         "acb", procs, tmp_path, cap=3, time_scale=0.1, replicas=3, database_url=database_url
     ) as world:
@@ -64,16 +90,24 @@ async def test_created_on_a_watched_on_b_with_callbacks_to_c(
         a, b, c = fleet.replicas
         await fleet.point_callbacks(c)
         await world.register_agent()
-        watch = events_rpc.EventServiceStub(world.channels[b.name]).WatchEvents(
-            events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST)
-        )
+        on_b = events_rpc.EventServiceStub(world.channels[b.name])
+        watch = on_b.WatchEvents(events_api.WatchEventsRequest(start=events_api.START_POSITION_OLDEST))
+        seen: list[Any] = []
+
+        async def until(wanted: set[str]) -> list[Any]:
+            nonlocal seen
+            if live:
+                seen += await _events_until(watch, session_id, wanted, 15)
+            else:
+                seen = await _listed_until(on_b, session_id, wanted, 15)
+            return seen
+
         on_a = api_grpc.SessionServiceStub(world.channels[a.name])
         intent = Intent(0, "acb")
         created = await on_a.CreateSession(world.create_request(intent, events=True), timeout=10)
         session_id = created.session.session_id
-        # The AgentInstanceCreated callback reached C; B's subscriber sees it live.
-        seen = await _events_until(watch, session_id, {"created"}, 15)
-        assert "created" in {e.WhichOneof("payload") for e in seen}
+        # ZEGO's AgentInstanceCreated callback reached C; B has it.
+        assert "created" in {e.WhichOneof("payload") for e in await until({"created"})}
         on_c = api_grpc.SessionServiceStub(world.channels[c.name])
         got = await on_c.GetSession(api.GetSessionRequest(session_id=session_id), timeout=5)
         assert got.session.state == spb.SESSION_STATE_ACTIVE
@@ -82,16 +116,16 @@ async def test_created_on_a_watched_on_b_with_callbacks_to_c(
             world.create_request(intent, events=True), timeout=10
         )
         assert again.session.session_id == session_id
-        # Ended on B: exactly one terminal event, on B's stream.
+        # Ended on B: exactly one terminal event.
         ended = await api_grpc.SessionServiceStub(world.channels[b.name]).EndSession(
             api.EndSessionRequest(session_id=session_id), timeout=10
         )
         assert ended.session.state in (spb.SESSION_STATE_ENDING, spb.SESSION_STATE_ENDED)
-        seen += await _events_until(watch, session_id, {"ended"}, 15)
+        await until({"ended"})
         assert [e.WhichOneof("payload") for e in seen].count("ended") == 1
         assert len({e.cursor for e in seen}) == len(seen)  # no duplicate
         watch.cancel()
-        # And A lists the log exactly as B streamed it.
+        # And A lists the log exactly as B had it.
         listed = await events_rpc.EventServiceStub(world.channels[a.name]).ListEvents(
             events_api.ListEventsRequest(page_size=1000), timeout=5
         )
@@ -118,6 +152,7 @@ async def test_kill_9_of_one_replica_during_concurrent_creates(
     assert {m for m in TARGETS if world.get(m)} == set(), world
 
 
+@needs_live_feed
 async def test_a_subscriber_resumes_on_another_replica_with_no_gap_and_no_duplicate(
     procs: Processes, tmp_path: Path, database_url: str
 ) -> None:
@@ -129,3 +164,41 @@ async def test_a_subscriber_resumes_on_another_replica_with_no_gap_and_no_duplic
     assert world["logged"] > 0 and world["delivered"] > 0
     for metric in ("lost_in_ledger", "lost", "duplicated"):
         assert world[metric] == 0, (metric, world)
+
+
+def _lease_acquired(replica: Replica) -> bool:
+    """Whether ``replica``'s current process logged that it took a lease."""
+    if replica.proc is None:
+        return False
+    for line in replica.proc.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            message = str(json.loads(line).get("message", ""))
+            if message.startswith("lease ") and message.endswith(" acquired"):
+                return True
+    return False
+
+
+async def _holders(fleet: Fleet, seconds: float) -> list[Replica]:
+    """The live replicas that logged a lease acquisition, once there is one (or after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        holders = [r for r in fleet.live() if _lease_acquired(r)]
+        if holders or time.monotonic() > deadline:
+            return holders
+        await asyncio.sleep(0.1)
+
+
+@needs_lease
+async def test_the_reaper_lease_fails_over_within_its_retry_bound_when_its_holder_is_killed(
+    procs: Processes, tmp_path: Path, database_url: str
+) -> None:
+    async with open_fleet(procs, tmp_path / "lease", replicas=2, database_url=database_url) as fleet:
+        (holder,) = await _holders(fleet, 15)  # exactly one replica holds it
+        (other,) = [r for r in fleet.replicas if r is not holder]
+        await asyncio.sleep(3)  # a retry period or more: the other still does not take it
+        assert not _lease_acquired(other)
+        killed_at = time.monotonic()
+        await fleet.kill(holder)
+        assert await _holders(fleet, 15) == [other]
+        # The database released the dead holder's lock at once; the other took it on its next try.
+        assert time.monotonic() - killed_at < 10
