@@ -135,9 +135,10 @@ async def test_created_on_a_seen_on_b_with_callbacks_to_c(
 async def test_kill_9_of_one_replica_during_concurrent_creates(
     procs: Processes, tmp_path: Path, database_url: str
 ) -> None:
-    (world,) = (
-        await fleet_kill_during_creates(procs, tmp_path, SMALL, {}, database_url=database_url)
-    ).values()
+    out = await fleet_kill_during_creates(
+        procs, tmp_path, SMALL, {}, database_url=database_url, create_deadline=8.0
+    )
+    (world,) = out.values()
     assert world["intents"] == 2 * SMALL.cap and world["creates_at_zego"] >= 1
     assert world["acked"] >= 1
     for metric in (
