@@ -23,6 +23,8 @@ from service.zego.emulator.config import EmulatorConfig
 from service.zego.emulator.server import run_emulator
 from service.zego.signing import api_signature, new_nonce
 
+pytest_plugins = ["tests.backends"]
+
 APP_ID = 424242
 SERVER_SECRET = "0123456789abcdef0123456789abcdef"
 CALLBACK_SECRET = "callback-secret-for-tests"
@@ -93,7 +95,11 @@ async def emulator(emulator_overrides: dict[str, Any]) -> AsyncIterator[Emulator
             yield Emulator(url, config, admin)
 
 
-def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Settings:
+def gateway_settings(
+    emulator: Emulator, db_path: Path, database_url: str | None = None, **overrides: Any
+) -> Settings:
+    """The gateway's settings for tests; ``database_url`` (the ``database_url`` fixture) selects
+    the PostgreSQL ledger, None the SQLite file at ``db_path``."""
     values: dict[str, Any] = {
         "zego_app_id": APP_ID,
         "zego_server_secret": Secret(SERVER_SECRET),
@@ -105,6 +111,8 @@ def gateway_settings(emulator: Emulator, db_path: Path, **overrides: Any) -> Set
         "db_path": db_path,
         "shutdown_grace_seconds": 0.5,
     }
+    if database_url is not None:
+        values["database_url"] = Secret(database_url)
     values.update(overrides)
     return Settings(**values)
 
@@ -117,9 +125,10 @@ def gateway_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def gateway(
-    emulator: Emulator, tmp_path: Path, gateway_overrides: dict[str, Any]
+    emulator: Emulator, tmp_path: Path, gateway_overrides: dict[str, Any], database_url: str | None
 ) -> AsyncIterator[Gateway]:
-    async with Gateway(gateway_settings(emulator, tmp_path / "ledger.db", **gateway_overrides)) as gw:
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url, **gateway_overrides)
+    async with Gateway(settings) as gw:
         yield gw
 
 

@@ -180,9 +180,11 @@ async def test_request_id_is_idempotent_concurrently_and_checks_the_body(
     )
 
 
-async def test_sessions_and_request_ids_survive_a_restart(emulator: Emulator, tmp_path: Path) -> None:
+async def test_sessions_and_request_ids_survive_a_restart(
+    emulator: Emulator, tmp_path: Path, database_url: str | None
+) -> None:
     await register_agent(emulator)
-    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url)
     request = voice_request(request_id="restart-1")
     async with Gateway(settings) as gw:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:

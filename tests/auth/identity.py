@@ -79,11 +79,14 @@ class Identities:
 
 
 @contextlib.asynccontextmanager
-async def identity_gateway(emulator: Emulator, tmp_path: Path, **overrides: Any) -> AsyncIterator[Identities]:
+async def identity_gateway(
+    emulator: Emulator, tmp_path: Path, database_url: str | None = None, **overrides: Any
+) -> AsyncIterator[Identities]:
     key = rsa_key()
     settings = gateway_settings(
         emulator,
         tmp_path / "ledger.db",
+        database_url,
         auth_mode=frozenset({"jwt"}),
         auth_jwks_file=write_jwks(tmp_path / "jwks.json", key),
         **overrides,

@@ -81,9 +81,9 @@ async def code_of(call: Any) -> grpc.StatusCode:
 
 
 @pytest.fixture
-async def ids(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Identities]:
+async def ids(emulator: Emulator, tmp_path: Path, database_url: str | None) -> AsyncIterator[Identities]:
     await register_agent(emulator)
-    async with identity_gateway(emulator, tmp_path) as identities:
+    async with identity_gateway(emulator, tmp_path, database_url) as identities:
         yield identities
 
 

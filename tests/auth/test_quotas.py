@@ -33,12 +33,12 @@ async def running_at_zego(emulator: Emulator) -> int:
 
 
 async def test_quotas_hold_under_concurrency_and_show_in_get_capacity(
-    emulator: Emulator, tmp_path: Path
+    emulator: Emulator, tmp_path: Path, database_url: str | None
 ) -> None:
     await register_agent(emulator)
     quotas = tmp_path / "quotas.toml"
     quotas.write_text(QUOTAS)
-    async with identity_gateway(emulator, tmp_path, quotas_file=quotas) as ids:
+    async with identity_gateway(emulator, tmp_path, database_url, quotas_file=quotas) as ids:
         alice, bob = ids["alice"], ids["bob"]
 
         async def attempt(client: object, i: int) -> grpc.StatusCode:

@@ -76,9 +76,13 @@ async def test_tail_of_one_session_stops_after_its_end(wired: Wired) -> None:
     assert {e["session_id"] for e in got} == {session.session_id}
 
 
-async def test_tail_resumes_by_cursor_across_a_gateway_restart(emulator: Emulator, tmp_path: Path) -> None:
+async def test_tail_resumes_by_cursor_across_a_gateway_restart(
+    emulator: Emulator, tmp_path: Path, database_url: str | None
+) -> None:
     port = free_port()
-    settings = gateway_settings(emulator, tmp_path / "ledger.db", grpc_listen=f"127.0.0.1:{port}")
+    settings = gateway_settings(
+        emulator, tmp_path / "ledger.db", database_url, grpc_listen=f"127.0.0.1:{port}"
+    )
     await register_agent(emulator)
 
     async def start() -> Gateway:

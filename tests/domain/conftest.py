@@ -19,6 +19,7 @@ from service.domain.sessions import CreateSpec, SessionService
 from service.store.sqlite import SqliteLedger
 from service.zego import models as m
 from service.zego.client import ZegoClient
+from tests.backends import LedgerFactory
 from tests.conftest import APP_ID, SERVER_SECRET, Emulator
 
 AGENT_ID = "agent_domain"
@@ -84,8 +85,8 @@ async def zego(emulator: Emulator) -> AsyncIterator[ZegoClient]:
 
 
 @pytest.fixture
-async def ledger(db_path: Path) -> AsyncIterator[SqliteLedger]:
-    store = SqliteLedger(db_path)
+async def ledger(db_path: Path, make_ledger: LedgerFactory) -> AsyncIterator[SqliteLedger]:
+    store = make_ledger(db_path)
     await store.open()
     yield store
     await store.close()

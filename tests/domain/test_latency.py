@@ -13,6 +13,7 @@ from service.domain.events import EventFilter, EventType, NewEvent
 from service.domain.latency import LatencyTracker
 from service.domain.model import NewSession, SessionKind, TurnStats
 from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 
 SID = "s1"
 
@@ -34,8 +35,8 @@ class Recorder:
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
-    store = SqliteLedger(tmp_path / "l.db")
+async def ledger(tmp_path: Path, make_ledger: LedgerFactory) -> AsyncIterator[SqliteLedger]:
+    store = make_ledger(tmp_path / "l.db")
     await store.open()
     new = NewSession(
         SID, SessionKind.DIGITAL_HUMAN, "a", "u", "r", "au", "as", "us", {"team": "x"}, 60, None, None, 0.0

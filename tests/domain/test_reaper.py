@@ -21,6 +21,7 @@ from service.domain.sessions import SessionService
 from service.store.sqlite import SqliteLedger
 from service.zego import exceptions as zx
 from service.zego.client import ZegoClient
+from tests.backends import LedgerFactory
 from tests.conftest import Emulator
 from tests.domain.conftest import (
     AGENT_ID,
@@ -385,9 +386,14 @@ async def test_a_failing_observer_does_not_stop_the_pass(sessions: SessionServic
 
 
 async def test_crash_between_zegos_answer_and_the_ledger_update(
-    zego: ZegoClient, db_path: Path, clock: FakeClock, emulator: Emulator, observer: RecordingObserver
+    zego: ZegoClient,
+    db_path: Path,
+    clock: FakeClock,
+    emulator: Emulator,
+    observer: RecordingObserver,
+    make_ledger: LedgerFactory,
 ) -> None:
-    first = SqliteLedger(db_path)
+    first = make_ledger(db_path)
     await first.open()
     doomed = make_service(zego, FaultyLedger(first, fail_to=S.STARTING), clock)
     with pytest.raises(ProcessDied):
@@ -395,7 +401,7 @@ async def test_crash_between_zegos_answer_and_the_ledger_update(
     await first.close()
     (leaked,) = await upstream_ids(emulator)  # ZEGO created it; nobody recorded its id
 
-    restarted = SqliteLedger(db_path)
+    restarted = make_ledger(db_path)
     await restarted.open()
     try:
         sessions = make_service(zego, restarted, clock)
@@ -419,16 +425,16 @@ async def test_crash_between_zegos_answer_and_the_ledger_update(
 
 
 async def test_restart_keeps_healthy_sessions(
-    zego: ZegoClient, db_path: Path, clock: FakeClock, emulator: Emulator
+    zego: ZegoClient, db_path: Path, clock: FakeClock, emulator: Emulator, make_ledger: LedgerFactory
 ) -> None:
-    ledger = SqliteLedger(db_path)
+    ledger = make_ledger(db_path)
     await ledger.open()
     before = make_service(zego, ledger, clock)
     starting = await before.create(voice_spec())
     active = await before.mark_active(await before.create(voice_spec()), "callback")
     await ledger.close()
 
-    reopened = SqliteLedger(db_path)
+    reopened = make_ledger(db_path)
     await reopened.open()
     try:
         sessions = make_service(zego, reopened, clock)

@@ -8,7 +8,7 @@ from pathlib import Path
 from service.domain.event_log import EventBus, EventLog
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.domain.model import LabelOp, LabelRequirement
-from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 
 
 def event(cursor: int, kind: EventType = EventType.LLM_RESULT, **kw: object) -> Event:
@@ -81,8 +81,8 @@ async def test_filters_apply_to_live_events() -> None:
     assert bus.head == 5
 
 
-async def test_concurrent_appends_publish_in_cursor_order(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.db")
+async def test_concurrent_appends_publish_in_cursor_order(tmp_path: Path, make_ledger: LedgerFactory) -> None:
+    ledger = make_ledger(tmp_path / "l.db")
     await ledger.open()
     bus = EventBus(queue_size=1000)
     log = EventLog(ledger, bus)

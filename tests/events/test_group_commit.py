@@ -6,42 +6,47 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.domain.event_log import APPEND_GROUP_MAX, EventBus, EventLog
 from service.domain.events import Event, EventFilter, EventType, NewEvent
 from service.store.base import StoreError
-from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 
 
 def event(sequence: int, text: str = "") -> NewEvent:
     return NewEvent(EventType.LLM_RESULT, None, "i", "a", "r", 0, 0.0, sequence, None, {"text": text})
 
 
-class CountingLedger(SqliteLedger):
-    """Counts group transactions and can be told to fail on one event's text."""
+class CountingLedger:
+    """A ledger of the test's backend that counts group transactions and can be told to fail on
+    one event's text."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
         self.groups: list[int] = []
         self.poison = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
     async def append_events(self, events: Sequence[NewEvent]) -> list[Event | None]:
         self.groups.append(len(events))
         if any(e.data.get("text") == self.poison for e in events):
             raise StoreError("ledger transaction failed: poisoned")
-        return await super().append_events(events)
+        return await self._inner.append_events(events)
 
     async def append_event(self, event: NewEvent) -> Event | None:
         if self.poison and event.data.get("text") == self.poison:
             raise StoreError("ledger transaction failed: poisoned")
-        return await super().append_event(event)
+        return await self._inner.append_event(event)
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[CountingLedger]:
-    store = CountingLedger(tmp_path / "l.db")
+async def ledger(tmp_path: Path, make_ledger: LedgerFactory) -> AsyncIterator[CountingLedger]:
+    store = CountingLedger(make_ledger(tmp_path / "l.db"))
     await store.open()
     yield store
     await store.close()

@@ -4,7 +4,6 @@ after twice the skew window and are purged (issue 16 §2)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import grpc
@@ -13,25 +12,21 @@ import httpx
 from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from service.server import Gateway
-from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory, table_rows
 from tests.conftest import Emulator, gateway_settings
 from tests.events.helpers import callback, post
 
 INSTANCE = "1912124734317838336"
 
 
-def nonce_rows(db: Path) -> list[tuple[str, str]]:
-    conn = sqlite3.connect(db, timeout=5)
-    try:
-        return conn.execute("SELECT nonce, signature FROM callback_nonces").fetchall()
-    finally:
-        conn.close()
+async def nonce_rows(db: Path, database_url: str | None) -> list[tuple[str, str]]:
+    return await table_rows(db, database_url, "SELECT nonce, signature FROM callback_nonces")
 
 
 async def test_a_captured_pair_replayed_with_another_body_after_a_restart_is_refused(
-    emulator: Emulator, tmp_path: Path
+    emulator: Emulator, tmp_path: Path, database_url: str | None
 ) -> None:
-    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url)
     genuine = callback("LLMResult", INSTANCE, {"Round": 1, "Text": "genuine"})
     async with Gateway(settings) as gw:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}") as http:
@@ -54,25 +49,25 @@ async def test_a_captured_pair_replayed_with_another_body_after_a_restart_is_ref
 
 
 async def test_a_pair_expires_after_twice_the_skew_and_is_purged_at_start_up(
-    emulator: Emulator, tmp_path: Path
+    emulator: Emulator, tmp_path: Path, database_url: str | None
 ) -> None:
     db = tmp_path / "ledger.db"
-    settings = gateway_settings(emulator, db, callback_skew_seconds=0.5)  # pairs kept 1 s
+    settings = gateway_settings(emulator, db, database_url, callback_skew_seconds=0.5)  # pairs kept 1 s
     async with Gateway(settings) as gw:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}") as http:
             assert (await post(http, callback("LLMResult", INSTANCE, {"Round": 1}))).status_code == 200
-    assert len(nonce_rows(db)) == 1
+    assert len(await nonce_rows(db, database_url)) == 1
     await asyncio.sleep(1.1)
     async with Gateway(settings):
         # The retention loop's first pass runs as the gateway starts.
         async with asyncio.timeout(5):
-            while nonce_rows(db):
+            while await nonce_rows(db, database_url):
                 await asyncio.sleep(0.05)
 
 
-async def test_the_first_body_wins_until_its_pair_expires(tmp_path: Path) -> None:
+async def test_the_first_body_wins_until_its_pair_expires(tmp_path: Path, make_ledger: LedgerFactory) -> None:
     now = [1_000.0]
-    ledger = SqliteLedger(tmp_path / "ledger.db", clock=lambda: now[0])
+    ledger = make_ledger(tmp_path / "ledger.db", clock=lambda: now[0])
     await ledger.open()
 
     async def remember(nonce: str, signature: str, digest: str, expires_at: float) -> str:
@@ -95,13 +90,15 @@ async def test_the_first_body_wins_until_its_pair_expires(tmp_path: Path) -> Non
         assert await ledger.remember_callbacks(group) == ["body-x", "body-x"]
         assert await ledger.purge_callback_nonces(now[0]) == 1  # (n1, other)
         assert await ledger.purge_callback_nonces(2_200.0) == 2
+        assert await ledger.purge_callback_nonces(1e12) == 0  # nothing is left
     finally:
         await ledger.close()
-    assert nonce_rows(tmp_path / "ledger.db") == []
 
 
-async def test_concurrent_callbacks_with_one_pair_store_one_body(emulator: Emulator, tmp_path: Path) -> None:
-    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+async def test_concurrent_callbacks_with_one_pair_store_one_body(
+    emulator: Emulator, tmp_path: Path, database_url: str | None
+) -> None:
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url)
     genuine = callback("LLMResult", INSTANCE, {"Round": 1, "Text": "genuine"})
     forged = [
         dict(genuine, Data={"Round": 1, "Text": f"forged {i}"}, Sequence=genuine["Sequence"] + i)

@@ -52,6 +52,13 @@ POISON: list[tuple[str, Any, dict[str, Any], str | None]] = [
 
 
 @pytest.fixture
+def ledger_backend() -> str:
+    """SQLite only: the poison rows rely on its loose column types (text in an INTEGER column, a
+    REAL beyond int64); PostgreSQL's typed columns refuse them before they are ever stored."""
+    return "sqlite"
+
+
+@pytest.fixture
 def gateway_overrides() -> dict[str, Any]:
     return {"heartbeat_seconds": 0.2, "subscriber_queue_size": 1000}
 

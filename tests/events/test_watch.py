@@ -231,8 +231,10 @@ async def test_filters_and_list_paging(stub: erpc.EventServiceStub, http: httpx.
     assert rich_error(info.value).field_paths == ["filter.event_types[0]"]
 
 
-async def test_resume_after_a_gateway_restart(emulator: Emulator, tmp_path: Path) -> None:
-    settings = gateway_settings(emulator, tmp_path / "ledger.db", heartbeat_seconds=0.2)
+async def test_resume_after_a_gateway_restart(
+    emulator: Emulator, tmp_path: Path, database_url: str | None
+) -> None:
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url, heartbeat_seconds=0.2)
     async with Gateway(settings) as gw:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}") as http:
             await post_llm(http, 5)

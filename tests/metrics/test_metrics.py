@@ -30,6 +30,7 @@ from service.metrics import (
 )
 from service.store.sqlite import SqliteLedger
 from service.zego.actions import Action, ClientObserver
+from tests.backends import LedgerFactory
 
 T0 = 1_700_000_000.0
 
@@ -287,8 +288,8 @@ def _new(n: int, kind: SessionKind) -> NewSession:
 
 
 @pytest.fixture
-async def ledger(tmp_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
-    store = SqliteLedger(tmp_path / "ledger.db", clock=lambda: T0)
+async def ledger(tmp_path: pathlib.Path, make_ledger: LedgerFactory) -> AsyncIterator[SqliteLedger]:
+    store = make_ledger(tmp_path / "ledger.db", clock=lambda: T0)
     await store.open()
     yield store
     await store.close()

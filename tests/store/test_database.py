@@ -16,6 +16,7 @@ from service.store import _events
 from service.store._db import Database
 from service.store.base import StoreError, UnstorableValue
 from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 from tests.store.test_sqlite_ledger import new, reserve
 
 S_ID = "s-0001"
@@ -28,7 +29,16 @@ def event(sequence: int | None, instance: str = "i-1") -> NewEvent:
 
 
 @pytest.fixture
-async def ledger(tmp_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
+async def ledger(tmp_path: pathlib.Path, make_ledger: LedgerFactory) -> AsyncIterator[SqliteLedger]:
+    """The ledger of the test's backend (these tests run on SQLite and PostgreSQL)."""
+    store = make_ledger(tmp_path / "ledger.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sqlite_ledger(tmp_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
     store = SqliteLedger(tmp_path / "ledger.db")
     await store.open()
     yield store
@@ -83,12 +93,15 @@ async def test_a_failed_group_stores_none_of_it(ledger: SqliteLedger) -> None:
     with pytest.raises(ValueError):
         await ledger.append_events([event(5), event(6), bad])
     assert await ledger.events_after(0, 100, _everything()) == []
-    assert [e and e.cursor for e in await ledger.append_events([event(5)])] == [1]
+    stored = await ledger.append_events([event(5)])
+    assert [e.sequence for e in await ledger.events_after(0, 100, _everything())] == [5]
+    if isinstance(ledger, SqliteLedger):  # SQLite's AUTOINCREMENT rolls back with the group
+        assert [e and e.cursor for e in stored] == [1]
 
 
 async def test_a_cancelled_caller_does_not_tear_its_transaction(ledger: SqliteLedger) -> None:
-    # A ledger call has no await inside: cancelled before it starts, nothing is written;
-    # once started, it runs to its commit.
+    # SQLite: a ledger call has no await inside: cancelled before it starts, nothing is written;
+    # once started, it runs to its commit. PostgreSQL: a cancelled call rolls back whole.
     task = asyncio.create_task(ledger.append_events([event(n) for n in range(1, 201)]))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -98,7 +111,10 @@ async def test_a_cancelled_caller_does_not_tear_its_transaction(ledger: SqliteLe
     await asyncio.sleep(0)
     started.cancel()
     await asyncio.gather(started, return_exceptions=True)
-    assert len(await ledger.events_after(0, 1000, _everything())) == 200
+    stored = len(await ledger.events_after(0, 1000, _everything()))
+    assert stored == 200 if isinstance(ledger, SqliteLedger) else stored in (0, 200)
+    again = await ledger.append_events([event(n) for n in range(1, 201)])  # and the ledger goes on
+    assert len(await ledger.events_after(0, 1000, _everything())) == 200 and len(again) == 200
 
 
 async def test_concurrent_writers_are_serialised_without_loss(ledger: SqliteLedger) -> None:
@@ -198,8 +214,8 @@ async def test_start_session_without_early_events(ledger: SqliteLedger) -> None:
     assert not created_seen and record.instance_id == "i-1"
 
 
-async def test_the_created_check_uses_an_index_not_a_scan(ledger: SqliteLedger) -> None:
-    plan = ledger._db.run(
+async def test_the_created_check_uses_an_index_not_a_scan(sqlite_ledger: SqliteLedger) -> None:
+    plan = sqlite_ledger._db.run(
         lambda conn: conn.execute(f"EXPLAIN QUERY PLAN {_events.HAS_TYPE}", ("i-1", "created")).fetchall()
     )
     details = " ".join(str(row[3]) for row in plan)

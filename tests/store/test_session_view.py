@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.domain.model import NewSession, SessionKind, SessionState
-from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 
 
-async def test_view_matches_the_separate_reads(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.db")
+async def test_view_matches_the_separate_reads(tmp_path: Path, make_ledger: LedgerFactory) -> None:
+    ledger = make_ledger(tmp_path / "l.db")
     await ledger.open()
     new = NewSession(
         "s1", SessionKind.VOICE, "a", "u", "r", "au", "as", "us", {"k": "v"}, 60, "req", "h", 1.0

@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from service.domain.model import (
@@ -29,6 +30,7 @@ from service.domain.model import (
 from service.store.base import StoreError, TransitionConflict
 from service.store.migrations import MIGRATIONS, latest_version, migrate, split_statements
 from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 
 S = SessionState
 K = SessionKind
@@ -71,7 +73,17 @@ def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-async def ledger(db_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
+async def ledger(db_path: pathlib.Path, make_ledger: LedgerFactory) -> AsyncIterator[SqliteLedger]:
+    """The ledger of the test's backend (SQLite or PostgreSQL: these tests run on both)."""
+    store = make_ledger(db_path, clock=lambda: T0)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sqlite_ledger(db_path: pathlib.Path) -> AsyncIterator[SqliteLedger]:
+    """A SQLite ledger, for the tests about its file (schema, pragmas, stored text)."""
     store = SqliteLedger(db_path, clock=lambda: T0)
     await store.open()
     yield store
@@ -104,7 +116,9 @@ def raw(path: pathlib.Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]
         conn.close()
 
 
-async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+async def test_open_creates_parent_dirs_and_schema(
+    sqlite_ledger: SqliteLedger, db_path: pathlib.Path
+) -> None:
     assert listing(db_path.parent) == ["ledger.db", "ledger.db-shm", "ledger.db-wal", "ledger.db.lock"]
     tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {
@@ -135,7 +149,8 @@ async def test_open_creates_parent_dirs_and_schema(ledger: SqliteLedger, db_path
     assert pk == [("method", 1), ("request_id", 2)]
 
 
-async def test_wal_mode_and_connection_pragmas(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+async def test_wal_mode_and_connection_pragmas(sqlite_ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+    ledger = sqlite_ledger
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
 
     def pragma(conn: sqlite3.Connection, name: str) -> Any:
@@ -157,7 +172,10 @@ async def test_reopen_is_idempotent(db_path: pathlib.Path) -> None:
     assert raw(db_path, "SELECT version FROM schema_migrations") == [(v,) for v, _ in MIGRATIONS]
 
 
-async def test_database_newer_than_code_is_refused(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+async def test_database_newer_than_code_is_refused(
+    sqlite_ledger: SqliteLedger, db_path: pathlib.Path
+) -> None:
+    ledger = sqlite_ledger
     await ledger.close()
     raw(db_path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
     with pytest.raises(StoreError, match=f"schema version 99, newer than version {latest_version()} "):
@@ -172,8 +190,8 @@ async def test_not_a_database_is_a_store_error(tmp_path: pathlib.Path) -> None:
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
 
-async def test_closed_ledger_raises_store_error(db_path: pathlib.Path) -> None:
-    store = SqliteLedger(db_path)
+async def test_closed_ledger_raises_store_error(db_path: pathlib.Path, make_ledger: LedgerFactory) -> None:
+    store = make_ledger(db_path)
     with pytest.raises(StoreError, match="not open"):
         await store.get_session("s-0001")
 
@@ -222,8 +240,8 @@ async def test_memory_database(tmp_path: pathlib.Path) -> None:
 # -- durability --------------------------------------------------------------------------------
 
 
-async def test_reopen_preserves_every_field(db_path: pathlib.Path) -> None:
-    store = SqliteLedger(db_path)
+async def test_reopen_preserves_every_field(db_path: pathlib.Path, make_ledger: LedgerFactory) -> None:
+    store = make_ledger(db_path)
     await store.open()
     labels = {"env": "prod", "tier.name": "gold", "café": "naïve ✓", 'a"b\\c': "q"}
     session = dataclasses.replace(
@@ -255,7 +273,7 @@ async def test_reopen_preserves_every_field(db_path: pathlib.Path) -> None:
     history = await store.transitions("s-0001")
     await store.close()
 
-    store = SqliteLedger(db_path)
+    store = make_ledger(db_path)
     await store.open()
     try:
         after = await store.get_session("s-0001")
@@ -328,7 +346,8 @@ async def test_commits_survive_a_process_crash(db_path: pathlib.Path) -> None:
         await store.close()
 
 
-async def test_labels_are_stored_as_sorted_json(ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+async def test_labels_are_stored_as_sorted_json(sqlite_ledger: SqliteLedger, db_path: pathlib.Path) -> None:
+    ledger = sqlite_ledger
     await reserve(ledger, new(1, labels={"b": "2", "a": "1"}))
     assert raw(db_path, "SELECT labels FROM sessions") == [('{"a":"1","b":"2"}',)]
 
@@ -350,7 +369,8 @@ async def test_nineteen_digit_instance_id_is_exact(ledger: SqliteLedger, db_path
     assert found is not None and found.session_id == "s-0001" and found.instance_id == BIG_ID
     other = await ledger.find_by_instance_id(neighbour)
     assert other is not None and other.session_id == "s-0002"
-    assert raw(db_path, "SELECT typeof(instance_id) FROM sessions") == [("text",), ("text",)]
+    if isinstance(ledger, SqliteLedger):  # PostgreSQL's column is TEXT by its type
+        assert raw(db_path, "SELECT typeof(instance_id) FROM sessions") == [("text",), ("text",)]
     # An integer from a JSON body is stored as its exact decimal text, even above int64.
     await reserve(ledger, new(3))
     huge = 18_446_744_073_709_551_615
@@ -425,7 +445,7 @@ async def test_sqlite_errors_are_wrapped_and_rolled_back(ledger: SqliteLedger) -
     await reserve(ledger, new(1))
     with pytest.raises(StoreError) as info:
         await ledger.reserve_session(new(2, session_id="s-0001"), 10)  # duplicate primary key
-    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError | asyncpg.UniqueViolationError)
     assert len(await ledger.transitions("s-0001")) == 1  # no stray transition row
     await reserve(ledger, new(3))  # the connection is usable again
 
@@ -740,6 +760,8 @@ async def test_possible_leaks_hold_a_slot_as_suspect_and_are_read_by_their_index
     assert await ledger.leak_counts(T0 + 1) == {K.VOICE: (1, 0)}  # suspect, not yet given up
     assert await ledger.leak_counts(T0 + 2) == {K.VOICE: (1, 1)}
 
+    if not isinstance(ledger, SqliteLedger):
+        return  # the query plans below are SQLite's
     statements: list[str] = []
     ledger._db.run(lambda conn: conn.set_trace_callback(statements.append))
     try:
@@ -791,8 +813,9 @@ async def test_purge_drops_old_keys_and_old_terminal_sessions(ledger: SqliteLedg
 
 
 async def test_an_audited_change_commits_with_its_record_and_a_rollback_takes_both(
-    ledger: SqliteLedger, db_path: pathlib.Path
+    sqlite_ledger: SqliteLedger, db_path: pathlib.Path
 ) -> None:
+    ledger = sqlite_ledger
     from service.auth.principal import Principal, Role
     from service.domain.audit import AuditTrail, pending_audit
 

@@ -15,16 +15,18 @@ from service import tracing
 from service.api.rpc_tracing import trace_handler
 from service.domain.events import EventFilter, EventType, NewEvent
 from service.store.migrations import MIGRATIONS, migrate
-from service.store.sqlite import SqliteLedger
+from tests.backends import LedgerFactory
 from tests.store.test_sqlite_ledger import new
 from tests.tracing.conftest import Spans
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-async def test_the_ledger_keeps_the_traceparent_and_each_events_trace_id(tmp_path: pathlib.Path) -> None:
+async def test_the_ledger_keeps_the_traceparent_and_each_events_trace_id(
+    tmp_path: pathlib.Path, make_ledger: LedgerFactory
+) -> None:
     path = tmp_path / "ledger.db"
-    store = SqliteLedger(path)
+    store = make_ledger(path)
     await store.open()
     outcome = await store.reserve_session(dataclasses.replace(new(1), trace_parent=TRACEPARENT), 10)
     assert outcome.session is not None and outcome.session.trace_parent == TRACEPARENT
@@ -34,7 +36,7 @@ async def test_the_ledger_keeps_the_traceparent_and_each_events_trace_id(tmp_pat
     assert await store.append_event(event) is not None
     await store.close()
 
-    reopened = SqliteLedger(path)
+    reopened = make_ledger(path)
     await reopened.open()
     try:
         record = await reopened.get_session("s-0001")

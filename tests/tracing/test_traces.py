@@ -272,11 +272,11 @@ def test_log_lines_outside_a_span_have_no_trace_ids(json_logs: io.StringIO, span
 
 
 async def test_callbacks_after_a_restart_still_link_to_the_create(
-    emulator: Emulator, tmp_path: Any, spans: Spans
+    emulator: Emulator, tmp_path: Any, spans: Spans, database_url: str | None
 ) -> None:
     from tests.conftest import gateway_settings
 
-    settings = gateway_settings(emulator, tmp_path / "ledger.db")
+    settings = gateway_settings(emulator, tmp_path / "ledger.db", database_url)
 
     async def point_callbacks(gw: Gateway) -> None:
         url = f"http://127.0.0.1:{gw.http_port}/v1/zego/callbacks"
