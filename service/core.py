@@ -22,12 +22,15 @@ from service.domain.event_log import EventBus, EventLog
 from service.domain.ingest import CallbackIngestor
 from service.domain.latency import LatencyTracker
 from service.domain.leaks import LeakPolicy
+from service.domain.lease import while_held
 from service.domain.model import EndReason, SessionKind
 from service.domain.quotas import QuotaPolicy, load_quotas
 from service.domain.reaper import Reaper
 from service.domain.sessions import SessionService
+from service.domain.shared_turns import FleetLatencyTracker
 from service.metrics import Metrics, ZegoMetricsObserver
 from service.store.base import Ledger
+from service.store.pg_fleet import FleetRuntime, new_replica_id, pool_options, start_fleet
 from service.store.postgres import PoolOptions, PostgresLedger
 from service.store.sqlite import SqliteLedger
 from service.zego.client import ZegoClient
@@ -74,7 +77,9 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     """Open the ledger, reconcile it with ZEGO, and start the background tasks."""
     assert settings.zego_app_id is not None and settings.zego_server_secret is not None
     limits = {"voice": settings.voice_limit, "digital_human": settings.digital_human_limit}
-    ledger = _open_ledger(settings)
+    # A replica of a fleet (a shared PostgreSQL ledger) has an id its rows and heartbeats carry.
+    replica_id = new_replica_id() if settings.database_url is not None else ""
+    ledger = _open_ledger(settings, replica_id)
     await ledger.open()
     stack.push_async_callback(ledger.close)
     await metrics.refresh_from_ledger(ledger, limits, leak_give_up_seconds=settings.leak_give_up_seconds)
@@ -99,7 +104,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
         observer=metrics,
     )
     await stack.enter_async_context(bus)
-    events = EventLog(ledger, bus, observer=metrics)
+    events = EventLog(ledger, bus, observer=metrics, publish=not replica_id)
     await events.start()
     sessions = SessionService(
         zego,
@@ -117,19 +122,34 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
             call_timeout_seconds=settings.zego_timeout_seconds,
         ),
     )
-    latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
-    await stack.enter_async_context(latency)
-    events.on_event = latency.on_event
+    fleet = None
+    if isinstance(ledger, PostgresLedger) and settings.database_url is not None:
+        fleet = await start_fleet(settings.database_url.reveal(), ledger, replica_id, stack, observer=metrics)
+        latency: LatencyTracker = await _fleet_latency(fleet, events, bus, metrics, settings, stack)
+    else:
+        latency = LatencyTracker(ledger, events, metrics, budget_seconds=settings.interaction_budget_seconds)
+        await stack.enter_async_context(latency)
+        events.on_event = latency.on_event
 
-    # Before serving: settle what a previous process left (PENDING rows, instances gone
-    # upstream). Healthy sessions are picked up as they are.
     reaper = Reaper(
-        sessions, call_timeout_seconds=settings.zego_timeout_seconds, observer=_ReaperMetrics(metrics)
+        sessions,
+        call_timeout_seconds=settings.zego_timeout_seconds,
+        observer=_ReaperMetrics(metrics),
+        replicas=fleet.replicas if fleet is not None else None,
     )
-    report = await reaper.reconcile_at_startup()
-    log.info("ledger reconciled", extra={"report": asdict(report)})
-    await stack.enter_async_context(reaper)
-    await stack.enter_async_context(_retention(ledger, settings))
+    if fleet is not None:
+        # One replica at a time reconciles, reaps, retries leaks and purges: the lease holder.
+        await stack.enter_async_context(
+            while_held(fleet.lease, lambda: _leader_duties(reaper, ledger, settings))
+        )
+    else:
+        # Before serving: settle what a previous process left (PENDING rows, instances gone
+        # upstream). Healthy sessions are picked up as they are.
+        metrics.lease_held("reaper", True)  # the only process: always the holder
+        report = await reaper.reconcile_at_startup()
+        log.info("ledger reconciled", extra={"report": asdict(report)})
+        await stack.enter_async_context(reaper)
+        await stack.enter_async_context(_retention(ledger, settings))
 
     if settings.zego_callback_secret is None:
         log.warning("AGENTGW_ZEGO_CALLBACK_SECRET is not set: every ZEGO callback will be rejected")
@@ -160,7 +180,37 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
 
 
-def _open_ledger(settings: Settings) -> Ledger:
+async def _fleet_latency(
+    fleet: FleetRuntime,
+    events: EventLog,
+    bus: EventBus,
+    metrics: Metrics,
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+) -> LatencyTracker:
+    """The tracker of a fleet replica, fed by the log's tailer (which also feeds the bus)."""
+    latency = FleetLatencyTracker(
+        fleet.ledger,
+        events,
+        metrics,
+        budget_seconds=settings.interaction_budget_seconds,
+        recording=lambda: fleet.lease.held,
+    )
+    await stack.enter_async_context(latency)
+    await fleet.start_tailer(bus, [latency.feed], stack, observer=metrics)
+    return latency
+
+
+@contextlib.asynccontextmanager
+async def _leader_duties(reaper: Reaper, ledger: Ledger, settings: Settings) -> AsyncIterator[None]:
+    """What the lease holder runs: reconcile first (rows of dead replicas only), then reap and purge."""
+    report = await reaper.reconcile_at_startup()
+    log.info("ledger reconciled by the lease holder", extra={"report": asdict(report)})
+    async with reaper, _retention(ledger, settings):
+        yield
+
+
+def _open_ledger(settings: Settings, replica_id: str = "") -> Ledger:
     """The ledger the settings select: PostgreSQL with ``database_url`` (shareable by a fleet;
     no file lock), else the SQLite file (one owner, under its lock)."""
     if settings.database_url is not None:
@@ -170,6 +220,8 @@ def _open_ledger(settings: Settings) -> Ledger:
             max_size=settings.db_pool_max_size,
             statement_timeout_seconds=settings.db_statement_timeout_seconds,
         )
+        if replica_id:
+            options = pool_options(replica_id, options)
         return PostgresLedger(url, options=options, name=redact_url(url))
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteLedger(settings.db_path)

@@ -292,6 +292,7 @@ class Metrics:
         self.interaction_budget.set(interaction_budget_seconds)
         self._zego_codes: set[str] = {"0", *ZEGO_TRANSPORT_OUTCOMES}
         self._preinitialize()
+        self._add_fleet_families()
 
     def _preinitialize(self) -> None:
         """Create every bounded label combination at zero (``.labels()`` alone creates the child)."""
@@ -443,6 +444,31 @@ class Metrics:
     def turn_abandoned(self, kind: str, trigger: str) -> None:
         """Count a turn that ended with no agent response (do not also call :meth:`interaction`)."""
         self.interaction_turns_abandoned.labels(_kind(kind), _check(trigger, TRIGGERS, "trigger")).inc()
+
+    # --- the fleet runtime (service.domain.lease, service.store.pg_feed) ---------------------------
+
+    def _add_fleet_families(self) -> None:
+        r = self.registry
+        self.lease_holder = Gauge(
+            "agentgw_lease_held",
+            "1 while this replica holds the reaper lease (reconciliation, reaping, leak retries,"
+            " retention run there only); across a fleet the sum is 1.",
+            registry=r,
+        )
+        self.feed_lag = Gauge(
+            "agentgw_event_feed_lag_seconds",
+            "How long before its delivery by this replica's log tailer the newest event was received"
+            " (by whichever replica); 0 with the embedded ledger, which publishes as it stores.",
+            registry=r,
+        )
+
+    def lease_held(self, lease: str, held: bool) -> None:
+        """This replica acquired (True) or lost (False) the reaper lease."""
+        self.lease_holder.set(1 if held else 0)
+
+    def feed_delivered(self, lag_seconds: float) -> None:
+        """The tailer delivered events; the newest was received ``lag_seconds`` ago."""
+        self.feed_lag.set(max(0.0, lag_seconds))
 
 
 class ZegoMetricsObserver:

@@ -22,10 +22,20 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from service.domain.event_log import EventLog
 from service.domain.events import Event, EventType, NewEvent
+from service.domain.latency import LatencyObserver, LatencyTracker
 from service.domain.model import SessionRecord
+from service.store.base import Ledger
 
-__all__ = ["TURN_STARTED", "SharedTurnStarts", "tracker_feed", "turn_start_of", "turn_started_event"]
+__all__ = [
+    "TURN_STARTED",
+    "FleetLatencyTracker",
+    "SharedTurnStarts",
+    "tracker_feed",
+    "turn_start_of",
+    "turn_started_event",
+]
 
 log = logging.getLogger("agentgw.latency")
 
@@ -41,14 +51,6 @@ class _Sessions(Protocol):
 class _Appender(Protocol):
     async def append(self, event: NewEvent) -> Event | None:
         """Store an event (the log)."""
-
-
-class _Tracker(Protocol):
-    def on_event(self, event: Event) -> None:
-        """A delivered event."""
-
-    def api_turn(self, session_id: str, trigger: str, round_: int, started_at: float) -> None:
-        """An RPC-side turn started."""
 
 
 def turn_started_event(record: SessionRecord, trigger: str, round_: int, started_at: float) -> NewEvent:
@@ -86,17 +88,20 @@ def turn_start_of(event: Event) -> tuple[str, str, int, float] | None:
     return event.session_id, trigger, event.round, float(started_at)
 
 
-def tracker_feed(tracker: _Tracker) -> Callable[[Event], None]:
-    """The tailer observer of a fleet's tracker: delivered events as they are, turn starts as
-    ``api_turn``, other hidden events (duplicates kept for audit) not at all."""
+def tracker_feed(
+    on_event: Callable[[Event], None], turn_started: Callable[[str, str, int, float], None]
+) -> Callable[[Event], None]:
+    """The tailer observer of a fleet's tracker: delivered events to ``on_event``, logged turn
+    starts to ``turn_started`` (the tracker's own ``api_turn``), other hidden events (duplicates
+    kept for audit) nowhere."""
 
     def feed(event: Event) -> None:
         if not event.hidden:
-            tracker.on_event(event)
+            on_event(event)
             return
         start = turn_start_of(event)
         if start is not None:
-            tracker.api_turn(*start)
+            turn_started(*start)
 
     return feed
 
@@ -131,3 +136,32 @@ class SharedTurnStarts:
         """Wait for the turn starts being logged (tests and shutdown)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class FleetLatencyTracker(LatencyTracker):
+    """The tracker of a fleet replica: ``api_turn`` logs the turn start (every replica's tracker
+    learns it from its tailer, through :attr:`feed`), and only while ``recording()`` (the lease is
+    held) are turns recorded."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        events: EventLog,
+        observer: LatencyObserver,
+        *,
+        budget_seconds: float = 1.5,
+        recording: Callable[[], bool],
+    ) -> None:
+        super().__init__(ledger, events, observer, budget_seconds=budget_seconds, recording=recording)
+        self._starts = SharedTurnStarts(ledger, events)
+        self.feed = tracker_feed(self.on_event, super().api_turn)
+        """The tailer observer feeding this tracker."""
+
+    def api_turn(self, session_id: str, trigger: str, round_: int, started_at: float) -> None:
+        """SendText or Speak returned ``round_``: log it for every replica (this one included)."""
+        self._starts.api_turn(session_id, trigger, round_, started_at)
+
+    async def drain(self) -> None:
+        """Wait for the turn starts being logged, then for the queued events."""
+        await self._starts.drain()
+        await super().drain()

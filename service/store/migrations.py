@@ -227,15 +227,9 @@ ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
 """
 
 _V10 = """
--- The fleet runtime's tables, kept for parity with PostgreSQL's version 10. The embedded ledger
--- has one owner (its file lock): no replica writes a heartbeat, and every creator is ''.
-CREATE TABLE replicas (
-    replica_id   TEXT PRIMARY KEY,
-    started_at   REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    draining     INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))
-);
-ALTER TABLE sessions ADD COLUMN creator TEXT NOT NULL DEFAULT '';
+-- The fleet runtime's version (PostgreSQL's: replica heartbeats, sessions.creator, the NOTIFY on
+-- appends). A no-op here: the embedded ledger has one owner, by its file lock, so no replica ever
+-- needs to tell its rows or its liveness from another's.
 """
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (

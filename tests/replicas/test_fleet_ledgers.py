@@ -17,9 +17,8 @@ import pytest
 
 from service.domain.event_log import EventBus, EventLog, Subscription
 from service.domain.events import EventFilter, EventType, NewEvent
-from service.domain.latency import LatencyTracker
 from service.domain.model import NewSession, SessionKind, SessionState
-from service.domain.shared_turns import SharedTurnStarts, tracker_feed
+from service.domain.shared_turns import FleetLatencyTracker
 from service.store.pg_feed import PgEventTailer, PgLogReader
 from service.store.pg_replicas import PgReplicaRegistry, pool_options
 from service.store.postgres import PoolOptions, PostgresLedger
@@ -121,20 +120,19 @@ async def test_a_turn_started_on_a_and_spoken_on_b_is_measured_once(
     rec_a, rec_b = Recorder(), Recorder()
     async with EventBus() as bus_a, EventBus() as bus_b:
         log_a, log_b = EventLog(a, bus_a, publish=False), EventLog(b, bus_b, publish=False)
-        tracker_a = LatencyTracker(a, log_a, rec_a, recording=lambda: True)
-        tracker_b = LatencyTracker(b, log_b, rec_b, recording=lambda: False)
+        tracker_a = FleetLatencyTracker(a, log_a, rec_a, recording=lambda: True)
+        tracker_b = FleetLatencyTracker(b, log_b, rec_b, recording=lambda: False)
         tail_a = PgEventTailer(
-            pg_url, PgLogReader(a.database), bus_a, observers=[tracker_feed(tracker_a)], poll_seconds=0.2
+            pg_url, PgLogReader(a.database), bus_a, observers=[tracker_a.feed], poll_seconds=0.2
         )
         tail_b = PgEventTailer(
-            pg_url, PgLogReader(b.database), bus_b, observers=[tracker_feed(tracker_b)], poll_seconds=0.2
+            pg_url, PgLogReader(b.database), bus_b, observers=[tracker_b.feed], poll_seconds=0.2
         )
         async with tracker_a, tracker_b, tail_a, tail_b:
-            # SendText arrives at B (its turn start is logged), SPEAKING is posted to A.
-            starts_b = SharedTurnStarts(b, log_b)
-            now = time.time()
-            starts_b.api_turn(SID, "send_text", 5, now)
-            await starts_b.drain()
+            # SendText arrives at B (B logs its turn start), SPEAKING is posted to A.
+            now = float(int(time.time()))  # whole seconds: the latency below is exact
+            tracker_b.api_turn(SID, "send_text", 5, now)
+            await tracker_b.drain()
             await log_a.append(_event(EventType.AGENT_STATUS, 5, int(now * 1000) + 800, status="SPEAKING"))
             # A user turn whose two halves reach different replicas too.
             await log_b.append(_event(EventType.USER_SPEECH, 6, 500_000, action="SPEAK_END"))

@@ -54,7 +54,7 @@ async def test_every_replica_tracks_and_only_the_holder_records(ledger: SqliteLe
     log = EventLog(ledger, EventBus(), publish=False)
     a = LatencyTracker(ledger, log, rec_a, clock=lambda: 1.0, recording=lambda: holder["a"])
     b = LatencyTracker(ledger, log, rec_b, clock=lambda: 1.0, recording=lambda: not holder["a"])
-    feeds = [tracker_feed(a), tracker_feed(b)]
+    feeds = [tracker_feed(a.on_event, a.api_turn), tracker_feed(b.on_event, b.api_turn)]
     record = await ledger.get_session(SID)
     assert record is not None
 
