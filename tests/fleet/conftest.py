@@ -15,7 +15,8 @@ import pytest
 
 import service
 from bench.processes import Processes
-from tools.pgcluster import Cluster, PostgresUnavailable, find_bin_dir, throwaway_cluster
+from tests.backends import PgServer
+from tools.pgcluster import PostgresUnavailable, find_bin_dir
 
 
 def _in_ci() -> bool:
@@ -55,21 +56,13 @@ needs_lease = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    """One throwaway cluster for the whole fleet suite; each test creates its own database."""
-    require_postgres()
-    with throwaway_cluster() as cluster:
-        yield cluster
-
-
-_counter = iter(range(1_000_000))
-
-
 @pytest.fixture
-def database_url(pg_cluster: Cluster) -> str:
-    """A fresh, empty database on the session's cluster."""
-    return pg_cluster.create_database(f"fleet_{os.getpid()}_{next(_counter)}")
+def database_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, migrated, empty database on the run's cluster (``tests.backends``), PostgreSQL only
+    (the suite-wide fixture of the same name is parametrised over both ledgers)."""
+    url = pg_server.fresh_database()
+    yield url
+    pg_server.drop(url)
 
 
 @pytest.fixture

@@ -29,17 +29,10 @@ from chaos.fleet import fleet_kill_during_creates, fleet_resume, open_fleet_worl
 from chaos.harness import Intent
 from chaos.report import TARGETS
 from chaos.scenarios import SMOKE
-from service.config import Settings
 from tests.fleet.conftest import needs_lease, needs_live_feed
 from tools.fleet import Fleet, Replica, open_fleet
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        "database_url" not in {f.name for f in dataclasses.fields(Settings)},
-        reason="this build has no PostgreSQL ledger (AGENTGW_DATABASE_URL): nothing to run a fleet on",
-    ),
-]
+pytestmark = pytest.mark.timeout(120)
 
 SMALL = dataclasses.replace(
     SMOKE, cap=3, settle_seconds=8.0, phase_seconds=2.0, event_sessions=2, subscribers=2
