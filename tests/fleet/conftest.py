@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import service
 from bench.processes import Processes
 from tests.backends import PgServer
 from tools.pgcluster import PostgresUnavailable, find_bin_dir
@@ -32,28 +31,6 @@ def require_postgres() -> None:
         if _in_ci():
             pytest.fail(f"{message} (CI is set: the fleet tests must run)")
         pytest.skip(message)
-
-
-def _built(constructor: str) -> bool:
-    """Whether any module of the service (other than the one defining it) constructs ``constructor``:
-    whether a part of the fleet runtime is wired into the gateway in this build."""
-    root = Path(service.__file__).parent
-    name = constructor.rstrip("(")
-    for path in root.rglob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        if constructor in text and f"class {name}" not in text:
-            return True
-    return False
-
-
-needs_live_feed = pytest.mark.skipif(
-    not _built("PgEventTailer("),
-    reason="cross-replica live fan-out is not wired in this build (no PgEventTailer is started)",
-)
-needs_lease = pytest.mark.skipif(
-    not _built("PgAdvisoryLease("),
-    reason="the reaper lease is not wired in this build (no PgAdvisoryLease is taken)",
-)
 
 
 @pytest.fixture
