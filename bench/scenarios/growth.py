@@ -455,8 +455,9 @@ async def measure_backend(ctx: Context, backend: Backend, sessions: int, events:
     async with _gateway(ctx, backend) as gw:
         full = await measure_reads(gw.grpc_target, ids, resume, SAMPLES)
         live = await create_session(gw, user="growth_ingest")
-        now = time.time()
-        oldest = now - SPAN_SECONDS - 60
+        # From the ledger, not the clock: the fill itself took minutes.
+        ((first,),) = await backend.dialect.execute("SELECT MIN(received_at) FROM events")
+        oldest = float(first)
         steady = await measure_purge(gw, live, lambda: backend.purge(oldest + PURGE_INTERVAL_SECONDS))
         catch_up = await measure_purge(gw, live, lambda: backend.purge(oldest + 0.1 * SPAN_SECONDS))
     return {
