@@ -41,6 +41,8 @@ __all__ = ["Core", "build_core"]
 log = logging.getLogger("agentgw")
 
 RETENTION_INTERVAL_SECONDS = 60.0
+LEASE_WAIT_SECONDS = 1.0
+"""How long a starting fleet replica waits to win the reaper lease before it serves without it."""
 
 
 @dataclass
@@ -139,9 +141,7 @@ async def build_core(settings: Settings, stack: contextlib.AsyncExitStack, metri
     )
     if fleet is not None:
         # One replica at a time reconciles, reaps, retries leaks and purges: the lease holder.
-        await stack.enter_async_context(
-            while_held(fleet.lease, lambda: _leader_duties(reaper, ledger, settings))
-        )
+        await _lead_while_held(fleet, reaper, ledger, settings, stack)
     else:
         # Before serving: settle what a previous process left (PENDING rows, instances gone
         # upstream). Healthy sessions are picked up as they are.
@@ -199,6 +199,23 @@ async def _fleet_latency(
     await stack.enter_async_context(latency)
     await fleet.start_tailer(bus, [latency.feed], stack, observer=metrics)
     return latency
+
+
+async def _lead_while_held(
+    fleet: FleetRuntime, reaper: Reaper, ledger: Ledger, settings: Settings, stack: contextlib.AsyncExitStack
+) -> None:
+    """Run the lease holder's duties whenever this replica holds the lease. A replica that wins it at
+    start-up (the first, or the only one) reconciles before it serves, as a single process does."""
+    tried = asyncio.Event()
+    await stack.enter_async_context(
+        while_held(fleet.lease, lambda: _leader_duties(reaper, ledger, settings), tried=tried)
+    )
+    try:
+        await asyncio.wait_for(fleet.lease.acquired(), LEASE_WAIT_SECONDS)
+    except TimeoutError:
+        log.info("another replica holds the reaper lease; serving without it")
+        return
+    await tried.wait()
 
 
 @contextlib.asynccontextmanager

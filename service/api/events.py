@@ -83,7 +83,7 @@ class EventServicer(rpc.EventServiceServicer):
         self._converted: OrderedDict[tuple[int, bool], api.WatchEventsResponse] = OrderedDict()
 
     async def _start_cursor(self, start: int, after_cursor: int, field: str = "after_cursor") -> int:
-        purged, _ = await self._ledger.event_bounds()
+        purged, stored = await self._ledger.event_bounds()
         head = self._bus.head
         if start in (api.START_POSITION_UNSPECIFIED, api.START_POSITION_NOW):
             return head
@@ -91,7 +91,9 @@ class EventServicer(rpc.EventServiceServicer):
             return purged
         if start != api.START_POSITION_AFTER_CURSOR:
             raise InvalidArgument([FieldViolation("start", "is not a known StartPosition")])
-        return self._check_cursor(after_cursor, purged, head)
+        # A cursor handed out by another replica may be ahead of this one's bus (its tailer has not
+        # read that far yet) but not of the log: it is valid, and the replay reads up to it.
+        return self._check_cursor(after_cursor, purged, max(head, stored))
 
     @staticmethod
     def _check_cursor(after: int, purged: int, head: int) -> int:

@@ -72,13 +72,17 @@ class AlwaysHeld:
 
 @contextlib.asynccontextmanager
 async def while_held(
-    lease: Lease, duty: Callable[[], AbstractAsyncContextManager[object]]
+    lease: Lease,
+    duty: Callable[[], AbstractAsyncContextManager[object]],
+    *,
+    tried: asyncio.Event | None = None,
 ) -> AsyncIterator[None]:
     """Run ``duty()`` whenever ``lease`` is held, as a background task, until the block exits.
 
-    A duty that fails on entry is logged and tried again on the next acquisition (after the lease is
-    lost and won back) or after a pause while it is still held, so one bad pass cannot stop the
-    replica from leading.
+    A duty that fails on entry is logged and tried again after a pause while the lease is still
+    held, so one bad pass cannot stop the replica from leading. ``tried`` is set once the first
+    entry has finished (succeeded or failed): a replica that wins the lease at start-up waits for
+    it, so it reconciles before it serves, as a single process does.
     """
 
     async def supervise() -> None:
@@ -87,11 +91,15 @@ async def while_held(
             log.info("lease %s held: starting its duties", lease.name)
             try:
                 async with duty():
+                    if tried is not None:
+                        tried.set()
                     await lease.lost()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("a duty of lease %s failed; trying again", lease.name)
+                if tried is not None:
+                    tried.set()
                 await asyncio.sleep(1.0)
                 continue
             log.warning("lease %s lost: its duties stopped", lease.name)

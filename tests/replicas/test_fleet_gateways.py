@@ -20,7 +20,6 @@ from google.rpc import error_details_pb2
 from agentgw_client.gen.agentgw.v1 import event_service_pb2 as eapi
 from agentgw_client.gen.agentgw.v1 import event_service_pb2_grpc as erpc
 from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
-from service.config import Secret
 from service.domain.model import EndReason, SessionFilter, SessionState
 from service.server import Gateway
 from tests.api.sessions_helpers import register_agent, voice_request
@@ -31,9 +30,7 @@ TIMEOUT = 10.0
 
 
 def _settings(emulator: Emulator, pg_url: str, tmp_path: Path, name: str, **overrides: Any) -> Any:
-    return gateway_settings(
-        emulator, tmp_path / f"{name}.db", database_url=Secret(pg_url), heartbeat_seconds=0.2, **overrides
-    )
+    return gateway_settings(emulator, tmp_path / f"{name}.db", pg_url, heartbeat_seconds=0.2, **overrides)
 
 
 @pytest.fixture
@@ -210,3 +207,43 @@ async def test_a_draining_replica_ends_its_streams_for_a_resume_elsewhere_and_it
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_a_cursor_handed_out_by_a_resumes_on_b_before_b_has_read_that_far(
+    pair: tuple[Gateway, Gateway], emulator: Emulator, pg_url: str
+) -> None:
+    """B's bus lags the log (its LISTEN connection was just killed, so it waits for its poll): a
+    resume on B after a cursor A just stored is valid, not CURSOR_AHEAD, and misses nothing."""
+    a, b = pair
+    await register_agent(emulator)
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{a.grpc_port}") as ch_a,
+        grpc.aio.insecure_channel(f"127.0.0.1:{b.grpc_port}") as ch_b,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http_port}", timeout=TIMEOUT) as http_a,
+    ):
+        session = (await rpc.SessionServiceStub(ch_a).CreateSession(voice_request(), timeout=TIMEOUT)).session  # type: ignore[no-untyped-call]
+        instance_id = await _instance(a, session.session_id)
+        await asyncio.sleep(0.5)
+        killed = await a.core.ledger.database.fetchrow(  # type: ignore[attr-defined]
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'agentgw-feed'"
+        )
+        assert killed is not None and killed[0] == 2
+        body = callback("LLMResult", instance_id, {"Round": 1, "Text": "first"}, room_id="room_1")
+        assert (await post(http_a, body)).is_success
+        listed = await erpc.EventServiceStub(ch_a).ListEvents(  # type: ignore[no-untyped-call]
+            eapi.ListEventsRequest(page_size=1000), timeout=TIMEOUT
+        )
+        after = listed.events[-1].cursor
+        assert listed.events[-1].HasField("llm_result") and after > b.core.bus.head
+        resumed = erpc.EventServiceStub(ch_b).WatchEvents(  # type: ignore[no-untyped-call]
+            eapi.WatchEventsRequest(start=eapi.START_POSITION_AFTER_CURSOR, after_cursor=after),
+            timeout=TIMEOUT,
+        )
+        body = callback("LLMResult", instance_id, {"Round": 2, "Text": "second"}, room_id="room_1")
+        assert (await post(http_a, body)).is_success
+        async for message in resumed:
+            if message.HasField("event"):
+                assert message.event.cursor > after and message.event.llm_result.text == "second"
+                break
+        resumed.cancel()

@@ -394,3 +394,49 @@ async def test_the_pool_reconnects_after_the_server_restarts() -> None:
             assert found is not None and found.state is S.PENDING
         finally:
             await ledger.close()
+
+
+# -- audit records -------------------------------------------------------------------------------
+
+
+async def test_an_audited_change_commits_with_its_record_and_a_rollback_takes_both(
+    replicas: list[PostgresLedger],
+) -> None:
+    from service.auth.principal import Principal, Role
+    from service.domain.audit import AuditFilter, AuditTrail, pending_audit
+
+    ledger, other = replicas[0], replicas[1]
+    trail = AuditTrail(ledger, clock=lambda: 1000.0)
+    pending = trail.begin(Principal("alice", Role.CALLER, "jwt"), "/agentgw.v1.AgentService/DeleteAgent")
+
+    async def failing(conn: Any) -> None:
+        await conn.execute("INSERT INTO agent_owners (agent_id, owner, created_at) VALUES ('a', 'alice', 0)")
+        raise RuntimeError("the change fails")
+
+    with pytest.raises(RuntimeError):
+        await ledger.database.transaction(failing)
+    assert pending.id is None and await other.list_audit(AuditFilter(), 10, None) == []
+    assert await other.agent_owner("a") is None
+    await ledger.put_agent_owner("a", "alice", 1000.0)  # the call's first change carries the record
+    assert pending.id is not None
+    [written] = await other.list_audit(AuditFilter(), 10, None)  # another replica reads it
+    assert (written.principal, written.code) == ("alice", "PENDING")
+    await ledger.delete_agent_owner("a")  # later changes of the same call add no record
+    await trail.finish(pending, "OK", agent_id="a")
+    [done] = await other.list_audit(AuditFilter(principal="alice"), 10, None)
+    assert (done.code, done.agent_id) == ("OK", "a")
+    assert pending_audit.get() is None
+    assert await other.purge_audit(2000.0) == 1
+
+
+async def test_a_call_waiting_for_a_connection_of_an_exhausted_pool_is_unavailable(url: str) -> None:
+    options = PoolOptions(min_size=1, max_size=1, statement_timeout_seconds=0.2, connect_timeout_seconds=0.2)
+    ledger = PostgresLedger(url, options=options)
+    await ledger.open()
+    try:
+        async with ledger.database._live_pool().acquire():  # the only connection is busy
+            with pytest.raises(StoreUnavailable):
+                await ledger.get_session("s-0001")
+        assert await ledger.get_session("s-0001") is None  # free again: served
+    finally:
+        await ledger.close()

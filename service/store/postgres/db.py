@@ -66,6 +66,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.LockNotAvailableError,
+    asyncpg.ReadOnlySQLTransactionError,  # a failover not finished: we reached a standby
 )
 _UNSTORABLE: tuple[type[BaseException], ...] = (
     asyncpg.DataError,  # class 22, and asyncpg's own "invalid input for query argument"
@@ -118,6 +119,11 @@ class PoolOptions:
         self.max_size = max_size
         self.statement_timeout_seconds = statement_timeout_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
+
+    @property
+    def acquire_timeout_seconds(self) -> float:
+        """How long a call waits for a free connection of a busy pool before it is UNAVAILABLE."""
+        return self.statement_timeout_seconds + self.connect_timeout_seconds
 
     def server_settings(self) -> dict[str, str]:
         """Session settings every connection starts with."""
@@ -199,7 +205,7 @@ class PgDatabase:
         pool = self._live_pool()
         for attempt in range(1, _RETRIES + 1):
             try:
-                return await _attempt(pool, fn)
+                return await _attempt(pool, fn, self._options.acquire_timeout_seconds)
             except _RETRYABLE as e:
                 if attempt == _RETRIES:
                     raise store_error(e, "ledger transaction failed", self._secret) from e
@@ -214,7 +220,7 @@ class PgDatabase:
         statement, which is its own transaction)."""
         pool = self._live_pool()
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=self._options.acquire_timeout_seconds) as conn:
                 return await fn(conn)
         except _CAUGHT as e:
             raise store_error(e, "ledger statement failed", self._secret) from e
@@ -235,11 +241,13 @@ class PgDatabase:
         return status
 
 
-async def _attempt(pool: asyncpg.Pool[asyncpg.Record], fn: Callable[[Conn], Awaitable[T]]) -> T:
+async def _attempt(
+    pool: asyncpg.Pool[asyncpg.Record], fn: Callable[[Conn], Awaitable[T]], timeout: float
+) -> T:
     """One try of a transaction, with the audited call's pending record written inside it."""
     wrote: PendingAudit | None = None
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire(timeout=timeout) as conn, conn.transaction():
             result = await fn(conn)
             wrote = await audit.write_pending(conn)
         return result
