@@ -19,7 +19,7 @@ PROMTOOL ?= promtool
 RULE_FILES := $(wildcard deploy/prometheus/*.rules.yml) $(wildcard deploy/prometheus/*.alerts.yml)
 RULE_TESTS := $(wildcard deploy/prometheus/tests/*.yml)
 
-.PHONY: help install run run-with-emulator demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules ts-deps
+.PHONY: help install run run-with-emulator demo test lint fmt proto check-proto proto-deps emulator bench chaos clean rules ts-deps fleet
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -37,6 +37,10 @@ run: $(STAMP) ## serve gRPC on 127.0.0.1:50051 and HTTP on :8080 (embedded emula
 
 run-with-emulator: $(STAMP) ## the emulator (:8090) and the gateway as two processes, wired together
 	BIN=$(BIN) tools/run-with-emulator.sh $(ARGS)
+
+# PostgreSQL's server binaries come from Debian's postgresql package (.ci/run installs it).
+fleet: $(STAMP) ## a throwaway PostgreSQL, the emulator (:8090) and two replicas (gRPC :50051/:50052, HTTP :8080/:8081) until Ctrl-C
+	$(BIN)/python -m tools.fleet $(ARGS)
 
 demo: $(STAMP) ## a live digital-human call on the emulator, its events printed as they arrive
 	$(BIN)/python -m service.demo

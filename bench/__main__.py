@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import platform
@@ -35,6 +36,8 @@ SCENARIOS: dict[int, tuple[str, str]] = {
     4: ("ingest", "bench.scenarios.ingest"),
     5: ("stream capacity", "bench.scenarios.capacity"),
     6: ("resume", "bench.scenarios.resume"),
+    7: ("fleet: two replicas on PostgreSQL", "bench.scenarios.fleet"),
+    8: ("growth: a full ledger against an empty one", "bench.scenarios.growth"),
 }
 
 
@@ -46,6 +49,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--profile", action="store_true", help="sample the servers with py-spy (perturbs the numbers)"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--growth-sessions", type=int, default=None, help="scenario 8 (default 1,000,000)")
+    parser.add_argument("--growth-events", type=int, default=None, help="scenario 8 (default 10,000,000)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
     return parser.parse_args(argv)
 
@@ -84,6 +89,10 @@ def machine() -> dict[str, Any]:
 async def _run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
     chosen = sorted(SCENARIOS) if not args.only else [int(x) for x in args.only.split(",") if x.strip()]
     params = QUICK if args.quick else FULL
+    if args.growth_sessions is not None:
+        params = dataclasses.replace(params, growth_sessions=args.growth_sessions)
+    if args.growth_events is not None:
+        params = dataclasses.replace(params, growth_events=args.growth_events)
     timings: dict[str, float] = {}
     errors: dict[str, str] = {}
     profiles: list[str] = []

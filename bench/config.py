@@ -37,6 +37,10 @@ class Params:
     capacity_window_seconds: float
     heartbeat_seconds: float
     resume_events: int
+    growth_sessions: int = 1_000_000
+    """Ended sessions bulk-inserted before the growth scenario measures (``--growth-sessions``)."""
+    growth_events: int = 10_000_000
+    """Events bulk-inserted before the growth scenario measures (``--growth-events``)."""
 
 
 FULL = Params(
@@ -77,4 +81,6 @@ QUICK = Params(
     capacity_window_seconds=5.0,
     heartbeat_seconds=2.0,
     resume_events=20_000,
+    growth_sessions=100_000,
+    growth_events=1_000_000,
 )

@@ -1,6 +1,7 @@
 """``python -m chaos [--only 1,3] [--quick | --smoke] [--strict] [--gateway-env K=V ...]``.
 
-Runs the scenarios (``chaos.scenarios``), prints the table, writes ``bench/results/chaos.json``.
+Runs the scenarios (``chaos.scenarios``; 5 and 6, the fleet worlds, in ``chaos.fleet``), prints the
+table, writes ``bench/results/chaos.json``.
 Exit status: 0 when every scenario ran (missed targets are in the table), 2 when one broke, 1
 with ``--strict`` when a target was missed.
 """
@@ -27,8 +28,13 @@ from typing import Any
 from bench.__main__ import _git, machine
 from bench.config import RESULTS_DIR
 from bench.processes import Processes, stop_everything_now
+from chaos.fleet import FLEET_SCENARIOS
 from chaos.report import Row, rows_for, table
-from chaos.scenarios import FULL, QUICK, SCENARIOS, SMOKE, Params
+from chaos.scenarios import FULL, QUICK, SMOKE, Params
+from chaos.scenarios import SCENARIOS as SINGLE_PROCESS
+
+SCENARIOS = {**SINGLE_PROCESS, **FLEET_SCENARIOS}
+"""The single-process scenarios, then the fleet ones (PostgreSQL and three replicas)."""
 
 OUTPUT = RESULTS_DIR / "chaos.json"
 

@@ -1,0 +1,3 @@
+"""The benchmark scenarios' code, at tiny sizes; PostgreSQL as in the fleet tests."""
+
+from tests.fleet.conftest import database_url  # noqa: F401  (the PostgreSQL-only fixture)
