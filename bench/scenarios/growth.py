@@ -16,7 +16,7 @@ and ``resume_events`` events), then on the full one (the same rows first, then t
 * resume: WatchEvents after the oldest cursor, ``resume_events`` events in batches of 250 (the
   very same events in both ledgers), events/s;
 * retention purge: while callbacks are POSTed one at a time, the ledger's own purge
-  (``purge_before``: what the retention loop runs once a minute) deletes the oldest minute of the
+  (``purge_events``, in batches: what the retention loop runs once a minute) deletes the oldest minute of the
   log's events (the steady state) from the benchmark's process; the slowest callback round trip
   during the purge minus the p50 before it is the stall, and a callback refused meanwhile (a 503:
   the ledger was busy) is counted. An info row repeats it for a catch-up purge of 10% of the log
@@ -354,14 +354,24 @@ def sqlite_backend(db_path: Path) -> Backend:
     from service.store import _events
 
     def purge(before: float) -> int:
+        # As SqliteLedger.purge_events: batches of PURGE_BATCH, one write transaction each. The
+        # ledger yields to its own appends between batches; from this other process, a short pause
+        # lets the gateway's busy handler take the lock between them.
         with contextlib.closing(sqlite3.connect(db_path, timeout=60, isolation_level=None)) as conn:
-            conn.execute("BEGIN IMMEDIATE")  # as SqliteLedger's transactions: the write lock first
-            try:
-                removed = _events.purge_before(conn, before)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            through = _events.purge_target(conn, before)
+            removed = 0
+            while through is not None:
+                conn.execute("BEGIN IMMEDIATE")  # as SqliteLedger's transactions: the write lock first
+                try:
+                    count, done = _events.purge_batch(conn, through)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                removed += count
+                if done:
+                    break
+                time.sleep(0.005)
             return removed
 
     async def run(before: float) -> int:
@@ -380,7 +390,7 @@ def postgres_backend(url: str, db_path: Path) -> Backend:
 
 
 async def postgres_purge(url: str, before: float) -> int:
-    """The PostgreSQL ledger's own retention purge (``purge_before``, in one transaction as
+    """The PostgreSQL ledger's own retention purge (in batches, one transaction each, as
     ``PostgresLedger.purge_events`` runs it), on a connection of its own."""
     import asyncpg
 
@@ -388,8 +398,15 @@ async def postgres_purge(url: str, before: float) -> int:
 
     conn = await asyncpg.connect(url)
     try:
-        async with conn.transaction():
-            return await pg_events.purge_before(conn, before)
+        through = await pg_events.purge_target(conn, before)
+        removed = 0
+        while through is not None:
+            async with conn.transaction():
+                count, done = await pg_events.purge_batch(conn, through)
+            removed += count
+            if done:
+                break
+        return removed
     finally:
         await conn.close()
 

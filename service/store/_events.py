@@ -23,7 +23,8 @@ __all__ = [
     "event_from_row",
     "events_after",
     "has_type",
-    "purge_before",
+    "purge_batch",
+    "purge_target",
 ]
 
 _COLUMNS = (
@@ -236,13 +237,25 @@ def events_after(conn: sqlite3.Connection, after: int, limit: int, flt: EventFil
     return [event_from_row(row) for row in rows]
 
 
-def purge_before(conn: sqlite3.Connection, received_before: float) -> int:
-    """Drop events received before the cut-off and remember how far the log was purged."""
+PURGE_BATCH = 1000
+"""Most events one purge transaction deletes: the write lock is held for one batch at a time, so
+ingest waits milliseconds, not the length of the whole purge."""
+
+
+def purge_target(conn: sqlite3.Connection, received_before: float) -> int | None:
+    """The newest cursor received before the cut-off: retention deletes through it."""
     (through,) = conn.execute(
         "SELECT MAX(cursor) FROM events WHERE received_at < ?", (received_before,)
     ).fetchall()[0]
-    if through is None:
-        return 0
-    removed = int(conn.execute("DELETE FROM events WHERE cursor <= ?", (through,)).rowcount)
-    conn.execute("UPDATE event_log_meta SET purged_through = MAX(purged_through, ?) WHERE id = 1", (through,))
-    return removed
+    return None if through is None else int(through)
+
+
+def purge_batch(conn: sqlite3.Connection, through: int, batch: int | None = None) -> tuple[int, bool]:
+    """Delete the oldest ``batch`` cursors at most, up to ``through``, and remember how far the log
+    was purged (in the same transaction); (rows removed, whether ``through`` is reached)."""
+    batch = batch or PURGE_BATCH
+    (oldest,) = conn.execute("SELECT MIN(cursor) FROM events").fetchall()[0]
+    upto = through if oldest is None else min(through, int(oldest) + batch - 1)
+    removed = int(conn.execute("DELETE FROM events WHERE cursor <= ?", (upto,)).rowcount)
+    conn.execute("UPDATE event_log_meta SET purged_through = MAX(purged_through, ?) WHERE id = 1", (upto,))
+    return removed, upto >= through

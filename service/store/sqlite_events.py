@@ -6,6 +6,8 @@ can be written in one transaction; they live here to keep each module small.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
 import sqlite3
@@ -152,8 +154,22 @@ class EventLogMixin:
         return record, transitions, _stats(json.loads(row["view_turns"]))
 
     async def purge_events(self, received_before: float) -> int:
-        """Drop events received before the cut-off (retention); returns how many."""
-        return self._db.transaction(lambda conn: _events.purge_before(conn, received_before))
+        """Drop events received before the cut-off (retention); returns how many.
+
+        In batches of ``_events.PURGE_BATCH``, one transaction each, yielding to the event loop
+        between them: appends (which share this thread) get the write lock between batches.
+        """
+        through = self._db.run(lambda conn: _events.purge_target(conn, received_before))
+        if through is None:
+            return 0
+        step = functools.partial(_events.purge_batch, through=through)
+        removed, done = 0, False
+        while not done:
+            count, done = self._db.transaction(step)
+            removed += count
+            if not done:
+                await asyncio.sleep(0)
+        return removed
 
     # -- callback replay protection -------------------------------------------------------------
 

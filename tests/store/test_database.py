@@ -220,3 +220,42 @@ async def test_the_created_check_uses_an_index_not_a_scan(sqlite_ledger: SqliteL
     )
     details = " ".join(str(row[3]) for row in plan)
     assert "USING COVERING INDEX events_instance_type" in details, details
+
+
+async def test_retention_purges_in_batches_and_lets_appends_in_between(
+    ledger: SqliteLedger, ledger_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge of a long backlog is many short transactions, not one that holds the write lock for
+    seconds: ingest goes on between them, and the bounds move with each batch."""
+    from service.store.postgres import events as pg_events
+
+    monkeypatch.setattr(_events, "PURGE_BATCH", 4)
+    monkeypatch.setattr(pg_events, "PURGE_BATCH", 4)
+    old = [dataclasses.replace(event(n), received_at=1.0) for n in range(1, 26)]
+    stored = await ledger.append_events(old)
+    recent = await ledger.append_events(
+        [dataclasses.replace(event(n), received_at=1000.0) for n in range(26, 31)]
+    )
+    order: list[str] = []
+
+    async def purge() -> int:
+        removed = await ledger.purge_events(500.0)
+        order.append("purge")
+        return removed
+
+    async def append() -> None:
+        await asyncio.sleep(0)
+        await ledger.append_event(dataclasses.replace(event(99), received_at=1000.0))
+        order.append("append")
+
+    removed, _ = await asyncio.gather(purge(), append())
+    assert removed == 25
+    last_old = stored[-1]
+    assert last_old is not None
+    purged, head = await ledger.event_bounds()
+    assert purged == last_old.cursor
+    left = [e.sequence for e in await ledger.events_after(0, 100, EventFilter())]
+    assert left == [e.sequence for e in recent if e is not None] + [99]
+    if ledger_backend == "sqlite":  # one thread: the append ran between two batches
+        assert order == ["append", "purge"]
+    assert await ledger.purge_events(500.0) == 0  # nothing left before the cut-off

@@ -51,7 +51,8 @@ __all__ = [
     "events_after",
     "has_type",
     "lock_log",
-    "purge_before",
+    "purge_batch",
+    "purge_target",
     "row_count",
 ]
 
@@ -141,16 +142,28 @@ def event_from_row(row: asyncpg.Record) -> Event:
     return _events.event_from_row(cast(Any, row))
 
 
-async def purge_before(conn: Conn, received_before: float) -> int:
-    """Drop events received before the cut-off and remember how far the log was purged."""
+PURGE_BATCH = 5000
+"""Most events one purge transaction deletes, so a purge never holds its row locks (or a long
+transaction's snapshot) for the whole backlog."""
+
+
+async def purge_target(conn: Conn, received_before: float) -> int | None:
+    """The newest cursor received before the cut-off: retention deletes through it."""
     through = await conn.fetchval("SELECT MAX(cursor) FROM events WHERE received_at < $1", received_before)
-    if through is None:
-        return 0
-    removed = row_count(await conn.execute("DELETE FROM events WHERE cursor <= $1", through))
+    return None if through is None else int(through)
+
+
+async def purge_batch(conn: Conn, through: int, batch: int | None = None) -> tuple[int, bool]:
+    """Delete the oldest ``batch`` cursors at most, up to ``through``, and remember how far the log
+    was purged (in the same transaction); (rows removed, whether ``through`` is reached)."""
+    batch = batch or PURGE_BATCH
+    oldest = await conn.fetchval("SELECT MIN(cursor) FROM events")
+    upto = through if oldest is None else min(through, int(oldest) + batch - 1)
+    removed = row_count(await conn.execute("DELETE FROM events WHERE cursor <= $1", upto))
     await conn.execute(
-        "UPDATE event_log_meta SET purged_through = GREATEST(purged_through, $1) WHERE id = 1", through
+        "UPDATE event_log_meta SET purged_through = GREATEST(purged_through, $1) WHERE id = 1", upto
     )
-    return removed
+    return removed, upto >= through
 
 
 def row_count(status: str) -> int:

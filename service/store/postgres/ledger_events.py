@@ -7,6 +7,7 @@ of two replicas receiving the same pair, exactly one records it first.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 
@@ -141,8 +142,17 @@ class EventLogMixin:
         return record, transitions, _stats(json.loads(row["view_turns"]))
 
     async def purge_events(self, received_before: float) -> int:
-        """Drop events received before the cut-off (retention); returns how many."""
-        return await self._db.transaction(lambda conn: _events.purge_before(conn, float(received_before)))
+        """Drop events received before the cut-off (retention); returns how many, in batches of
+        ``PURGE_BATCH`` events, one transaction each."""
+        through = await self._db.run(lambda conn: _events.purge_target(conn, float(received_before)))
+        if through is None:
+            return 0
+        step = functools.partial(_events.purge_batch, through=through)
+        removed, done = 0, False
+        while not done:
+            count, done = await self._db.transaction(step)
+            removed += count
+        return removed
 
     # -- callback replay protection -------------------------------------------------------------
 
