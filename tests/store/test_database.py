@@ -252,7 +252,7 @@ async def test_retention_purges_in_batches_and_lets_appends_in_between(
     assert removed == 25
     last_old = stored[-1]
     assert last_old is not None
-    purged, head = await ledger.event_bounds()
+    purged, _ = await ledger.event_bounds()
     assert purged == last_old.cursor
     left = [e.sequence for e in await ledger.events_after(0, 100, EventFilter())]
     assert left == [e.sequence for e in recent if e is not None] + [99]
