@@ -25,6 +25,14 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.conftest import rich_error
 
+@pytest.fixture
+def ledger_backend() -> str:
+    """SQLite only: the fault is injected under its connection. PostgreSQL's lost server, statement
+    timeouts and exhausted pool are ``StoreUnavailable`` in ``tests/store/test_pg_resilience.py``,
+    mapped by the same table (``tests/store/test_pg_selection.py``)."""
+    return "sqlite"
+
+
 SECRET_SQL = "SELECT secret_column FROM sessions WHERE session_id = 'x'"
 
 
