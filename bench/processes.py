@@ -177,6 +177,21 @@ class Processes:
         self._procs.append(proc)
         return proc
 
+    async def signal_and_wait(self, proc: Proc, sig: signal.Signals) -> int | None:
+        """Send ``sig`` to ``proc``'s process group (SIGKILL: no warning at all), wait for it to end
+        (SIGKILL after 30 s), and forget it; its exit code."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(proc.process.wait(), 30)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.process.wait()
+        code = proc.process.returncode
+        await self.stop(proc)
+        return code
+
     async def stop(self, proc: Proc, grace: float = 5.0) -> None:
         await proc.stop(grace)
         if proc in self._procs:

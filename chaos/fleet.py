@@ -40,6 +40,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as api_grpc
 from bench.processes import Processes
 from chaos.harness import Intent, World, channel_options
 from chaos.measure import event_counts
+from chaos.resume import event_log
 from chaos.scenarios import Params, verify
 from tools.fleet import EmulatorSpec, Fleet, Replica, open_fleet
 
@@ -235,22 +236,7 @@ async def _subscribe(world: FleetWorld, sub: FleetSubscriber, first: Replica) ->
 
 async def fleet_log(world: FleetWorld, replica: Replica) -> tuple[list[dict[str, Any]], int]:
     """The whole event log as ``replica`` lists it, and its head cursor."""
-    stub = world.events_on(replica)
-    rows: list[dict[str, Any]] = []
-    after, head = 0, 0
-    for _ in range(10_000):  # bounded: 10,000 pages of 1,000
-        page = await stub.ListEvents(
-            events_api.ListEventsRequest(after_cursor=after, page_size=1000), timeout=10
-        )
-        head = page.head_cursor
-        rows.extend(
-            {"cursor": e.cursor, "instance_id": e.agent_instance_id, "sequence": e.sequence}
-            for e in page.events
-        )
-        if not page.events:
-            break
-        after = page.next_cursor
-    return rows, head
+    return await event_log(world.events_on(replica))
 
 
 async def _talk(world: FleetWorld, instances: list[str], stop: asyncio.Event) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import time
 import uuid
@@ -166,17 +165,7 @@ class World:
         proc, self.gateway = self.gateway, None
         if proc is None:
             return None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            await asyncio.wait_for(proc.process.wait(), 30)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.process.wait()
-        code = proc.process.returncode
-        await self.procs.stop(proc)
-        return code
+        return await self.procs.signal_and_wait(proc, sig)
 
     # -- the emulator's view ----------------------------------------------------------------------
 

@@ -94,7 +94,11 @@ def _slowest_end(subs: list[Subscriber], since: float) -> float | None:
 
 
 async def _log(world: World) -> tuple[list[dict[str, Any]], int]:
-    stub = events_rpc.EventServiceStub(world.channel)
+    return await event_log(events_rpc.EventServiceStub(world.channel))
+
+
+async def event_log(stub: events_rpc.EventServiceStub) -> tuple[list[dict[str, Any]], int]:
+    """The whole event log as ``stub``'s gateway lists it, and its head cursor."""
     rows: list[dict[str, Any]] = []
     after, head = 0, 0
     for _ in range(10_000):  # bounded: 10,000 pages of 1,000

@@ -160,17 +160,7 @@ class Fleet:
         proc, replica.proc = replica.proc, None
         if proc is None:
             return None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            await asyncio.wait_for(proc.process.wait(), 30)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.process.wait()
-        code = proc.process.returncode
-        await self.procs.stop(proc)
-        return code
+        return await self.procs.signal_and_wait(proc, sig)
 
     async def kill(self, replica: Replica) -> int | None:
         """kill -9 the replica."""
