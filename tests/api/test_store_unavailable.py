@@ -25,6 +25,7 @@ from agentgw_client.gen.agentgw.v1 import session_service_pb2_grpc as rpc
 from service.server import Gateway
 from tests.conftest import rich_error
 
+
 @pytest.fixture
 def ledger_backend() -> str:
     """SQLite only: the fault is injected under its connection. PostgreSQL's lost server, statement
